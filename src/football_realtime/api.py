@@ -1,0 +1,168 @@
+"""REST endpoints (seed: REST API端点): health, stats, connection details, broadcast."""
+
+from __future__ import annotations
+
+import secrets
+from typing import TYPE_CHECKING, Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, HTTPException, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from . import __version__
+from .brokers.base import BrokerUnavailable
+from .core.events import EventType, EventValidationError
+
+if TYPE_CHECKING:
+    from .app import Realtime
+
+
+class Target(BaseModel):
+    """Exactly one of ``user_id``, ``connection_id``, ``room``."""
+
+    model_config = ConfigDict(extra="forbid")
+    user_id: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+    connection_id: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+    room: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Target:
+        given = [k for k in ("user_id", "connection_id", "room") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("target must name exactly one of user_id, connection_id, room")
+        return self
+
+
+class BroadcastRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "example": {
+                "event_type": "match_score_changed",
+                "data": {"match_id": 456, "home_score": 1, "away_score": 0, "minute": 25},
+                "source": "data-service",
+                "target": None,
+            }
+        },
+    )
+    event_type: EventType
+    data: dict[str, Any]
+    source: Annotated[str, Field(max_length=200)] | None = None
+    correlation_id: Annotated[str, Field(max_length=200)] | None = None
+    timestamp: str | None = None
+    target: Target | None = None
+    idempotency_key: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+
+
+class BroadcastResult(BaseModel):
+    accepted: bool
+    event_type: str
+    stream: str | None = None
+    offset: int | None = None
+    epoch: str | None = None
+    duplicate: bool | None = None
+    target: dict[str, str] | None = None
+    recipients: int | None = None
+
+
+def build_api_router(rt: Realtime) -> APIRouter:
+    router = APIRouter()
+
+    def require_admin(
+        authorization: Annotated[str | None, Header()] = None,
+    ) -> None:
+        token = rt.admin_token
+        if authorization is None or not authorization.startswith("Bearer "):
+            raise HTTPException(
+                401,
+                "missing Authorization: Bearer <admin token>",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        given = authorization[7:].strip()
+        if not secrets.compare_digest(given.encode(), token.encode()):
+            raise HTTPException(401, "invalid admin token", headers={"WWW-Authenticate": "Bearer"})
+
+    admin = [Depends(require_admin)]
+
+    @router.get("/health", summary="Service health", tags=["realtime"])
+    async def health() -> JSONResponse:
+        ok = await rt.broker.healthy()
+        body = {
+            "status": "ok" if ok else "degraded",
+            "broker": rt.broker.name,
+            "broker_healthy": ok,
+            "active_connections": len(rt.hub.connections),
+            "uptime_seconds": round(rt.stats.uptime, 3),
+            "version": __version__,
+            "instance_id": rt.settings.instance_id,
+        }
+        return JSONResponse(body, status_code=200 if ok else 503)
+
+    @router.get("/stats", summary="Service statistics", tags=["realtime"])
+    async def stats() -> dict[str, Any]:
+        return rt.stats_snapshot()
+
+    @router.get(
+        "/connections/{connection_id}",
+        summary="One connection's details (admin)",
+        tags=["realtime"],
+        dependencies=admin,
+    )
+    async def connection(connection_id: str) -> dict[str, Any]:
+        conn = rt.hub.connections.get(connection_id)
+        if conn is None:
+            raise HTTPException(404, f"no connection {connection_id!r}")
+        return conn.describe()
+
+    @router.post(
+        "/broadcast",
+        summary="Publish an event, or send it to one user, connection or room (admin)",
+        tags=["realtime"],
+        dependencies=admin,
+        response_model=BroadcastResult,
+        response_model_exclude_none=True,
+    )
+    async def broadcast(
+        body: BroadcastRequest,
+        request: Request,
+        idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+    ) -> BroadcastResult:
+        event: dict[str, Any] = {"event_type": body.event_type, "data": body.data}
+        for k in ("source", "correlation_id", "timestamp"):
+            v = getattr(body, k)
+            if v is not None:
+                event[k] = v
+        try:
+            if body.target is not None:
+                tgt = body.target.model_dump(exclude_none=True)
+                n = rt.send(event, **tgt)
+                return BroadcastResult(
+                    accepted=True, event_type=body.event_type, target=tgt, recipients=n
+                )
+            res = await rt.publish(event, idempotency_key=idempotency_key or body.idempotency_key)
+        except EventValidationError as exc:
+            raise HTTPException(
+                422,
+                [
+                    {
+                        "loc": ["body", *e["field"].split(".")],
+                        "msg": e["message"],
+                        "type": e["type"],
+                    }
+                    for e in exc.errors
+                ],
+            ) from None
+        except BrokerUnavailable as exc:
+            raise HTTPException(
+                503, f"broker unavailable: {exc}", headers={"Retry-After": "1"}
+            ) from None
+        return BroadcastResult(
+            accepted=True,
+            event_type=body.event_type,
+            stream=res.stream,
+            offset=res.offset,
+            epoch=res.epoch,
+            duplicate=res.duplicate or None,
+        )
+
+    return router

@@ -1,0 +1,71 @@
+"""The broker interface: how a published event reaches every instance.
+
+Guarantees every implementation gives (checked by one conformance suite run
+against each):
+
+* Each publish is assigned the next ``offset`` of its stream (one stream per
+  subscription type), starting at 1, without gaps, and every instance's
+  ``deliver`` callback sees a stream's events in offset order, each at most once.
+* History: the most recent events of each stream (bounded by size and age) can be
+  read back by offset; a stream's ``epoch`` changes when its history is lost.
+* ``publish`` returns only after the event is durable in the broker's history and
+  raises :class:`BrokerUnavailable` when it cannot; it never drops silently.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ..core.events import EventType, SubscriptionType
+
+
+class BrokerUnavailable(RuntimeError):
+    """The broker cannot accept or deliver events right now (e.g. Redis is down)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PublishedEvent:
+    """An event after publishing: its envelope JSON, and what routing needs from it."""
+
+    stream: SubscriptionType
+    offset: int
+    event_type: EventType
+    data: dict[str, Any]
+    payload: bytes  # the full envelope as sent to clients, stream and offset included
+    published_at: float = field(default=0.0)  # wall-clock seconds, for latency metrics
+
+
+@dataclass(frozen=True, slots=True)
+class PublishResult:
+    stream: SubscriptionType
+    offset: int
+    epoch: str
+    duplicate: bool = False
+
+
+Deliver = Callable[[PublishedEvent], None]
+
+
+class Broker(Protocol):
+    name: str
+
+    async def start(self, deliver: Deliver) -> None:
+        """Begin delivering every stream's events to ``deliver`` (called on the loop)."""
+
+    async def stop(self) -> None: ...
+
+    async def publish(
+        self, envelope: dict[str, Any], stream: SubscriptionType, idempotency_key: str | None
+    ) -> PublishResult:
+        """Assign the next offset of ``stream``, store and deliver ``envelope``."""
+
+    async def position(self, stream: SubscriptionType) -> tuple[str, int]:
+        """(epoch, offset of the newest event) of ``stream``; offset 0 when empty."""
+
+    async def history(self, stream: SubscriptionType, after: int) -> list[PublishedEvent] | None:
+        """Events of ``stream`` with offset > ``after``, oldest first; None when the
+        history no longer reaches back to ``after + 1``."""
+
+    async def healthy(self) -> bool: ...

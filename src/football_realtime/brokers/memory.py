@@ -1,0 +1,90 @@
+"""The embedded broker: one process, no dependencies. History lives as long as the process."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections import OrderedDict, deque
+from typing import Any
+
+import orjson
+
+from ..core.events import EventType, SubscriptionType
+from .base import Deliver, PublishedEvent, PublishResult
+
+IDEMPOTENCY_WINDOW = 300.0
+
+
+class MemoryBroker:
+    name = "memory"
+
+    def __init__(self, *, history_size: int, history_ttl: float) -> None:
+        self.history_size = history_size
+        self.history_ttl = history_ttl
+        self._deliver: Deliver | None = None
+        self._offsets: dict[SubscriptionType, int] = dict.fromkeys(SubscriptionType, 0)
+        self._epoch = secrets.token_hex(6)
+        self._history: dict[SubscriptionType, deque[PublishedEvent]] = {
+            st: deque(maxlen=history_size) for st in SubscriptionType
+        }
+        self._idem: OrderedDict[str, tuple[float, PublishResult]] = OrderedDict()
+
+    async def start(self, deliver: Deliver) -> None:
+        self._deliver = deliver
+
+    async def stop(self) -> None:
+        self._deliver = None
+
+    async def publish(
+        self, envelope: dict[str, Any], stream: SubscriptionType, idempotency_key: str | None
+    ) -> PublishResult:
+        now = time.time()
+        if idempotency_key is not None:
+            self._expire_idem(now)
+            seen = self._idem.get(idempotency_key)
+            if seen is not None:
+                r = seen[1]
+                return PublishResult(r.stream, r.offset, r.epoch, duplicate=True)
+        offset = self._offsets[stream] + 1
+        self._offsets[stream] = offset
+        envelope["stream"] = stream.value
+        envelope["offset"] = offset
+        ev = PublishedEvent(
+            stream=stream,
+            offset=offset,
+            event_type=EventType(envelope["event_type"]),
+            data=envelope["data"],
+            payload=orjson.dumps(envelope),
+            published_at=now,
+        )
+        self._history[stream].append(ev)
+        result = PublishResult(stream, offset, self._epoch)
+        if idempotency_key is not None:
+            self._idem[idempotency_key] = (now, result)
+        if self._deliver is not None:
+            self._deliver(ev)
+        return result
+
+    def _expire_idem(self, now: float) -> None:
+        while self._idem:
+            key, (ts, _) = next(iter(self._idem.items()))
+            if now - ts < IDEMPOTENCY_WINDOW:
+                break
+            del self._idem[key]
+
+    async def position(self, stream: SubscriptionType) -> tuple[str, int]:
+        return self._epoch, self._offsets[stream]
+
+    async def history(self, stream: SubscriptionType, after: int) -> list[PublishedEvent] | None:
+        events = self._history[stream]
+        cutoff = time.time() - self.history_ttl
+        kept = [ev for ev in events if ev.published_at >= cutoff]
+        top = self._offsets[stream]
+        if after >= top:
+            return []
+        if not kept or kept[0].offset > after + 1:
+            return None
+        return [ev for ev in kept if ev.offset > after]
+
+    async def healthy(self) -> bool:
+        return True

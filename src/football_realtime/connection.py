@@ -1,0 +1,239 @@
+"""One client connection: identity, subscriptions, counters, and its outbound path.
+
+The hub calls :meth:`Connection.send` for every message; it never awaits. Bytes
+go straight to the socket while it keeps up, otherwise into a bounded
+:class:`OutboundBuffer`. Two sinks move the bytes:
+
+* :class:`FastSink` writes pre-built frames to the transport of our uvicorn
+  WebSocket protocol (``wsprotocol.py``) and drains the buffer from its
+  ``resume_writing`` callback: no task and no await per connection or delivery.
+* :class:`AsgiSink` works under any ASGI server (the router mounted in another
+  app): a writer task awaits ``websocket.send`` for what the buffer holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Hashable
+from typing import TYPE_CHECKING, Any, Protocol
+
+from starlette.websockets import WebSocket
+
+from .core.close_codes import CloseCode
+from .core.encoding import text_frame
+from .core.outbound import OutboundBuffer
+from .core.subscriptions import Subscription
+
+if TYPE_CHECKING:
+    from .wsprotocol import RealtimeWebSocketProtocol
+
+log = logging.getLogger("football_realtime.connection")
+
+
+class Encoded:
+    """One message serialised once; its frame is built on first use and then shared."""
+
+    __slots__ = ("_frame", "payload")
+
+    def __init__(self, payload: bytes) -> None:
+        self.payload = payload
+        self._frame: bytes | None = None
+
+    @property
+    def frame(self) -> bytes:
+        f = self._frame
+        if f is None:
+            f = self._frame = text_frame(self.payload)
+        return f
+
+
+class Sink(Protocol):
+    writable: bool
+
+    def item(self, enc: Encoded) -> bytes: ...
+    def write(self, item: bytes) -> None: ...
+    def wake(self) -> None: ...
+    def close(self, code: int, reason: str, abort: bool) -> None: ...
+
+
+class Connection:
+    __slots__ = (
+        "__weakref__",
+        "bytes_received",
+        "bytes_sent",
+        "client_addr",
+        "closing",
+        "connected_at",
+        "connected_mono",
+        "id",
+        "messages_received",
+        "messages_sent",
+        "on_overflow",
+        "out",
+        "rooms",
+        "session_id",
+        "sink",
+        "stamp",
+        "subscriptions",
+        "user_id",
+    )
+
+    def __init__(
+        self,
+        conn_id: str,
+        user_id: str | None,
+        session_id: str | None,
+        sink: Sink,
+        buffer_limit: int,
+        client_addr: str | None = None,
+    ) -> None:
+        self.id = conn_id
+        self.user_id = user_id
+        self.session_id = session_id
+        self.client_addr = client_addr
+        self.sink = sink
+        self.out = OutboundBuffer(buffer_limit)
+        self.subscriptions: dict[str, Subscription] = {}
+        self.rooms: set[str] | None = None
+        self.connected_at = time.time()
+        self.connected_mono = time.monotonic()
+        self.messages_sent = 0
+        self.bytes_sent = 0
+        self.messages_received = 0
+        self.bytes_received = 0
+        self.stamp = 0  # last fan-out that reached this connection (dedupe)
+        self.closing = False
+        self.on_overflow: Callable[[Connection], None] | None = None
+
+    def send(self, enc: Encoded, key: Hashable | None = None) -> bool:
+        """Queue one message without waiting. False if the connection is closing."""
+        if self.closing:
+            return False
+        self.messages_sent += 1
+        self.bytes_sent += len(enc.payload)
+        sink = self.sink
+        if sink.writable and not self.out:
+            sink.write(sink.item(enc))
+            return True
+        if self.out.push(sink.item(enc), key):
+            sink.wake()
+            return True
+        self.overflow()
+        return False
+
+    def flush(self) -> None:
+        """Move queued bytes to the socket while it accepts them (fast sink)."""
+        out = self.out
+        sink = self.sink
+        while out and sink.writable:
+            sink.write(out.pop())
+
+    def overflow(self) -> None:
+        """The client cannot keep up: drop what is queued and close with 4001."""
+        self.out.clear()
+        if self.on_overflow is not None:
+            self.on_overflow(self)
+        self.close(CloseCode.SLOW_CONSUMER, "slow consumer: outbound buffer overflow", abort=True)
+
+    def close(self, code: int, reason: str = "", abort: bool = False) -> None:
+        if self.closing:
+            return
+        self.closing = True
+        self.sink.close(code, reason, abort)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "connection_id": self.id,
+            "user_id": self.user_id,
+            "session_id": self.session_id,
+            "connected_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.connected_at)),
+            "connected_seconds": round(time.monotonic() - self.connected_mono, 3),
+            "subscriptions": [s.describe() for s in self.subscriptions.values()],
+            "rooms": sorted(self.rooms) if self.rooms else [],
+            "messages_sent": self.messages_sent,
+            "bytes_sent": self.bytes_sent,
+            "messages_received": self.messages_received,
+            "bytes_received": self.bytes_received,
+            "buffered_bytes": self.out.size,
+        }
+
+
+class FastSink:
+    """Writes pre-built frames to our uvicorn protocol's transport."""
+
+    __slots__ = ("proto", "writable")
+
+    def __init__(self, proto: RealtimeWebSocketProtocol) -> None:
+        self.proto = proto
+        self.writable = not proto.write_paused
+
+    def item(self, enc: Encoded) -> bytes:
+        return enc.frame
+
+    def write(self, item: bytes) -> None:
+        self.proto.transport.write(item)
+
+    def wake(self) -> None:
+        pass  # resume_writing drains the buffer
+
+    def close(self, code: int, reason: str, abort: bool) -> None:
+        self.writable = False
+        self.proto.close_now(code, reason, abort)
+
+
+class AsgiSink:
+    """Portable path for any ASGI server: a writer task awaits ``websocket.send``."""
+
+    __slots__ = ("_close", "_event", "_task", "conn", "websocket", "writable")
+
+    def __init__(self, websocket: WebSocket) -> None:
+        self.websocket = websocket
+        self.writable = False
+        self.conn: Connection | None = None
+        self._event = asyncio.Event()
+        self._close: tuple[int, str] | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self, conn: Connection) -> None:
+        self.conn = conn
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def item(self, enc: Encoded) -> bytes:
+        return enc.payload
+
+    def write(self, item: bytes) -> None:  # pragma: no cover - never writable
+        raise AssertionError("AsgiSink writes from its task")
+
+    def wake(self) -> None:
+        self._event.set()
+
+    def close(self, code: int, reason: str, abort: bool) -> None:
+        self._close = (code, reason)
+        self._event.set()
+
+    async def _run(self) -> None:
+        assert self.conn is not None
+        out = self.conn.out
+        ws = self.websocket
+        try:
+            while True:
+                await self._event.wait()
+                self._event.clear()
+                while out and self._close is None:
+                    await ws.send_text(out.pop().decode())
+                if self._close is not None:
+                    code, reason = self._close
+                    await ws.close(code, reason)
+                    return
+        except Exception:  # the peer went away mid-send; the receive loop cleans up
+            return
+
+    async def stop(self) -> None:
+        task = self._task
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

@@ -1,0 +1,284 @@
+"""Client-to-server messages: parsing and replies. No I/O.
+
+A client sends JSON text frames ``{"type": ..., "id": <optional>, "data": {...}}``.
+:func:`parse_client_message` turns one frame into a typed request or raises
+:class:`ProtocolError`, whose ``code`` is one of :data:`ERROR_CODES`. Every request
+gets exactly one reply: :func:`ack` or :func:`error_reply`, echoing ``id``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Final
+
+import orjson
+from pydantic import ValidationError
+
+from .encoding import server_message
+from .events import SubscriptionType
+from .subscriptions import SubscriptionFilter
+
+#: Every error code a client may receive, with its meaning (rendered in docs/protocol.md).
+ERROR_CODES: Final[dict[str, str]] = {
+    "invalid_json": "The frame is not valid JSON (syntax, NaN/Infinity, lone surrogates, "
+    "nesting deeper than 1024, integers beyond 64 bits).",
+    "invalid_message": "Valid JSON but not a valid message: not an object, `type`/`id`/`data` "
+    "of the wrong type, or a required field missing.",
+    "unknown_type": "`type` is not a message type this server knows.",
+    "unknown_subscription_type": "`subscription_type` is not one of the five streams.",
+    "invalid_filter": "A filter field is unknown, of the wrong type, out of range, or an empty "
+    "list.",
+    "not_found": "The subscription (or room) named does not exist on this connection.",
+    "limit_exceeded": "A per-connection limit (subscriptions, rooms) would be exceeded.",
+    "invalid_since": "`since` names a stream the subscription does not cover or is malformed.",
+    "forbidden": "The connection's tier may not receive the requested event type.",
+    "rate_limited": "Too many messages; slow down (continued flooding closes with 1008).",
+    "unauthorized": "The token in `auth` is invalid.",
+    "internal_error": "The server failed to handle the request; it was logged.",
+}
+
+MESSAGE_TYPES: Final = ("subscribe", "unsubscribe", "heartbeat", "get_stats", "join", "leave")
+
+_ROOM_RE = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
+_MAX_ID_LEN = 128
+
+
+class ProtocolError(Exception):
+    """The peer's fault: answer with an ``error`` reply and keep the connection."""
+
+    def __init__(
+        self, code: str, message: str, msg_id: Any = None, msg_type: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.msg_id = msg_id
+        self.msg_type = msg_type
+
+
+@dataclass(frozen=True, slots=True)
+class StreamPosition:
+    epoch: str
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribe:
+    id: Any
+    subscription_type: SubscriptionType | None
+    filters: SubscriptionFilter
+    since: dict[SubscriptionType, StreamPosition] | None = None
+    snapshot: bool = False
+    type: str = "subscribe"
+
+
+@dataclass(frozen=True, slots=True)
+class Unsubscribe:
+    id: Any
+    subscription_id: str | None
+    subscription_type: SubscriptionType | None
+    type: str = "unsubscribe"
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    id: Any
+    type: str = "heartbeat"
+
+
+@dataclass(frozen=True, slots=True)
+class GetStats:
+    id: Any
+    type: str = "get_stats"
+
+
+@dataclass(frozen=True, slots=True)
+class Join:
+    id: Any
+    room: str
+    type: str = "join"
+
+
+@dataclass(frozen=True, slots=True)
+class Leave:
+    id: Any
+    room: str
+    type: str = "leave"
+
+
+ClientMessage = Subscribe | Unsubscribe | Heartbeat | GetStats | Join | Leave
+
+
+def _check_id(raw: Any) -> Any:
+    if raw is None:
+        return None
+    if type(raw) is int and abs(raw) <= 2**53:
+        return raw
+    if type(raw) is str and len(raw) <= _MAX_ID_LEN:
+        return raw
+    raise ProtocolError(
+        "invalid_message", f"id must be a string of at most {_MAX_ID_LEN} characters or an integer"
+    )
+
+
+def _subscription_type(raw: Any, msg_id: Any, msg_type: str) -> SubscriptionType | None:
+    if raw is None:
+        return None
+    if type(raw) is not str:
+        raise ProtocolError(
+            "invalid_message", "data.subscription_type must be a string", msg_id, msg_type
+        )
+    try:
+        return SubscriptionType(raw)
+    except ValueError:
+        valid = ", ".join(t.value for t in SubscriptionType)
+        shown = raw if len(raw) <= 40 else raw[:40] + "..."
+        raise ProtocolError(
+            "unknown_subscription_type",
+            f"unknown subscription_type {shown!r}; expected one of {valid}",
+            msg_id,
+            msg_type,
+        ) from None
+
+
+def parse_filters(raw: Any, msg_id: Any = None, msg_type: str | None = None) -> SubscriptionFilter:
+    if raw is None:
+        return SubscriptionFilter()
+    if type(raw) is not dict:
+        raise ProtocolError("invalid_filter", "data.filters must be an object", msg_id, msg_type)
+    try:
+        return SubscriptionFilter.model_validate(raw)
+    except ValidationError as exc:
+        parts = []
+        for e in exc.errors(include_url=False, include_input=False):
+            loc = ".".join(str(p) for p in e["loc"])
+            parts.append(f"filters.{loc}: {e['msg']}")
+        raise ProtocolError("invalid_filter", "; ".join(parts), msg_id, msg_type) from None
+
+
+def _parse_since(raw: Any, msg_id: Any) -> dict[SubscriptionType, StreamPosition] | None:
+    if raw is None:
+        return None
+    if type(raw) is not dict or not raw:
+        raise ProtocolError(
+            "invalid_since", "data.since must be a non-empty object", msg_id, "subscribe"
+        )
+    out: dict[SubscriptionType, StreamPosition] = {}
+    for stream, pos in raw.items():
+        try:
+            st = SubscriptionType(stream)
+        except ValueError:
+            raise ProtocolError(
+                "invalid_since", f"since: unknown stream {stream[:40]!r}", msg_id, "subscribe"
+            ) from None
+        if (
+            type(pos) is not dict
+            or type(pos.get("epoch")) is not str
+            or len(pos["epoch"]) > 64
+            or type(pos.get("offset")) is not int
+            or not 0 <= pos["offset"] < 2**63
+        ):
+            raise ProtocolError(
+                "invalid_since",
+                f"since.{st.value} must be {{'epoch': <string>, 'offset': <integer >= 0>}}",
+                msg_id,
+                "subscribe",
+            )
+        out[st] = StreamPosition(pos["epoch"], pos["offset"])
+    return out
+
+
+def _known_keys(data: dict[str, Any], allowed: tuple[str, ...], msg_id: Any, t: str) -> None:
+    extra = [k for k in data if k not in allowed]
+    if extra:
+        shown = ", ".join(repr(k[:40]) for k in extra[:5])
+        raise ProtocolError(
+            "invalid_message",
+            f"unknown field(s) in data: {shown}; allowed: {', '.join(allowed)}",
+            msg_id,
+            t,
+        )
+
+
+def parse_client_message(text: str) -> ClientMessage:
+    """Parse one text frame. Raises :class:`ProtocolError` for anything invalid."""
+    try:
+        obj = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise ProtocolError("invalid_json", f"frame is not valid JSON: {exc}") from None
+    if type(obj) is not dict:
+        raise ProtocolError("invalid_message", "a message must be a JSON object")
+    msg_id = _check_id(obj.get("id"))
+    t = obj.get("type")
+    if type(t) is not str:
+        raise ProtocolError("invalid_message", "type must be a string", msg_id)
+    if t not in MESSAGE_TYPES:
+        shown = t if len(t) <= 40 else t[:40] + "..."
+        raise ProtocolError(
+            "unknown_type",
+            f"unknown message type {shown!r}; expected one of {', '.join(MESSAGE_TYPES)}",
+            msg_id,
+        )
+    data = obj.get("data")
+    if data is None:
+        data = {}
+    elif type(data) is not dict:
+        raise ProtocolError("invalid_message", "data must be an object", msg_id, t)
+
+    if t == "subscribe":
+        _known_keys(data, ("subscription_type", "filters", "since", "snapshot"), msg_id, t)
+        st = _subscription_type(data.get("subscription_type"), msg_id, t)
+        flt = parse_filters(data.get("filters"), msg_id, t)
+        if st is None and flt.event_types is None:
+            raise ProtocolError(
+                "invalid_message",
+                "data.subscription_type is required unless filters.event_types is given",
+                msg_id,
+                t,
+            )
+        snapshot = data.get("snapshot", False)
+        if type(snapshot) is not bool:
+            raise ProtocolError("invalid_message", "data.snapshot must be a boolean", msg_id, t)
+        return Subscribe(msg_id, st, flt, _parse_since(data.get("since"), msg_id), snapshot)
+    if t == "unsubscribe":
+        _known_keys(data, ("subscription_id", "subscription_type"), msg_id, t)
+        sid = data.get("subscription_id")
+        if sid is not None and (type(sid) is not str or len(sid) > _MAX_ID_LEN):
+            raise ProtocolError(
+                "invalid_message", "data.subscription_id must be a string", msg_id, t
+            )
+        st = _subscription_type(data.get("subscription_type"), msg_id, t)
+        if sid is None and st is None:
+            raise ProtocolError(
+                "invalid_message",
+                "give data.subscription_id or data.subscription_type",
+                msg_id,
+                t,
+            )
+        return Unsubscribe(msg_id, sid, st)
+    if t == "heartbeat":
+        return Heartbeat(msg_id)
+    if t == "get_stats":
+        return GetStats(msg_id)
+    _known_keys(data, ("room",), msg_id, t)
+    room = data.get("room")
+    if type(room) is not str or not _ROOM_RE.match(room):
+        raise ProtocolError(
+            "invalid_message",
+            "data.room must be 1-128 characters of letters, digits and _ . : -",
+            msg_id,
+            t,
+        )
+    return Join(msg_id, room) if t == "join" else Leave(msg_id, room)
+
+
+def ack(msg_id: Any, msg_type: str, result: dict[str, Any]) -> bytes:
+    return server_message("message_ack", {"id": msg_id, "type": msg_type, "result": result})
+
+
+def error_reply(err: ProtocolError) -> bytes:
+    return server_message(
+        "error",
+        {"id": err.msg_id, "type": err.msg_type, "code": err.code, "message": err.message},
+    )

@@ -1,0 +1,263 @@
+"""The connection manager: connections, users, rooms, and fan-out (seed: WebSocket连接管理器).
+
+Fan-out path: a broker hands :meth:`Hub.deliver` one published event; the
+subscription index yields the matching subscriptions; the event's bytes (one
+serialisation, one frame) go to each matching connection once via
+:meth:`Connection.send`, which never waits on a client.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import secrets
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from .brokers.base import PublishedEvent
+from .connection import Connection, Encoded
+from .core.encoding import server_message
+from .core.events import EventType, SubscriptionType
+from .core.protocol import ProtocolError
+from .core.subscriptions import (
+    EventAttributes,
+    Subscription,
+    SubscriptionFilter,
+    SubscriptionIndex,
+    effective_event_types,
+)
+from .stats import ServiceStats
+
+log = logging.getLogger("football_realtime.hub")
+
+
+class Hub:
+    def __init__(
+        self,
+        stats: ServiceStats,
+        *,
+        max_subscriptions: int,
+        max_rooms: int,
+    ) -> None:
+        self.stats = stats
+        self.max_subscriptions = max_subscriptions
+        self.max_rooms = max_rooms
+        self.connections: dict[str, Connection] = {}
+        self.user_connections: dict[str, set[str]] = {}
+        self.rooms: dict[str, set[str]] = {}
+        self.index = SubscriptionIndex()
+        self._seq = itertools.count(1)
+        self._sub_ids = itertools.count(1)
+
+    # -- connections -------------------------------------------------------------
+
+    def add(self, conn: Connection) -> None:
+        self.connections[conn.id] = conn
+        if conn.user_id is not None:
+            self.user_connections.setdefault(conn.user_id, set()).add(conn.id)
+        self.stats.connections_opened += 1
+
+    def remove(self, conn: Connection, code: int) -> None:
+        """Forget a connection that has gone: its subscriptions, rooms and user entry."""
+        if self.connections.pop(conn.id, None) is None:
+            return
+        conn.closing = True
+        for sub in conn.subscriptions.values():
+            self.index.remove(sub)
+        conn.subscriptions.clear()
+        if conn.rooms:
+            for room in conn.rooms:
+                members = self.rooms.get(room)
+                if members is not None:
+                    members.discard(conn.id)
+                    if not members:
+                        del self.rooms[room]
+            conn.rooms = None
+        if conn.user_id is not None:
+            ids = self.user_connections.get(conn.user_id)
+            if ids is not None:
+                ids.discard(conn.id)
+                if not ids:
+                    del self.user_connections[conn.user_id]
+        conn.out.clear()
+        st = self.stats
+        st.connections_closed += 1
+        st.closed_by_code[code] += 1
+        st.connection_seconds_total += time.monotonic() - conn.connected_mono
+
+    # -- subscriptions -----------------------------------------------------------
+
+    def subscribe(
+        self,
+        conn: Connection,
+        subscription_type: SubscriptionType | None,
+        flt: SubscriptionFilter,
+        msg_id: Any = None,
+    ) -> Subscription:
+        if len(conn.subscriptions) >= self.max_subscriptions:
+            raise ProtocolError(
+                "limit_exceeded",
+                f"a connection may hold at most {self.max_subscriptions} subscriptions",
+                msg_id,
+                "subscribe",
+            )
+        try:
+            event_types = effective_event_types(subscription_type, flt)
+        except ValueError as exc:
+            raise ProtocolError("invalid_filter", str(exc), msg_id, "subscribe") from None
+        sub = Subscription(f"sub_{next(self._sub_ids)}", conn, subscription_type, event_types, flt)
+        conn.subscriptions[sub.id] = sub
+        self.index.add(sub)
+        return sub
+
+    def unsubscribe(
+        self,
+        conn: Connection,
+        subscription_id: str | None,
+        subscription_type: SubscriptionType | None,
+        msg_id: Any = None,
+    ) -> list[Subscription]:
+        if subscription_id is not None:
+            sub = conn.subscriptions.get(subscription_id)
+            if sub is None or (
+                subscription_type is not None and sub.subscription_type != subscription_type
+            ):
+                raise ProtocolError(
+                    "not_found",
+                    f"no subscription {subscription_id!r} on this connection",
+                    msg_id,
+                    "unsubscribe",
+                )
+            removed = [sub]
+        else:
+            removed = [
+                s for s in conn.subscriptions.values() if s.subscription_type == subscription_type
+            ]
+            if not removed:
+                assert subscription_type is not None
+                raise ProtocolError(
+                    "not_found",
+                    f"no {subscription_type.value} subscription on this connection",
+                    msg_id,
+                    "unsubscribe",
+                )
+        for sub in removed:
+            del conn.subscriptions[sub.id]
+            self.index.remove(sub)
+        return removed
+
+    def notify_user_subscriptions(
+        self, conn: Connection, action: str, subs: Iterable[Subscription]
+    ) -> None:
+        """``user_subscription_changed`` to every connection of the user who changed."""
+        if conn.user_id is None:
+            return
+        ids = self.user_connections.get(conn.user_id)
+        if not ids:
+            return
+        for sub in subs:
+            enc = Encoded(
+                server_message(
+                    EventType.USER_SUBSCRIPTION_CHANGED,
+                    {
+                        "user_id": conn.user_id,
+                        "connection_id": conn.id,
+                        "action": action,
+                        "subscription_id": sub.id,
+                        "subscription": sub.describe(),
+                        "subscriptions": [s.describe() for s in conn.subscriptions.values()],
+                    },
+                )
+            )
+            for cid in ids:
+                target = self.connections.get(cid)
+                if target is not None:
+                    self._send(target, enc)
+
+    # -- rooms -------------------------------------------------------------------
+
+    def join(self, conn: Connection, room: str, msg_id: Any = None) -> None:
+        if conn.rooms is None:
+            conn.rooms = set()
+        if room in conn.rooms:
+            return
+        if len(conn.rooms) >= self.max_rooms:
+            raise ProtocolError(
+                "limit_exceeded",
+                f"a connection may join at most {self.max_rooms} rooms",
+                msg_id,
+                "join",
+            )
+        conn.rooms.add(room)
+        self.rooms.setdefault(room, set()).add(conn.id)
+
+    def leave(self, conn: Connection, room: str, msg_id: Any = None) -> None:
+        if not conn.rooms or room not in conn.rooms:
+            raise ProtocolError("not_found", f"not in room {room!r}", msg_id, "leave")
+        conn.rooms.discard(room)
+        members = self.rooms[room]
+        members.discard(conn.id)
+        if not members:
+            del self.rooms[room]
+
+    # -- sending -----------------------------------------------------------------
+
+    def _send(self, conn: Connection, enc: Encoded) -> bool:
+        if conn.send(enc):
+            self.stats.messages_sent += 1
+            self.stats.bytes_sent += len(enc.payload)
+            return True
+        return False
+
+    def send_payload(self, conn: Connection, payload: bytes) -> bool:
+        """A connection-level message (reply, status) to one connection."""
+        return self._send(conn, Encoded(payload))
+
+    def deliver(self, ev: PublishedEvent) -> int:
+        """Fan one published event out to every matching connection, once each."""
+        attrs = EventAttributes.of(ev.event_type, ev.data)
+        enc = Encoded(ev.payload)
+        stamp = next(self._seq)
+        n = 0
+        for sub in self.index.match(attrs):
+            conn: Connection = sub.owner
+            if conn.stamp == stamp:
+                continue
+            conn.stamp = stamp
+            if conn.send(enc):
+                n += 1
+        st = self.stats
+        st.messages_sent += n
+        st.bytes_sent += n * len(ev.payload)
+        st.delivered_by_type[ev.event_type] += n
+        return n
+
+    def _send_many(self, conn_ids: Iterable[str], payload: bytes) -> int:
+        enc = Encoded(payload)
+        n = 0
+        for cid in list(conn_ids):
+            conn = self.connections.get(cid)
+            if conn is not None and self._send(conn, enc):
+                n += 1
+        return n
+
+    def send_to_connection(self, connection_id: str, payload: bytes) -> int:
+        return self._send_many((connection_id,), payload)
+
+    def send_to_user(self, user_id: str, payload: bytes) -> int:
+        return self._send_many(self.user_connections.get(user_id, ()), payload)
+
+    def send_to_room(self, room: str, payload: bytes) -> int:
+        return self._send_many(self.rooms.get(room, ()), payload)
+
+    def send_to_all(self, payload: bytes) -> int:
+        return self._send_many(self.connections, payload)
+
+    def close_all(self, code: int, reason: str) -> None:
+        for conn in list(self.connections.values()):
+            conn.close(code, reason)
+
+
+def new_connection_id() -> str:
+    return "c_" + secrets.token_urlsafe(12)

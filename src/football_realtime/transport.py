@@ -1,0 +1,260 @@
+"""The WebSocket edge: handshake, connection registration, receive loop, replies.
+
+Everything a client sends is parsed by ``core.protocol``; what it may receive is
+decided by the hub. This module only moves data between the two.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import TYPE_CHECKING, Any
+
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from .connection import AsgiSink, Connection, FastSink, Sink
+from .core import protocol as proto
+from .core.close_codes import CloseCode
+from .core.encoding import server_message
+from .core.events import EventType, SubscriptionType, utc_now_iso
+from .core.protocol import ProtocolError
+from .core.subscriptions import SubscriptionFilter
+from .hub import new_connection_id
+from .wsprotocol import protocol_of
+
+if TYPE_CHECKING:
+    from .app import Realtime
+
+log = logging.getLogger("football_realtime.transport")
+
+_IDENT_RE = re.compile(r"^[^\x00-\x1f\x7f]{1,128}$")
+
+
+class QueryError(ValueError):
+    pass
+
+
+def _ident(ws: WebSocket, name: str) -> str | None:
+    value = ws.query_params.get(name)
+    if value is None or value == "":
+        return None
+    if not _IDENT_RE.match(value):
+        raise QueryError(f"{name} must be 1-128 printable characters")
+    return value
+
+
+def _int_list(raw: str, name: str) -> list[int]:
+    try:
+        return [int(p) for p in raw.split(",") if p.strip() != ""]
+    except ValueError:
+        raise QueryError(f"{name} must be a comma-separated list of integers") from None
+
+
+def query_filters(ws: WebSocket) -> SubscriptionFilter:
+    """Filters given in the URL of a dedicated endpoint (``?match_ids=1,2&leagues=英超``)."""
+    q = ws.query_params
+    raw: dict[str, Any] = {}
+    if "match_ids" in q:
+        raw["match_ids"] = _int_list(q["match_ids"], "match_ids")
+    if "leagues" in q:
+        raw["leagues"] = [p.strip() for p in q["leagues"].split(",") if p.strip()]
+    if "event_types" in q:
+        raw["event_types"] = [p.strip() for p in q["event_types"].split(",") if p.strip()]
+    if "min_confidence" in q:
+        try:
+            raw["min_confidence"] = float(q["min_confidence"])
+        except ValueError:
+            raise QueryError("min_confidence must be a number between 0 and 1") from None
+    try:
+        return proto.parse_filters(raw)
+    except ProtocolError as exc:
+        raise QueryError(exc.message) from None
+
+
+class WebSocketEndpoint:
+    """``/ws`` and the dedicated ``/ws/<subscription_type>`` endpoints."""
+
+    def __init__(self, realtime: Realtime, preset: SubscriptionType | None = None) -> None:
+        self.rt = realtime
+        self.preset = preset
+
+    async def __call__(self, websocket: WebSocket) -> None:
+        rt = self.rt
+        hub = rt.hub
+        await websocket.accept()
+        try:
+            user_id = _ident(websocket, "user_id")
+            session_id = _ident(websocket, "session_id")
+            preset_filter = query_filters(websocket) if self.preset is not None else None
+        except QueryError as exc:
+            await self._refuse(websocket, CloseCode.BAD_REQUEST, str(exc), "invalid_filter")
+            return
+        if len(hub.connections) >= rt.settings.max_connections:
+            await self._refuse(
+                websocket, CloseCode.TRY_AGAIN_LATER, "server at connection capacity", None
+            )
+            return
+
+        fast = protocol_of(websocket.scope)
+        sink: Sink = FastSink(fast) if fast is not None else AsgiSink(websocket)
+        client = websocket.client
+        conn = Connection(
+            new_connection_id(),
+            user_id,
+            session_id,
+            sink,
+            rt.settings.outbound_buffer_bytes,
+            f"{client.host}:{client.port}" if client else None,
+        )
+        conn.on_overflow = rt.on_slow_consumer
+        if fast is not None:
+            fs = sink
+
+            def on_writable(writable: bool) -> None:
+                fs.writable = writable and not conn.closing
+                if fs.writable:
+                    conn.flush()
+
+            fast.on_writable = on_writable
+        elif isinstance(sink, AsgiSink):
+            sink.start(conn)
+
+        hub.add(conn)
+        code = CloseCode.ABNORMAL
+        try:
+            if self.preset is not None:
+                assert preset_filter is not None
+                try:
+                    hub.subscribe(conn, self.preset, preset_filter)
+                except ProtocolError as exc:
+                    hub.send_payload(conn, proto.error_reply(exc))
+                    conn.close(CloseCode.BAD_REQUEST, exc.message[:120])
+            hub.send_payload(conn, self._connected_message(conn))
+            code = await self._receive_loop(websocket, conn)
+        finally:
+            hub.remove(conn, code)
+            if isinstance(sink, AsgiSink):
+                await sink.stop()
+
+    def _connected_message(self, conn: Connection) -> bytes:
+        return server_message(
+            EventType.CONNECTION_STATUS,
+            {
+                "status": "connected",
+                "connection_id": conn.id,
+                "user_id": conn.user_id,
+                "session_id": conn.session_id,
+                "subscriptions": [s.describe() for s in conn.subscriptions.values()],
+                "heartbeat_interval": self.rt.settings.heartbeat_interval,
+                "server_time": utc_now_iso(),
+                "instance_id": self.rt.settings.instance_id,
+            },
+        )
+
+    async def _refuse(
+        self, websocket: WebSocket, code: CloseCode, reason: str, error_code: str | None
+    ) -> None:
+        if error_code is not None:
+            reply = proto.error_reply(ProtocolError(error_code, reason))
+            await websocket.send_text(reply.decode())
+        await websocket.close(code, reason[:120])
+
+    async def _receive_loop(self, websocket: WebSocket, conn: Connection) -> int:
+        stats = self.rt.stats
+        receive = websocket.receive
+        while True:
+            try:
+                message = await receive()
+            except WebSocketDisconnect as exc:  # pragma: no cover - defensive
+                return exc.code
+            if message["type"] == "websocket.disconnect":
+                return int(message.get("code") or CloseCode.NORMAL)
+            text = message.get("text")
+            if text is None:
+                stats.errors_by_code["unsupported_data"] += 1
+                conn.close(CloseCode.UNSUPPORTED_DATA, "binary frames are not supported")
+                continue
+            conn.messages_received += 1
+            size = len(text)
+            conn.bytes_received += size
+            stats.messages_received += 1
+            stats.bytes_received += size
+            if conn.closing:
+                continue
+            await handle_client_text(self.rt, conn, text)
+
+
+async def handle_client_text(rt: Realtime, conn: Connection, text: str) -> None:
+    """Parse one client message, act on it, and send exactly one reply."""
+    hub = rt.hub
+    try:
+        msg = proto.parse_client_message(text)
+        if isinstance(msg, proto.Subscribe):
+            await _subscribe(rt, conn, msg)
+            return
+        if isinstance(msg, proto.Unsubscribe):
+            removed = hub.unsubscribe(conn, msg.subscription_id, msg.subscription_type, msg.id)
+            reply = proto.ack(
+                msg.id,
+                msg.type,
+                {
+                    "removed": [s.describe() for s in removed],
+                    "subscriptions": [s.describe() for s in conn.subscriptions.values()],
+                },
+            )
+            hub.send_payload(conn, reply)
+            hub.notify_user_subscriptions(conn, "unsubscribed", removed)
+            return
+        elif isinstance(msg, proto.Heartbeat):
+            reply = proto.ack(msg.id, msg.type, {"server_time": utc_now_iso()})
+        elif isinstance(msg, proto.GetStats):
+            reply = proto.ack(
+                msg.id, msg.type, {"connection": conn.describe(), "server": rt.stats_snapshot()}
+            )
+        elif isinstance(msg, proto.Join):
+            hub.join(conn, msg.room, msg.id)
+            reply = proto.ack(
+                msg.id, msg.type, {"room": msg.room, "rooms": sorted(conn.rooms or ())}
+            )
+        else:
+            hub.leave(conn, msg.room, msg.id)
+            reply = proto.ack(
+                msg.id, msg.type, {"room": msg.room, "rooms": sorted(conn.rooms or ())}
+            )
+        hub.send_payload(conn, reply)
+    except ProtocolError as exc:
+        rt.stats.errors_by_code[exc.code] += 1
+        hub.send_payload(conn, proto.error_reply(exc))
+    except Exception:
+        log.exception("request failed on connection %s", conn.id)
+        rt.stats.errors_by_code["internal_error"] += 1
+        hub.send_payload(
+            conn,
+            proto.error_reply(ProtocolError("internal_error", "the server failed to handle this")),
+        )
+
+
+async def _subscribe(rt: Realtime, conn: Connection, msg: proto.Subscribe) -> None:
+    hub = rt.hub
+    sub = hub.subscribe(conn, msg.subscription_type, msg.filters, msg.id)
+    result = sub.describe()
+    streams: dict[str, dict[str, Any]] = {}
+    for st in sub.streams:
+        epoch, offset = await rt.broker.position(st)
+        streams[st.value] = {"epoch": epoch, "offset": offset}
+    result["streams"] = streams
+    if msg.since is not None:
+        foreign = [st.value for st in msg.since if st.value not in streams]
+        if foreign:
+            hub.unsubscribe(conn, sub.id, None)
+            raise ProtocolError(
+                "invalid_since",
+                f"since names stream(s) this subscription does not cover: {', '.join(foreign)}",
+                msg.id,
+                msg.type,
+            )
+        result["recovered"] = False
+        result["reason"] = "recovery is not available on this server"
+    reply = proto.ack(msg.id, msg.type, result)
+    hub.send_payload(conn, reply)
+    hub.notify_user_subscriptions(conn, "subscribed", (sub,))
