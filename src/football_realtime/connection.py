@@ -68,6 +68,7 @@ class Connection:
         "closing",
         "connected_at",
         "connected_mono",
+        "held",
         "id",
         "messages_received",
         "messages_sent",
@@ -79,6 +80,7 @@ class Connection:
         "stamp",
         "subscriptions",
         "user_id",
+        "view",
     )
 
     def __init__(
@@ -105,6 +107,12 @@ class Connection:
         self.messages_received = 0
         self.bytes_received = 0
         self.stamp = 0  # last fan-out that reached this connection (dedupe)
+        # Which rendering of events this connection receives (e.g. its tier); None:
+        # the event as published. See Hub.render_view.
+        self.view: Hashable | None = None
+        # While not None, live events are held here instead of sent (recovery replay
+        # in progress); the hub releases them in order afterwards.
+        self.held: list[Any] | None = None
         self.closing = False
         self.on_overflow: Callable[[Connection], None] | None = None
 

@@ -12,7 +12,7 @@ import itertools
 import logging
 import secrets
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
 from .brokers.base import PublishedEvent
@@ -49,6 +49,11 @@ class Hub:
         self.index = SubscriptionIndex()
         self._seq = itertools.count(1)
         self._sub_ids = itertools.count(1)
+        #: Renders a published event for one view (e.g. a tier): the bytes that view
+        #: receives, or None when the view may not receive the event at all. Called at
+        #: most once per (event, view); connections whose ``view`` is None get the
+        #: event as published.
+        self.render_view: Callable[[PublishedEvent, Hashable], Encoded | None] | None = None
 
     # -- connections -------------------------------------------------------------
 
@@ -215,9 +220,13 @@ class Hub:
         return self._send(conn, Encoded(payload))
 
     def deliver(self, ev: PublishedEvent) -> int:
-        """Fan one published event out to every matching connection, once each."""
+        """Fan one published event out to every matching connection, once each.
+
+        Serialised once per view (usually one); never awaits a client.
+        """
         attrs = EventAttributes.of(ev.event_type, ev.data)
         enc = Encoded(ev.payload)
+        views: dict[Hashable, Encoded | None] | None = None
         stamp = next(self._seq)
         n = 0
         for sub in self.index.match(attrs):
@@ -225,13 +234,44 @@ class Hub:
             if conn.stamp == stamp:
                 continue
             conn.stamp = stamp
-            if conn.send(enc):
+            if conn.held is not None:
+                conn.held.append(ev)
+                continue
+            view = conn.view
+            if view is None:
+                if conn.send(enc):
+                    n += 1
+                continue
+            if views is None:
+                views = {}
+            if view in views:
+                venc = views[view]
+            else:
+                venc = views[view] = self._render(ev, view)
+            if venc is not None and conn.send(venc):
                 n += 1
         st = self.stats
         st.messages_sent += n
         st.bytes_sent += n * len(ev.payload)
         st.delivered_by_type[ev.event_type] += n
         return n
+
+    def _render(self, ev: PublishedEvent, view: Hashable) -> Encoded | None:
+        render = self.render_view
+        return Encoded(ev.payload) if render is None else render(ev, view)
+
+    def send_event(self, conn: Connection, ev: PublishedEvent) -> bool:
+        """One published event to one connection (replay, snapshot), through its view."""
+        enc = Encoded(ev.payload) if conn.view is None else self._render(ev, conn.view)
+        if enc is None:
+            return False
+        if conn.send(enc):
+            st = self.stats
+            st.messages_sent += 1
+            st.bytes_sent += len(enc.payload)
+            st.delivered_by_type[ev.event_type] += 1
+            return True
+        return False
 
     def _send_many(self, conn_ids: Iterable[str], payload: bytes) -> int:
         enc = Encoded(payload)

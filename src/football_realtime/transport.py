@@ -120,7 +120,7 @@ class WebSocketEndpoint:
             sink.start(conn)
 
         hub.add(conn)
-        code = CloseCode.ABNORMAL
+        code: int = CloseCode.ABNORMAL
         try:
             if self.preset is not None:
                 assert preset_filter is not None

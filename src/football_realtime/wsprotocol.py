@@ -17,7 +17,7 @@ Measured against uvicorn's ASGI send path in docs/performance.md.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
@@ -92,7 +92,7 @@ class RealtimeWebSocketProtocol(WebSocketsSansIOProtocol):
         self.close_timer = self.loop.call_later(timeout, self.transport.abort)
 
 
-def protocol_of(scope: dict[str, Any]) -> RealtimeWebSocketProtocol | None:
+def protocol_of(scope: Mapping[str, Any]) -> RealtimeWebSocketProtocol | None:
     ext = scope.get("extensions") or {}
     entry = ext.get(EXTENSION)
     if entry is None:

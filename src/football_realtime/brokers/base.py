@@ -45,7 +45,7 @@ class PublishResult:
     duplicate: bool = False
 
 
-Deliver = Callable[[PublishedEvent], None]
+Deliver = Callable[[PublishedEvent], object]
 
 
 class Broker(Protocol):

@@ -95,11 +95,16 @@ class EventAttributes:
         m = data.get("match_id")
         lg = data.get("league")
         c = data.get("confidence")
+        conf: float | None = None
+        if type(c) is float or type(c) is int:
+            conf = float(c)
+            if not math.isfinite(conf):
+                conf = None
         return cls(
             event_type,
             m if type(m) is int else None,
             lg if type(lg) is str else None,
-            float(c) if type(c) in (int, float) and math.isfinite(c) else None,
+            conf,
         )
 
 
