@@ -72,7 +72,7 @@ class RunningServer:
             self.app,
             host="127.0.0.1",
             port=self.port,
-            ws=RealtimeWebSocketProtocol if self.fast else "websockets-sansio",
+            ws=RealtimeWebSocketProtocol.for_app(self.app) if self.fast else "websockets-sansio",
             ws_max_size=self.settings.max_message_size,
             ws_ping_interval=self.settings.ping_interval,
             ws_ping_timeout=self.settings.ping_timeout,

@@ -69,9 +69,12 @@ class Realtime:
 
     def _build_router(self) -> APIRouter:
         router = APIRouter()
-        router.add_api_websocket_route("/ws", WebSocketEndpoint(self))
+        #: Path (relative to the router) -> endpoint; ``serve`` calls these directly.
+        self.ws_endpoints: dict[str, WebSocketEndpoint] = {"/ws": WebSocketEndpoint(self)}
         for st in SubscriptionType:
-            router.add_api_websocket_route(f"/ws/{st.value}", WebSocketEndpoint(self, st))
+            self.ws_endpoints[f"/ws/{st.value}"] = WebSocketEndpoint(self, st)
+        for path, endpoint in self.ws_endpoints.items():
+            router.add_api_websocket_route(path, endpoint)
         router.include_router(build_api_router(self))
         return router
 
@@ -178,4 +181,8 @@ def create_app(settings: Settings | None = None, *, broker: Broker | None = None
     )
     app.state.realtime = realtime
     app.include_router(realtime.router, prefix="/realtime")
+    # For RealtimeWebSocketProtocol.for_app: these paths skip the middleware stack.
+    app.state.realtime_ws_routes = {
+        "/realtime" + path: ep for path, ep in realtime.ws_endpoints.items()
+    }
     return app

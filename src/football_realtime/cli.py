@@ -30,7 +30,9 @@ def serve(
     from .wsprotocol import RealtimeWebSocketProtocol
 
     app = create_app(settings)
-    ws: Any = RealtimeWebSocketProtocol if settings.fast_transport else "websockets-sansio"
+    ws: Any = (
+        RealtimeWebSocketProtocol.for_app(app) if settings.fast_transport else "websockets-sansio"
+    )
     uvicorn.run(
         app,
         host=settings.host,

@@ -1,43 +1,205 @@
 """Our uvicorn WebSocket protocol: uvicorn's websockets-sansio layer plus a fast send path.
 
-``football-realtime serve`` runs uvicorn with ``ws=RealtimeWebSocketProtocol``. It
-behaves exactly like uvicorn's ``websockets-sansio`` implementation (same parser,
-limits and handshake) and adds, through the ASGI scope extension
-``football_realtime.transport``:
+``football-realtime serve`` runs uvicorn with ``ws=RealtimeWebSocketProtocol.for_app(app)``.
+It behaves like uvicorn's ``websockets-sansio`` implementation (same parser, limits and
+handshake) and adds, through the ASGI scope extension ``football_realtime.transport``:
 
 * direct writes of pre-built frames to the transport (the hub serialises and frames
   an event once and writes the same bytes to every subscriber);
 * flow-control callbacks (``pause_writing``/``resume_writing``) that drive the
   connection's outbound buffer, so no task or await is needed per connection;
 * liveness: a connection that answers pings late is kept if it sent anything else
-  (e.g. an application ``heartbeat``) since the ping.
-
-Measured against uvicorn's ASGI send path in docs/performance.md.
+  (e.g. an application ``heartbeat``) since the ping;
+* lean per-connection state (measured in docs/performance.md): the service's own
+  WebSocket routes are called directly instead of through the app's middleware and
+  router (``for_app``), the receive queue and the writable flag are small objects that
+  allocate only when a task waits on them, and the handshake request and response
+  are dropped once the connection is open. Every other route (and every app without
+  registered routes) runs through the ASGI app exactly as in uvicorn.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, ClassVar
 
+from starlette.websockets import WebSocket
+from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.http11 import Request
 
 EXTENSION = "football_realtime.transport"
 
+#: Endpoints called directly for their exact path, bypassing the ASGI app.
+NativeRoutes = Mapping[str, Callable[[WebSocket], Awaitable[None]]]
+
+# websockets logs "connection open" at INFO for every connection; one line per accept
+# costs more than the rest of the handshake at 10k connects/s. Debug level here.
+_protocol_logger = logging.getLogger("football_realtime.ws")
+
+
+class _HandshakeLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """uvicorn's logger for this protocol. Its INFO lines are one per handshake
+    (``"WebSocket /path" [accepted]``, ``403``): access-log lines, so they follow the
+    ``access_log`` setting; warnings and errors pass unchanged."""
+
+    def __init__(self, logger: logging.Logger, access_log: bool) -> None:
+        super().__init__(logger, {})
+        self.access_log = access_log
+
+    @property
+    def level(self) -> int:
+        return self.logger.level
+
+    def info(self, msg: object, *args: Any, **kwargs: Any) -> None:
+        if self.access_log:
+            self.logger.info(msg, *args, **kwargs)
+
+
+class _Inbox:
+    """What the ASGI ``receive`` reads: asyncio.Queue's interface, without its three
+    deques and futures per connection. Single consumer (the connection's task)."""
+
+    __slots__ = ("_items", "_waiter")
+
+    def __init__(self) -> None:
+        # A list, not a deque: reading pauses after each message, so it holds one or two.
+        self._items: list[Any] | None = None
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put_nowait(self, item: Any) -> None:
+        if self._items is None:
+            self._items = []
+        self._items.append(item)
+        w = self._waiter
+        if w is not None:
+            self._waiter = None
+            if not w.done():
+                w.set_result(None)
+
+    def empty(self) -> bool:
+        return not self._items
+
+    async def get(self) -> Any:
+        while not self._items:
+            w = self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await w
+            finally:
+                if self._waiter is w:
+                    self._waiter = None
+        return self._items.pop(0)
+
+
+class _Flag:
+    """asyncio.Event's interface; the waiter list exists only while someone waits."""
+
+    __slots__ = ("_set", "_waiters")
+
+    def __init__(self) -> None:
+        self._set = True
+        self._waiters: list[asyncio.Future[None]] | None = None
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        self._set = True
+        ws = self._waiters
+        if ws:
+            self._waiters = None
+            for w in ws:
+                if not w.done():
+                    w.set_result(None)
+
+    def clear(self) -> None:
+        self._set = False
+
+    async def wait(self) -> None:
+        if self._set:
+            return
+        w = asyncio.get_running_loop().create_future()
+        if self._waiters is None:
+            self._waiters = []
+        self._waiters.append(w)
+        await w
+
 
 class RealtimeWebSocketProtocol(WebSocketsSansIOProtocol):
+    # Slots for uvicorn's attributes too: its ~40 instance attributes would otherwise
+    # make each connection's __dict__ a 1.5 KB unshared table.
+    __slots__ = (
+        *(
+            "app asgi_version app_state client close_sent close_timeout close_timer config "
+            "conn connections curr_msg_data_type default_headers disconnected frames "
+            "handshake_complete handshake_initiated initial_response last_ping_rtt loop "
+            "logger pending_ping_payload ping_interval ping_sent_at ping_timeout "
+            "ping_timer pong_timer queue read_paused request response root_path scheme "
+            "scope server tasks transport writable"
+        ).split(),
+        "last_received",
+        "on_writable",
+        "write_paused",
+    )
+    native_routes: ClassVar[NativeRoutes] = {}
+
+    @classmethod
+    def for_app(cls, app: Any) -> type[RealtimeWebSocketProtocol]:
+        """This class bound to ``app``'s WebSocket routes (``app.state.realtime_ws_routes``,
+        set by ``create_app``): those are called directly, the rest through ``app``."""
+        state = getattr(app, "state", None)
+        routes = getattr(state, "realtime_ws_routes", None) if state is not None else None
+        if not routes:
+            return cls
+        return type(cls.__name__, (cls,), {"__slots__": (), "native_routes": dict(routes)})
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.queue = _Inbox()  # type: ignore[assignment]
+        self.writable = _Flag()  # type: ignore[assignment]
+        self.conn.logger = _protocol_logger
+        self.conn.debug = _protocol_logger.isEnabledFor(logging.DEBUG)
+        self.logger = _HandshakeLog(self.logger, self.config.access_log)  # type: ignore[assignment]
         self.write_paused = False
         self.on_writable: Callable[[bool], None] | None = None
         self.last_received = 0.0
 
     def handle_connect(self, event: Request) -> None:
         super().handle_connect(event)
+        # websockets' parser keeps the request alive for the connection's lifetime; its
+        # headers are already copied into the scope.
+        event.headers.clear()
+        self.request = None  # type: ignore[assignment]
         scope = getattr(self, "scope", None)
         if scope is not None and not self.close_sent:
             scope["extensions"][EXTENSION] = {"protocol": self}
+
+    async def run_asgi(self) -> None:
+        endpoint = self.native_routes.get(self.scope["path"])
+        if endpoint is None:
+            await super().run_asgi()
+            return
+        # Same outcome handling as uvicorn's run_asgi, minus the app's middleware stack.
+        try:
+            await endpoint(WebSocket(self.scope, self.receive, self.send))  # type: ignore[arg-type]
+        except ClientDisconnected:
+            pass
+        except BaseException:
+            self.logger.exception("Exception in ASGI application\n")
+            self.send_500_response()
+        else:
+            if not self.handshake_complete:
+                self.logger.error("ASGI callable returned without completing handshake.")
+                self.send_500_response()
+        if self.close_timer is None:
+            self.transport.close()
+
+    async def send(self, message: Any) -> None:
+        await super().send(message)
+        if self.handshake_complete:
+            self.response = None  # type: ignore[assignment]  # sent; not needed any more
 
     def data_received(self, data: bytes) -> None:
         self.last_received = self.loop.time()
@@ -101,4 +263,4 @@ def protocol_of(scope: Mapping[str, Any]) -> RealtimeWebSocketProtocol | None:
     return proto if isinstance(proto, RealtimeWebSocketProtocol) else None
 
 
-__all__ = ["EXTENSION", "RealtimeWebSocketProtocol", "protocol_of"]
+__all__ = ["EXTENSION", "NativeRoutes", "RealtimeWebSocketProtocol", "protocol_of"]
