@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, ClassVar
 
 from starlette.websockets import WebSocket
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.http11 import Request
@@ -165,6 +166,15 @@ class RealtimeWebSocketProtocol(WebSocketsSansIOProtocol):
         self.write_paused = False
         self.on_writable: Callable[[bool], None] | None = None
         self.last_received = 0.0
+
+    def connection_made(self, transport: Any) -> None:
+        # uvicorn's HTTP protocol hands the connection over from inside its parser's
+        # callback; the parser holds bound methods of that protocol, a cycle only the
+        # garbage collector frees (about 5 KB per accept). Its parsing is over: cut it.
+        prev = transport.get_protocol()
+        if isinstance(prev, HttpToolsProtocol):
+            prev.parser = None  # type: ignore[assignment]
+        super().connection_made(transport)
 
     def handle_connect(self, event: Request) -> None:
         super().handle_connect(event)
