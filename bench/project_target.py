@@ -24,8 +24,7 @@ AUTH = "auto"
 
 def _service_has_jwt(python: str) -> bool:
     code = (
-        "from football_realtime.config import Settings;"
-        "print('jwt_secret' in Settings.model_fields)"
+        "from football_realtime.config import Settings;print('jwt_secret' in Settings.model_fields)"
     )
     out = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=60)
     return out.stdout.strip() == "True"

@@ -9,6 +9,10 @@ go straight to the socket while it keeps up, otherwise into a bounded
   ``resume_writing`` callback: no task and no await per connection or delivery.
 * :class:`AsgiSink` works under any ASGI server (the router mounted in another
   app): a writer task awaits ``websocket.send`` for what the buffer holds.
+
+Under pressure (only while the buffer holds something): keyed events are conflated
+(``core/conflation.py``), and a connection that asked for batching (``batch=1``)
+receives what has queued up as one frame holding a JSON array of messages.
 """
 
 from __future__ import annotations
@@ -23,14 +27,20 @@ from typing import TYPE_CHECKING, Any, Protocol
 from starlette.websockets import WebSocket
 
 from .core.close_codes import CloseCode
-from .core.encoding import text_frame
+from .core.encoding import batch_payload, mark_conflated, text_frame
 from .core.outbound import OutboundBuffer
 from .core.subscriptions import Subscription
+from .stats import ServiceStats
 
 if TYPE_CHECKING:
     from .wsprotocol import RealtimeWebSocketProtocol
 
 log = logging.getLogger("football_realtime.connection")
+
+#: Largest batch frame payload (bytes); one message larger than this goes alone.
+BATCH_MAX_BYTES = 65536
+#: On the ASGI path, a send slower than this means the socket is not keeping up.
+ASGI_BEHIND_S = 0.002
 
 
 class Encoded:
@@ -53,8 +63,7 @@ class Encoded:
 class Sink(Protocol):
     writable: bool
 
-    def item(self, enc: Encoded) -> bytes: ...
-    def write(self, item: bytes) -> None: ...
+    def write(self, frame: bytes) -> None: ...
     def wake(self) -> None: ...
     def close(self, code: int, reason: str, abort: bool) -> None: ...
 
@@ -62,6 +71,7 @@ class Sink(Protocol):
 class Connection:
     __slots__ = (
         "__weakref__",
+        "batch",
         "bytes_received",
         "bytes_sent",
         "client_addr",
@@ -78,6 +88,7 @@ class Connection:
         "session_id",
         "sink",
         "stamp",
+        "stats",
         "subscriptions",
         "user_id",
         "view",
@@ -91,13 +102,16 @@ class Connection:
         sink: Sink,
         buffer_limit: int,
         client_addr: str | None = None,
+        batch: bool = False,
     ) -> None:
         self.id = conn_id
         self.user_id = user_id
         self.session_id = session_id
         self.client_addr = client_addr
         self.sink = sink
-        self.out = OutboundBuffer(buffer_limit)
+        self.out: OutboundBuffer[Encoded] = OutboundBuffer(buffer_limit)
+        self.batch = batch
+        self.stats: ServiceStats | None = None  # set by Hub.add
         self.subscriptions: dict[str, Subscription] = {}
         self.rooms: set[str] | None = None
         self.connected_at = time.time()
@@ -123,21 +137,47 @@ class Connection:
         self.messages_sent += 1
         self.bytes_sent += len(enc.payload)
         sink = self.sink
-        if sink.writable and not self.out:
-            sink.write(sink.item(enc))
+        out = self.out
+        if sink.writable and not out:
+            sink.write(enc.frame)
             return True
-        if self.out.push(sink.item(enc), key):
+        conflated = out.conflated
+        if out.push(enc, len(enc.payload), key):
+            if out.conflated != conflated and self.stats is not None:
+                self.stats.conflated += 1
             sink.wake()
             return True
         self.overflow()
         return False
 
+    def next_message(self, behind: bool = True) -> Encoded:
+        """Take what goes out next from the buffer (which must not be empty): the oldest
+        message, or, for a batching connection whose socket is ``behind``, every queued
+        message up to BATCH_MAX_BYTES as one."""
+        out = self.out
+        enc, replaced = out.pop()
+        if replaced:
+            enc = Encoded(mark_conflated(enc.payload, replaced))
+        if not (self.batch and behind) or not out:
+            return enc
+        payloads = [enc.payload]
+        size = len(enc.payload)
+        while out and size + out.peek_size() < BATCH_MAX_BYTES:
+            nxt, replaced = out.pop()
+            p = nxt.payload if not replaced else mark_conflated(nxt.payload, replaced)
+            payloads.append(p)
+            size += len(p) + 1
+        if len(payloads) == 1:
+            return enc
+        return Encoded(batch_payload(payloads))
+
     def flush(self) -> None:
-        """Move queued bytes to the socket while it accepts them (fast sink)."""
+        """Move queued messages to the socket while it accepts them (fast sink)."""
         out = self.out
         sink = self.sink
         while out and sink.writable:
-            sink.write(out.pop())
+            # Only called from resume_writing: what is queued waited behind the socket.
+            sink.write(self.next_message().frame)
 
     def overflow(self) -> None:
         """The client cannot keep up: drop what is queued and close with 4001."""
@@ -178,11 +218,8 @@ class FastSink:
         self.proto = proto
         self.writable = not proto.write_paused
 
-    def item(self, enc: Encoded) -> bytes:
-        return enc.frame
-
-    def write(self, item: bytes) -> None:
-        self.proto.transport.write(item)
+    def write(self, frame: bytes) -> None:
+        self.proto.transport.write(frame)
 
     def wake(self) -> None:
         pass  # resume_writing drains the buffer
@@ -209,10 +246,7 @@ class AsgiSink:
         self.conn = conn
         self._task = asyncio.get_running_loop().create_task(self._run())
 
-    def item(self, enc: Encoded) -> bytes:
-        return enc.payload
-
-    def write(self, item: bytes) -> None:  # pragma: no cover - never writable
+    def write(self, frame: bytes) -> None:  # pragma: no cover - never writable
         raise AssertionError("AsgiSink writes from its task")
 
     def wake(self) -> None:
@@ -223,15 +257,22 @@ class AsgiSink:
         self._event.set()
 
     async def _run(self) -> None:
-        assert self.conn is not None
-        out = self.conn.out
+        conn = self.conn
+        assert conn is not None
+        out = conn.out
         ws = self.websocket
+        clock = asyncio.get_running_loop().time
         try:
             while True:
                 await self._event.wait()
                 self._event.clear()
+                behind = False
                 while out and self._close is None:
-                    await ws.send_text(out.pop().decode())
+                    t0 = clock()
+                    await ws.send_text(conn.next_message(behind).payload.decode())
+                    # A send that keeps up completes in microseconds; one that waited
+                    # on the socket means what queued meanwhile is behind it.
+                    behind = clock() - t0 > ASGI_BEHIND_S
                 if self._close is not None:
                     code, reason = self._close
                     await ws.close(code, reason)

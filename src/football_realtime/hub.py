@@ -17,6 +17,7 @@ from typing import Any
 
 from .brokers.base import PublishedEvent
 from .connection import Connection, Encoded
+from .core.conflation import conflation_key
 from .core.encoding import server_message
 from .core.events import EventType, SubscriptionType
 from .core.protocol import ProtocolError
@@ -59,6 +60,7 @@ class Hub:
 
     def add(self, conn: Connection) -> None:
         self.connections[conn.id] = conn
+        conn.stats = self.stats
         if conn.user_id is not None:
             self.user_connections.setdefault(conn.user_id, set()).add(conn.id)
         self.stats.connections_opened += 1
@@ -225,6 +227,7 @@ class Hub:
         Serialised once per view (usually one); never awaits a client.
         """
         attrs = EventAttributes.of(ev.event_type, ev.data)
+        key = conflation_key(ev.event_type, ev.data)
         enc = Encoded(ev.payload)
         views: dict[Hashable, Encoded | None] | None = None
         stamp = next(self._seq)
@@ -239,7 +242,7 @@ class Hub:
                 continue
             view = conn.view
             if view is None:
-                if conn.send(enc):
+                if conn.send(enc, key):
                     n += 1
                 continue
             if views is None:
@@ -248,7 +251,7 @@ class Hub:
                 venc = views[view]
             else:
                 venc = views[view] = self._render(ev, view)
-            if venc is not None and conn.send(venc):
+            if venc is not None and conn.send(venc, key):
                 n += 1
         st = self.stats
         st.messages_sent += n
@@ -265,7 +268,7 @@ class Hub:
         enc = Encoded(ev.payload) if conn.view is None else self._render(ev, conn.view)
         if enc is None:
             return False
-        if conn.send(enc):
+        if conn.send(enc, conflation_key(ev.event_type, ev.data)):
             st = self.stats
             st.messages_sent += 1
             st.bytes_sent += len(enc.payload)

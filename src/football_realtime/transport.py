@@ -43,6 +43,15 @@ def _ident(ws: WebSocket, name: str) -> str | None:
     return value
 
 
+def _flag(ws: WebSocket, name: str) -> bool:
+    value = ws.query_params.get(name)
+    if value is None or value in ("0", "false"):
+        return False
+    if value in ("1", "true", ""):
+        return True
+    raise QueryError(f"{name} must be 1/true or 0/false")
+
+
 def _int_list(raw: str, name: str) -> list[int]:
     try:
         return [int(p) for p in raw.split(",") if p.strip() != ""]
@@ -85,6 +94,7 @@ class WebSocketEndpoint:
         try:
             user_id = _ident(websocket, "user_id")
             session_id = _ident(websocket, "session_id")
+            batch = _flag(websocket, "batch")
             preset_filter = query_filters(websocket) if self.preset is not None else None
         except QueryError as exc:
             await self._refuse(websocket, CloseCode.BAD_REQUEST, str(exc), "invalid_filter")
@@ -105,6 +115,7 @@ class WebSocketEndpoint:
             sink,
             rt.settings.outbound_buffer_bytes,
             f"{client.host}:{client.port}" if client else None,
+            batch=batch,
         )
         conn.on_overflow = rt.on_slow_consumer
         if fast is not None:

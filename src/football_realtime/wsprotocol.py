@@ -52,7 +52,7 @@ class _HandshakeLog(logging.LoggerAdapter):  # type: ignore[type-arg]
 
     @property
     def level(self) -> int:
-        return self.logger.level
+        return int(self.logger.level)
 
     def info(self, msg: object, *args: Any, **kwargs: Any) -> None:
         if self.access_log:
@@ -132,14 +132,45 @@ class RealtimeWebSocketProtocol(WebSocketsSansIOProtocol):
     # Slots for uvicorn's attributes too: its ~40 instance attributes would otherwise
     # make each connection's __dict__ a 1.5 KB unshared table.
     __slots__ = (
-        *(
-            "app asgi_version app_state client close_sent close_timeout close_timer config "
-            "conn connections curr_msg_data_type default_headers disconnected frames "
-            "handshake_complete handshake_initiated initial_response last_ping_rtt loop "
-            "logger pending_ping_payload ping_interval ping_sent_at ping_timeout "
-            "ping_timer pong_timer queue read_paused request response root_path scheme "
-            "scope server tasks transport writable"
-        ).split(),
+        *[
+            "app",
+            "asgi_version",
+            "app_state",
+            "client",
+            "close_sent",
+            "close_timeout",
+            "close_timer",
+            "config",
+            "conn",
+            "connections",
+            "curr_msg_data_type",
+            "default_headers",
+            "disconnected",
+            "frames",
+            "handshake_complete",
+            "handshake_initiated",
+            "initial_response",
+            "last_ping_rtt",
+            "loop",
+            "logger",
+            "pending_ping_payload",
+            "ping_interval",
+            "ping_sent_at",
+            "ping_timeout",
+            "ping_timer",
+            "pong_timer",
+            "queue",
+            "read_paused",
+            "request",
+            "response",
+            "root_path",
+            "scheme",
+            "scope",
+            "server",
+            "tasks",
+            "transport",
+            "writable",
+        ],
         "last_received",
         "on_writable",
         "write_paused",

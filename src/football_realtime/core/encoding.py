@@ -31,3 +31,15 @@ def text_frame(payload: bytes) -> bytes:
 def server_message(event_type: str, data: dict[str, Any]) -> bytes:
     """A connection-level message (``connection_status``, ``message_ack``, ``error``...)."""
     return orjson.dumps({"event_type": event_type, "data": data, "timestamp": utc_now_iso()})
+
+
+def batch_payload(payloads: list[bytes]) -> bytes:
+    """Several messages in one frame (opt-in ``batch=1``): a JSON array of the messages,
+    each exactly as it would have been sent alone, oldest first."""
+    return b"[" + b",".join(payloads) + b"]"
+
+
+def mark_conflated(payload: bytes, replaced: int) -> bytes:
+    """``payload`` (a JSON object) with ``"conflated": replaced`` added: this message
+    replaced that many queued messages with the same conflation key."""
+    return b'%s,"conflated":%d}' % (payload[:-1], replaced)
