@@ -22,6 +22,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import random
+import struct
+import sys
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, ClassVar
 
@@ -91,7 +95,11 @@ class _Inbox:
             finally:
                 if self._waiter is w:
                     self._waiter = None
-        return self._items.pop(0)
+        items = self._items
+        item = items.pop(0)
+        if not items:
+            self._items = None
+        return item
 
 
 class _Flag:
@@ -126,6 +134,61 @@ class _Flag:
             self._waiters = []
         self._waiters.append(w)
         await w
+
+
+class _KeepaliveWheel:
+    """One timer per server for every connection's ping and pong deadlines.
+
+    uvicorn arms a loop timer per connection for each ping and each pong wait (about
+    600 bytes per idle connection); here deadlines are rounded up to the next tick and
+    kept in per-tick sets. ``tick`` is a tenth of the shorter of the ping interval and
+    timeout, between 10 ms and 1 s, so deadlines are at most that late.
+    """
+
+    __slots__ = ("_handle", "_slots", "addrs", "loop", "tick")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, tick: float) -> None:
+        self.loop = loop
+        self.tick = tick
+        #: One shared copy of each listening address (every connection holds one).
+        self.addrs: dict[tuple[str, int | None], tuple[str, int | None]] = {}
+        self._slots: dict[int, set[RealtimeWebSocketProtocol]] = {}
+        self._handle: asyncio.TimerHandle | None = None
+
+    def add(self, proto: RealtimeWebSocketProtocol, when: float) -> None:
+        self.remove(proto)
+        slot = math.ceil(when / self.tick)
+        members = self._slots.get(slot)
+        if members is None:
+            members = self._slots[slot] = set()
+        members.add(proto)
+        proto.keepalive_slot = slot
+        if self._handle is None:
+            self._handle = self.loop.call_at(slot * self.tick, self._run)
+
+    def remove(self, proto: RealtimeWebSocketProtocol) -> None:
+        slot = proto.keepalive_slot
+        if slot:
+            proto.keepalive_slot = 0
+            members = self._slots.get(slot)
+            if members is not None:
+                members.discard(proto)
+                if not members:
+                    del self._slots[slot]
+
+    def _run(self) -> None:
+        self._handle = None
+        now = math.floor(self.loop.time() / self.tick)
+        for slot in sorted(s for s in self._slots if s <= now):
+            for proto in self._slots.pop(slot, ()):
+                proto.keepalive_slot = 0
+                try:
+                    proto.keepalive_due()
+                except Exception:  # pragma: no cover - one connection must not stop the rest
+                    proto.logger.exception("keepalive failed")
+        if self._slots:
+            nxt = max(min(self._slots), now + 1)
+            self._handle = self.loop.call_at(nxt * self.tick, self._run)
 
 
 class RealtimeWebSocketProtocol(WebSocketsSansIOProtocol):
@@ -171,6 +234,8 @@ class RealtimeWebSocketProtocol(WebSocketsSansIOProtocol):
             "transport",
             "writable",
         ],
+        "keepalive",
+        "keepalive_slot",
         "last_received",
         "on_writable",
         "write_paused",
@@ -189,6 +254,16 @@ class RealtimeWebSocketProtocol(WebSocketsSansIOProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        state = kwargs.get("server_state", args[1] if len(args) > 1 else None)
+        wheel = getattr(state, "realtime_keepalive", None)
+        if wheel is None:
+            pi, pt = self.ping_interval, self.ping_timeout
+            tick = min(x for x in (pi, pt, 10.0) if x is not None and x > 0) / 10
+            wheel = _KeepaliveWheel(self.loop, min(max(tick, 0.01), 1.0))
+            if state is not None:
+                state.realtime_keepalive = wheel
+        self.keepalive = wheel
+        self.keepalive_slot = 0
         self.queue = _Inbox()  # type: ignore[assignment]
         self.writable = _Flag()  # type: ignore[assignment]
         self.conn.logger = _protocol_logger
@@ -206,6 +281,13 @@ class RealtimeWebSocketProtocol(WebSocketsSansIOProtocol):
         if isinstance(prev, HttpToolsProtocol):
             prev.parser = None  # type: ignore[assignment]
         super().connection_made(transport)
+        # One shared copy of the listening address and of each client host string.
+        server = self.server
+        if server is not None:
+            self.server = self.keepalive.addrs.setdefault(server, server)
+        client = self.client
+        if client is not None:
+            self.client = (sys.intern(client[0]), client[1])
 
     def handle_connect(self, event: Request) -> None:
         super().handle_connect(event)
@@ -264,11 +346,47 @@ class RealtimeWebSocketProtocol(WebSocketsSansIOProtocol):
         self.on_writable = None
         super().connection_lost(exc)
 
+    # -- keepalive on the shared wheel (same behaviour as uvicorn's timers) ----------
+
+    def schedule_ping(self) -> None:
+        assert self.ping_interval is not None
+        delay = max(0.0, self.ping_interval - self.last_ping_rtt)
+        self.keepalive.add(self, self.loop.time() + delay)
+
+    def stop_keepalive(self) -> None:
+        self.keepalive.remove(self)
+        super().stop_keepalive()
+
+    def keepalive_due(self) -> None:
+        if self.pending_ping_payload is None:
+            self.send_keepalive_ping()
+        else:
+            self.keepalive_timeout()
+
+    def send_keepalive_ping(self) -> None:
+        if self.close_sent or self.transport.is_closing():
+            return
+        # Random payload: handle_pong ignores stale or unsolicited pongs.
+        self.pending_ping_payload = struct.pack("!I", random.getrandbits(32))
+        self.ping_sent_at = self.loop.time()
+        self.conn.send_ping(self.pending_ping_payload)
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        if self.ping_timeout is not None:
+            self.keepalive.add(self, self.ping_sent_at + self.ping_timeout)
+        else:
+            self.schedule_ping()
+
+    def handle_pong(self, event: Any) -> None:
+        if self.pending_ping_payload is None or bytes(event.data) != self.pending_ping_payload:
+            return
+        self.last_ping_rtt = self.loop.time() - self.ping_sent_at
+        self.pending_ping_payload = None
+        self.schedule_ping()
+
     def keepalive_timeout(self) -> None:
         # Anything received since the ping proves the peer alive (browsers cannot send
         # pings, but they send application heartbeats).
         if self.last_received > self.ping_sent_at and not self.close_sent:
-            self.pong_timer = None
             self.pending_ping_payload = None
             self.schedule_ping()
             return

@@ -142,9 +142,13 @@ def _subscription_type(raw: Any, msg_id: Any, msg_type: str) -> SubscriptionType
         ) from None
 
 
+#: Shared by every unfiltered subscription (the model is frozen): one less object each.
+_NO_FILTER = SubscriptionFilter()
+
+
 def parse_filters(raw: Any, msg_id: Any = None, msg_type: str | None = None) -> SubscriptionFilter:
-    if raw is None:
-        return SubscriptionFilter()
+    if raw is None or raw == {}:
+        return _NO_FILTER
     if type(raw) is not dict:
         raise ProtocolError("invalid_filter", "data.filters must be an object", msg_id, msg_type)
     try:

@@ -11,6 +11,7 @@ Filter semantics (seed: 订阅管理器 SubscriptionFilter):
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from bisect import bisect_right
@@ -65,20 +66,29 @@ def effective_event_types(
     """The event types a subscription covers: its type's, narrowed by ``event_types``.
 
     Raises ``ValueError`` when neither is given or when they contradict each other.
+    The result is shared between subscriptions that cover the same types.
     """
+    types = None if flt.event_types is None else tuple(flt.event_types)
+    return _effective_event_types(subscription_type, types)
+
+
+@functools.lru_cache(maxsize=1024)
+def _effective_event_types(
+    subscription_type: SubscriptionType | None, event_types: tuple[EventType, ...] | None
+) -> frozenset[EventType]:
     if subscription_type is None:
-        if flt.event_types is None:
+        if event_types is None:
             raise ValueError("give subscription_type, filters.event_types, or both")
-        return frozenset(flt.event_types)
+        return frozenset(event_types)
     base = frozenset(STREAM_EVENT_TYPES[subscription_type])
-    if flt.event_types is None:
+    if event_types is None:
         return base
-    foreign = [et.value for et in flt.event_types if et not in base]
+    foreign = [et.value for et in event_types if et not in base]
     if foreign:
         raise ValueError(
             f"event type(s) {', '.join(foreign)} do not belong to {subscription_type.value}"
         )
-    return frozenset(flt.event_types)
+    return frozenset(event_types)
 
 
 @dataclass(frozen=True, slots=True)
