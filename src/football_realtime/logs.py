@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 CONTEXT_FIELDS = ("connection_id", "user_id", "correlation_id")
 _ID_RE = re.compile(r"^[\x21-\x7e]{1,128}$")
-_CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 class HasIdentity(Protocol):
@@ -116,16 +116,13 @@ class ContextFilter(logging.Filter):
                 d["user_id"] = conn.user_id if conn is not None else None
         elif "user_id" not in d:
             d["user_id"] = None
+        ev = CURRENT_EVENT.get()
+        if ev is not None:  # the event's own fields, parsed only when a line is logged
+            for k, v in _event_fields(ev).items():
+                if d.get(k) is None:
+                    d[k] = v
         if d.get("correlation_id") is None:
-            cid = _CORRELATION.get()
-            if cid is None:
-                ev = CURRENT_EVENT.get()
-                if ev is not None:
-                    for k, v in _event_fields(ev).items():
-                        if d.get(k) is None:
-                            d[k] = v
-                    cid = d.get("correlation_id")
-            d["correlation_id"] = cid
+            d["correlation_id"] = _CORRELATION.get()
         return True
 
 
@@ -134,6 +131,7 @@ _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | 
     "message",
     "asctime",
     "taskName",
+    "color_message",  # uvicorn's ANSI-coloured copy of the message
     *CONTEXT_FIELDS,
 }
 _ACCESS_FIELDS = ("client_addr", "method", "path", "http_version", "status_code")
