@@ -102,6 +102,12 @@ def build_api_router(rt: Realtime) -> APIRouter:
         }
         return JSONResponse(body, status_code=200 if ok else 503)
 
+    @router.get("/health/live", summary="Liveness (the process answers)", tags=["realtime"])
+    async def live() -> dict[str, str]:
+        # For liveness probes: no broker check, so a Redis outage marks instances
+        # unready (/health) without getting them restarted.
+        return {"status": "alive", "instance_id": rt.settings.instance_id}
+
     @router.get("/stats", summary="Service statistics", tags=["realtime"])
     async def stats() -> dict[str, Any]:
         return rt.stats_snapshot()

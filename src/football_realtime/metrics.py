@@ -33,6 +33,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from . import __version__
 from .core.close_codes import CloseCode
@@ -63,7 +64,12 @@ class MetricSpec:
 
 #: Every metric this service exports (docs/operations.md lists them; a test checks both).
 METRICS: tuple[MetricSpec, ...] = (
-    MetricSpec("instance_info", "gauge", ("instance_id", "version", "broker"), "Always 1."),
+    MetricSpec(
+        "instance_info",
+        "gauge",
+        ("instance_id", "version", "broker"),
+        "Always 1; the labels name the instance, its version and its broker.",
+    ),
     MetricSpec("connections_active", "gauge", (), "Open WebSocket connections."),
     MetricSpec("users_active", "gauge", (), "Distinct users with at least one connection."),
     MetricSpec("subscriptions_active", "gauge", (), "Subscriptions held by open connections."),
@@ -193,7 +199,8 @@ def bounded(counts: Mapping[str, int], cap: int = LABEL_CAP) -> dict[str, int]:
 
 
 def _buckets(h: Histogram) -> list[tuple[str, float]]:
-    return [("+Inf" if le == float("inf") else repr(float(le)), n) for le, n in h.cumulative()]
+    # Same ``le`` spelling as prometheus-client's own histograms (1.048576e+06).
+    return [(floatToGoString(le), n) for le, n in h.cumulative()]  # type: ignore[no-untyped-call]
 
 
 class RealtimeCollector(Collector):
