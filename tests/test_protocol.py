@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import orjson
 import pytest
 from hypothesis import given
@@ -183,7 +185,7 @@ json_values = st.recursive(
     ),
 )
 def test_parser_fuzz_structured(msg_type: str, data: dict) -> None:
-    text = orjson.dumps({"type": msg_type, "id": 1, "data": data}).decode()
+    text = json.dumps({"type": msg_type, "id": 1, "data": data}, ensure_ascii=False)
     try:
         proto.parse_client_message(text)
     except proto.ProtocolError as exc:
