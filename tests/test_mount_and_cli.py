@@ -17,7 +17,15 @@ from fastapi import FastAPI
 
 from football_realtime import Realtime, Settings
 
-from .support import ADMIN, TIMEOUT, WSClient, admin_headers, free_port, start_serve_process
+from .support import (
+    ADMIN,
+    TIMEOUT,
+    RunningServer,
+    WSClient,
+    admin_headers,
+    free_port,
+    start_serve_process,
+)
 
 
 def run_in_thread(app: Any, port: int) -> tuple[uvicorn.Server, threading.Thread]:
@@ -71,6 +79,20 @@ async def test_router_mounts_in_a_host_app_and_publishes_in_process() -> None:
     finally:
         server.should_exit = True
         thread.join(TIMEOUT)
+
+
+async def test_send_to_everyone_bypasses_subscriptions(server: RunningServer) -> None:
+    async with (
+        await WSClient.connect(server.ws_url) as a,
+        await WSClient.connect(server.ws_url) as b,
+    ):
+        await a.recv()
+        await b.recv()
+        alert = {"event_type": "data_refresh", "data": {"data_type": "fixtures"}}
+        assert server.call(lambda: server.realtime.send(alert, everyone=True)) == 2
+        for c in (a, b):
+            got = await c.wait_for(lambda m: m["event_type"] == "data_refresh")
+            assert got["data"] == {"data_type": "fixtures"} and "offset" not in got
 
 
 def test_two_apps_do_not_share_state() -> None:
