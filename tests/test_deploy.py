@@ -320,10 +320,11 @@ def test_image_cmd_env_and_healthcheck_run_for_real() -> None:
         m = scrape(sp.http_url)
         assert m.value("realtime_connections_active") == 0
     finally:
-        sp.stop()
-        out = proc.stdout.read().decode() if proc.stdout else ""
-        if proc.stdout:
-            proc.stdout.close()
+        proc.terminate()
+        try:
+            out = proc.communicate(timeout=TIMEOUT * 2)[0].decode()
+        finally:
+            sp.stop()
     # REALTIME_LOG_FORMAT=json from the image: every line is a JSON object
     lines = [line for line in out.splitlines() if line.strip()]
     assert lines and all(json.loads(line)["logger"] for line in lines)

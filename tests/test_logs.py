@@ -124,10 +124,10 @@ async def test_json_lines_carry_connection_user_and_correlation_ids() -> None:
             await slow.close()
             sock.close()
     finally:
+        sp.proc.terminate()
+        sp.proc.wait(TIMEOUT * 2)
+        reader.join()  # drained to EOF before stop() closes the pipe
         sp.stop()
-        reader.join()
-        if sp.proc.stdout is not None:
-            sp.proc.stdout.close()
 
     records = reader.records()  # every line parsed as JSON, or this raised
     assert len(records) == len([x for x in reader.lines if x.strip()])

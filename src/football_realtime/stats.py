@@ -160,6 +160,7 @@ class ServiceStats:
         self.replayed_events = 0
         self.recoveries = 0
         self.recoveries_failed = 0
+        self.snapshot_events = 0  # latest-state events sent on subscribe with snapshot
 
     @property
     def uptime(self) -> float:
@@ -242,6 +243,7 @@ class ServiceStats:
             "replayed_events": self.replayed_events,
             "recoveries": self.recoveries,
             "recoveries_failed": self.recoveries_failed,
+            "snapshot_events": self.snapshot_events,
             "broker_errors": sum(self.broker_errors.values()),
             # Percentiles interpolated from the same buckets /metrics exports.
             "latency_ms": self.latency_overall().summary(1000.0),
