@@ -170,6 +170,12 @@ METRICS: tuple[MetricSpec, ...] = (
     ),
     MetricSpec("recoveries", "counter", (), "Recoveries attempted (subscribe with `since`)."),
     MetricSpec(
+        "snapshot_events",
+        "counter",
+        (),
+        "Latest-state events sent to clients subscribing with `snapshot`.",
+    ),
+    MetricSpec(
         "recoveries_failed",
         "counter",
         (),
@@ -298,6 +304,7 @@ class RealtimeCollector(Collector):
         value("recovery_replayed_events", st.replayed_events)
         value("recoveries", st.recoveries)
         value("recoveries_failed", st.recoveries_failed)
+        value("snapshot_events", st.snapshot_events)
         yield from fams.values()
 
 
