@@ -283,12 +283,14 @@ class RealtimeCollector(Collector):
         value("sent_bytes", st.bytes_sent)
 
         queue = Histogram(QUEUE_BUCKETS)
-        biggest = 0
-        for conn in hub.connections.values():
-            size = conn.out.size
+        # Most buffers are empty: count those in bulk, observe only the rest.
+        queued = [size for size in [c.out.size for c in hub.connections.values()] if size]
+        assert QUEUE_BUCKETS[0] == 0
+        queue.counts[0] = len(hub.connections) - len(queued)  # the le=0 bucket
+        queue.count = queue.counts[0]
+        for size in queued:
             queue.observe(size)
-            if size > biggest:
-                biggest = size
+        biggest = max(queued, default=0)
         qfam = fams["outbound_queue_bytes"]
         assert isinstance(qfam, GaugeHistogramMetricFamily)
         qfam.add_metric([], _buckets(queue), queue.sum)
