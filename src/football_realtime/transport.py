@@ -203,7 +203,7 @@ class WebSocketEndpoint:
                 conn.close(CloseCode.UNSUPPORTED_DATA, "binary frames are not supported")
                 continue
             conn.messages_received += 1
-            size = len(text)
+            size = len(text.encode())  # bytes, not characters
             conn.bytes_received += size
             stats.record_received(size)
             if conn.closing:
