@@ -29,8 +29,8 @@ _uids = itertools.count(1)
 
 @pytest.fixture(params=["fast", "asgi"])
 def small_buffer_server(request: pytest.FixtureRequest) -> Iterator[RunningServer]:
-    """Both send paths, with the smallest outbound buffer the settings allow."""
-    with running_server(fast=request.param == "fast", outbound_buffer_bytes=4096) as srv:
+    """Both send paths, with a small outbound buffer (a few queued events)."""
+    with running_server(fast=request.param == "fast", outbound_buffer_bytes=64 * 1024) as srv:
         yield srv
 
 
@@ -249,13 +249,14 @@ async def test_conflation_keeps_latest_keyed_values_and_every_goal(
     assert stats["conflated_events"] == 3
 
 
-async def test_slow_consumer_is_closed_with_4001_and_can_reconnect(
+async def test_slow_consumer_is_closed_with_4001_and_recovers_its_gap(
     small_buffer_server: RunningServer,
 ) -> None:
     srv = small_buffer_server
     client, uid = await stalled_client(srv)
     async with client:
-        await client.subscribe("matches")
+        res = await client.subscribe("matches")
+        epoch = res["streams"]["matches"]["epoch"]
         conn = server_conn(srv, uid)
         sent = 0
         # Publish goals (never conflated) until the server gives up on the client.
@@ -271,27 +272,38 @@ async def test_slow_consumer_is_closed_with_4001_and_can_reconnect(
             await publish_all(srv, [goal(2, 0)])
             (ev,) = await other.events(1)
             assert ev["data"]["match_id"] == 2
-        # The stalled client reads again: what the server kept, then close code 4001.
+        sent += 1
+        # The stalled client reads again: what the server kept, then the close.
         got: list[int] = []
         with pytest.raises(websockets.ConnectionClosedError) as closed:
             while True:
                 msg = orjson.loads(await asyncio.wait_for(client.ws.recv(), TIMEOUT))
                 if "offset" in msg:
                     got.append(msg["offset"])
-        assert closed.value.rcvd is not None
-        assert closed.value.rcvd.code == 4001
+        if srv.fast:
+            # Our layer writes the close frame behind what the socket holds (and resets
+            # the connection if it is still not read after a grace period).
+            assert closed.value.rcvd is not None
+            assert closed.value.rcvd.code == 4001
+        # On the ASGI path the endpoint ends and the server drops the connection; the
+        # close code is recorded either way.
+        assert srv.call(lambda: dict(srv.realtime.stats.closed_by_code)).get(4001) == 1
         assert got == list(range(1, len(got) + 1))  # a clean prefix, then the cut
-        assert len(got) < sent + 1
-    # The server forgot the connection; a reconnect subscribes and receives again.
-    deadline = asyncio.get_running_loop().time() + TIMEOUT
-    while srv.call(lambda: any(c.user_id == uid for c in srv.realtime.hub.connections.values())):
-        assert asyncio.get_running_loop().time() < deadline
-        await asyncio.sleep(0.01 * UNIT)
+        assert len(got) < sent
+    # Reconnect and recover the gap from the last offset seen: nothing lost, no duplicate.
+    last = got[-1] if got else 0
     async with await WSClient.connect(f"{srv.ws_url}?user_id={uid}") as again:
-        await again.subscribe("matches")
+        reply = await again.request(
+            "subscribe",
+            {
+                "subscription_type": "matches",
+                "since": {"matches": {"epoch": epoch, "offset": last}},
+            },
+        )
+        assert reply["data"]["result"]["recovered"] is True
         await publish_all(srv, [goal(3, 0)])
-        (ev,) = await again.events(1)
-        assert ev["data"]["match_id"] == 3
+        missed = await again.events(sent - last + 1, TIMEOUT * 2)
+        assert [m["offset"] for m in missed] == list(range(last + 1, sent + 2))
 
 
 async def test_bad_batch_parameter_is_refused(any_server: RunningServer) -> None:

@@ -7,6 +7,7 @@ Mount the service into an existing FastAPI app::
     app.include_router(realtime.router, prefix="/realtime")
 
 and publish from business code in the same process with ``await realtime.publish(event)``.
+Add ``football_realtime.metrics.mount_metrics(app, realtime)`` for ``GET /metrics``.
 """
 
 from __future__ import annotations
@@ -14,15 +15,19 @@ from __future__ import annotations
 import logging
 import secrets
 import sys
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
+from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.websockets import WebSocket
 
 from . import __version__
 from .api import build_api_router
 from .brokers import Broker, PublishResult, create_broker
+from .brokers.base import BrokerUnavailable, PublishedEvent
 from .config import Settings
 from .connection import Connection
 from .core.close_codes import CloseCode
@@ -35,6 +40,8 @@ from .core.events import (
     prepare_published_event,
 )
 from .hub import Hub
+from .logs import CURRENT_EVENT, CorrelationIdMiddleware, bind_correlation_id, reset_correlation_id
+from .metrics import build_registry, metrics_router
 from .stats import ServiceStats
 from .transport import WebSocketEndpoint
 
@@ -58,6 +65,12 @@ class Realtime:
             if broker is not None
             else create_broker(s.broker_url, history_size=s.history_size, history_ttl=s.history_ttl)
         )
+        # Optional broker ability: brokers that count their own failures (e.g. the
+        # consumer loop of a networked broker) take the stats through bind_stats().
+        bind_stats = getattr(self.broker, "bind_stats", None)
+        if bind_stats is not None:
+            bind_stats(self.stats)
+        self.metrics_registry = build_registry(self)
         self._generated_token = s.admin_token is None
         self.admin_token = (
             s.admin_token.get_secret_value()
@@ -83,7 +96,7 @@ class Realtime:
     async def start(self) -> None:
         if self.started:
             return
-        await self.broker.start(self.hub.deliver)
+        await self.broker.start(self.on_event)
         self.started = True
         if self._generated_token:
             print(
@@ -108,6 +121,23 @@ class Realtime:
         finally:
             await self.stop()
 
+    # -- events from the broker ---------------------------------------------------
+
+    def on_event(self, ev: PublishedEvent) -> int:
+        """The broker's delivery callback: fan one event out on this instance.
+
+        Metrics are taken once per event here, never per recipient.
+        """
+        st = self.stats
+        st.record_consumed(ev.published_at, time.time())
+        token = CURRENT_EVENT.set(ev)
+        try:
+            n = self.hub.deliver(ev)
+        finally:
+            CURRENT_EVENT.reset(token)
+        st.record_fanout(ev.event_type, ev.published_at, len(ev.payload), n)
+        return n
+
     # -- publishing --------------------------------------------------------------
 
     async def publish(
@@ -122,7 +152,20 @@ class Realtime:
         envelope = ev.to_wire()
         envelope.pop("stream", None)
         envelope.pop("offset", None)
-        result = await self.broker.publish(envelope, EVENT_STREAM[ev.event_type], idempotency_key)
+        token = bind_correlation_id(ev.correlation_id) if ev.correlation_id else None
+        t0 = time.perf_counter()
+        try:
+            result = await self.broker.publish(
+                envelope, EVENT_STREAM[ev.event_type], idempotency_key
+            )
+        except BrokerUnavailable as exc:
+            self.stats.broker_errors["publish"] += 1
+            log.warning("publish failed: broker unavailable: %s", exc)
+            raise
+        finally:
+            if token is not None:
+                reset_correlation_id(token)
+        self.stats.broker_publish_latency.observe(time.perf_counter() - t0)
         if not result.duplicate:
             self.stats.events_published += 1
             self.stats.published_by_type[ev.event_type] += 1
@@ -135,9 +178,11 @@ class Realtime:
         user_id: str | None = None,
         connection_id: str | None = None,
         room: str | None = None,
+        everyone: bool = False,
     ) -> int:
-        """Send an event to one user's connections, one connection, or a room on this
-        instance, regardless of subscriptions. Returns the number of recipients."""
+        """Send an event to one user's connections, one connection, a room, or every
+        connection on this instance, regardless of subscriptions. Returns the number of
+        recipients."""
         ev = prepare_published_event(event)
         payload = dumps(ev.to_wire())
         if user_id is not None:
@@ -146,8 +191,10 @@ class Realtime:
             return self.hub.send_to_connection(connection_id, payload)
         if room is not None:
             return self.hub.send_to_room(room, payload)
+        if everyone:
+            return self.hub.send_to_all(payload)
         raise EventValidationError(
-            "send needs user_id, connection_id or room",
+            "send needs user_id, connection_id, room or everyone=True",
             [{"field": "target", "message": "no target", "type": "value_error"}],
         )
 
@@ -163,11 +210,26 @@ class Realtime:
         snap["published_by_event_type"] = dict(self.stats.published_by_type)
         snap["errors_by_code"] = dict(self.stats.errors_by_code)
         snap["closed_by_code"] = {str(k): v for k, v in self.stats.closed_by_code.items()}
+        snap["received_by_type"] = dict(self.stats.received_by_type)
+        snap["broker_errors_by_operation"] = dict(self.stats.broker_errors)
         return snap
 
     def on_slow_consumer(self, conn: Connection) -> None:
         self.stats.slow_consumer_disconnects += 1
-        log.warning("closing slow consumer connection_id=%s user_id=%s", conn.id, conn.user_id)
+        log.warning(
+            "closing slow consumer: outbound buffer over %d bytes",
+            self.settings.outbound_buffer_bytes,
+            extra={"connection_id": conn.id, "user_id": conn.user_id},
+        )
+
+
+def websocket_app(endpoint: WebSocketEndpoint) -> ASGIApp:
+    """A WebSocket endpoint as a bare ASGI app (what Starlette's route would call)."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await endpoint(WebSocket(scope, receive, send))
+
+    return app
 
 
 def create_app(settings: Settings | None = None, *, broker: Broker | None = None) -> FastAPI:
@@ -181,8 +243,13 @@ def create_app(settings: Settings | None = None, *, broker: Broker | None = None
     )
     app.state.realtime = realtime
     app.include_router(realtime.router, prefix="/realtime")
-    # For RealtimeWebSocketProtocol.for_app: these paths skip the middleware stack.
+    app.include_router(metrics_router(realtime))
+    app.add_middleware(CorrelationIdMiddleware)
+    # For RealtimeWebSocketProtocol.for_app: `serve` runs these paths straight through
+    # the same pure-ASGI middleware (correlation ids), without FastAPI's routing and
+    # exception middleware around each connection.
     app.state.realtime_ws_routes = {
-        "/realtime" + path: ep for path, ep in realtime.ws_endpoints.items()
+        "/realtime" + path: CorrelationIdMiddleware(websocket_app(ep))
+        for path, ep in realtime.ws_endpoints.items()
     }
     return app

@@ -6,12 +6,15 @@ decided by the hub. This module only moves data between the two.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
+import time
 from typing import TYPE_CHECKING, Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from . import recovery
 from .connection import AsgiSink, Connection, FastSink, Sink
 from .core import protocol as proto
 from .core.close_codes import CloseCode
@@ -20,6 +23,7 @@ from .core.events import EventType, SubscriptionType, utc_now_iso
 from .core.protocol import ProtocolError
 from .core.subscriptions import SubscriptionFilter
 from .hub import new_connection_id
+from .logs import bind_connection
 from .wsprotocol import protocol_of
 
 if TYPE_CHECKING:
@@ -90,6 +94,10 @@ class WebSocketEndpoint:
     async def __call__(self, websocket: WebSocket) -> None:
         rt = self.rt
         hub = rt.hub
+        # This task is the connection's: everything logged in it, from uvicorn's
+        # "[accepted]" line on, carries the connection (and later user) id.
+        conn_id = new_connection_id()
+        bind_connection(conn_id)
         await websocket.accept()
         try:
             user_id = _ident(websocket, "user_id")
@@ -109,7 +117,7 @@ class WebSocketEndpoint:
         sink: Sink = FastSink(fast) if fast is not None else AsgiSink(websocket)
         client = websocket.client
         conn = Connection(
-            new_connection_id(),
+            conn_id,
             user_id,
             session_id,
             sink,
@@ -131,6 +139,11 @@ class WebSocketEndpoint:
             sink.start(conn)
 
         hub.add(conn)
+        bind_connection(conn)
+        log.info(
+            "connection opened",
+            extra={"path": websocket.url.path, "client_addr": conn.client_addr},
+        )
         code: int = CloseCode.ABNORMAL
         try:
             if self.preset is not None:
@@ -142,10 +155,25 @@ class WebSocketEndpoint:
                     conn.close(CloseCode.BAD_REQUEST, exc.message[:120])
             hub.send_payload(conn, self._connected_message(conn))
             code = await self._receive_loop(websocket, conn)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if not (isinstance(sink, AsgiSink) and sink.aborted and task is not None):
+                raise
+            task.uncancel()
+            code = CloseCode.SLOW_CONSUMER
         finally:
             hub.remove(conn, code)
             if isinstance(sink, AsgiSink):
                 await sink.stop()
+            log.info(
+                "connection closed",
+                extra={
+                    "code": code,
+                    "duration_seconds": round(time.monotonic() - conn.connected_mono, 3),
+                    "messages_sent": conn.messages_sent,
+                    "messages_received": conn.messages_received,
+                },
+            )
 
     def _connected_message(self, conn: Connection) -> bytes:
         return server_message(
@@ -186,10 +214,9 @@ class WebSocketEndpoint:
                 conn.close(CloseCode.UNSUPPORTED_DATA, "binary frames are not supported")
                 continue
             conn.messages_received += 1
-            size = len(text)
+            size = len(text.encode())  # bytes, not characters
             conn.bytes_received += size
-            stats.messages_received += 1
-            stats.bytes_received += size
+            stats.record_received(size)
             if conn.closing:
                 continue
             await handle_client_text(self.rt, conn, text)
@@ -200,8 +227,9 @@ async def handle_client_text(rt: Realtime, conn: Connection, text: str) -> None:
     hub = rt.hub
     try:
         msg = proto.parse_client_message(text)
+        rt.stats.received_by_type[msg.type] += 1
         if isinstance(msg, proto.Subscribe):
-            await _subscribe(rt, conn, msg)
+            await recovery.subscribe(rt, conn, msg)
             return
         if isinstance(msg, proto.Unsubscribe):
             removed = hub.unsubscribe(conn, msg.subscription_id, msg.subscription_type, msg.id)
@@ -243,29 +271,3 @@ async def handle_client_text(rt: Realtime, conn: Connection, text: str) -> None:
             conn,
             proto.error_reply(ProtocolError("internal_error", "the server failed to handle this")),
         )
-
-
-async def _subscribe(rt: Realtime, conn: Connection, msg: proto.Subscribe) -> None:
-    hub = rt.hub
-    sub = hub.subscribe(conn, msg.subscription_type, msg.filters, msg.id)
-    result = sub.describe()
-    streams: dict[str, dict[str, Any]] = {}
-    for st in sub.streams:
-        epoch, offset = await rt.broker.position(st)
-        streams[st.value] = {"epoch": epoch, "offset": offset}
-    result["streams"] = streams
-    if msg.since is not None:
-        foreign = [st.value for st in msg.since if st.value not in streams]
-        if foreign:
-            hub.unsubscribe(conn, sub.id, None)
-            raise ProtocolError(
-                "invalid_since",
-                f"since names stream(s) this subscription does not cover: {', '.join(foreign)}",
-                msg.id,
-                msg.type,
-            )
-        result["recovered"] = False
-        result["reason"] = "recovery is not available on this server"
-    reply = proto.ack(msg.id, msg.type, result)
-    hub.send_payload(conn, reply)
-    hub.notify_user_subscriptions(conn, "subscribed", (sub,))

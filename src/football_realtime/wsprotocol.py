@@ -21,15 +21,16 @@ handshake) and adds, through the ASGI scope extension ``football_realtime.transp
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import random
+import socket
 import struct
 import sys
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, ClassVar
 
-from starlette.websockets import WebSocket
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
@@ -37,8 +38,8 @@ from websockets.http11 import Request
 
 EXTENSION = "football_realtime.transport"
 
-#: Endpoints called directly for their exact path, bypassing the ASGI app.
-NativeRoutes = Mapping[str, Callable[[WebSocket], Awaitable[None]]]
+#: ASGI apps called directly for their exact path, instead of the app's full stack.
+NativeRoutes = Mapping[str, Callable[[Any, Any, Any], Awaitable[None]]]
 
 # websockets logs "connection open" at INFO for every connection; one line per accept
 # costs more than the rest of the handshake at 10k connects/s. Debug level here.
@@ -300,13 +301,13 @@ class RealtimeWebSocketProtocol(WebSocketsSansIOProtocol):
             scope["extensions"][EXTENSION] = {"protocol": self}
 
     async def run_asgi(self) -> None:
-        endpoint = self.native_routes.get(self.scope["path"])
-        if endpoint is None:
+        route = self.native_routes.get(self.scope["path"])
+        if route is None:
             await super().run_asgi()
             return
         # Same outcome handling as uvicorn's run_asgi, minus the app's middleware stack.
         try:
-            await endpoint(WebSocket(self.scope, self.receive, self.send))  # type: ignore[arg-type]
+            await route(self.scope, self.receive, self.send)
         except ClientDisconnected:
             pass
         except BaseException:
@@ -410,7 +411,18 @@ class RealtimeWebSocketProtocol(WebSocketsSansIOProtocol):
         if self.close_timer is not None:
             self.close_timer.cancel()
         timeout = 2.0 if abort else self.close_timeout
-        self.close_timer = self.loop.call_later(timeout, self.transport.abort)
+        self.close_timer = self.loop.call_later(
+            timeout, self.reset if abort else self.transport.abort
+        )
+
+    def reset(self) -> None:
+        """Drop the connection with a TCP reset, discarding what the kernel still holds
+        for a peer that does not read (otherwise close() would trickle it out)."""
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.transport.abort()
 
 
 def protocol_of(scope: Mapping[str, Any]) -> RealtimeWebSocketProtocol | None:
