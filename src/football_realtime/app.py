@@ -40,7 +40,13 @@ from .core.events import (
     prepare_published_event,
 )
 from .hub import Hub
-from .logs import CURRENT_EVENT, CorrelationIdMiddleware, bind_correlation_id, reset_correlation_id
+from .logs import (
+    CURRENT_EVENT,
+    CorrelationIdMiddleware,
+    bind_correlation_id,
+    correlation_id_of,
+    reset_correlation_id,
+)
 from .metrics import build_registry, metrics_router
 from .stats import ServiceStats
 from .transport import WebSocketEndpoint
@@ -224,9 +230,15 @@ class Realtime:
 
 
 def websocket_app(endpoint: WebSocketEndpoint) -> ASGIApp:
-    """A WebSocket endpoint as a bare ASGI app (what Starlette's route would call)."""
+    """A WebSocket endpoint as a bare ASGI app, with what CorrelationIdMiddleware does
+    for it: the request's correlation id bound in the connection's task (which ends
+    with the connection, so nothing needs resetting). One coroutine frame per
+    connection instead of a middleware frame and a route frame."""
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        cid = correlation_id_of(scope)
+        if cid is not None:
+            bind_correlation_id(cid)
         await endpoint(WebSocket(scope, receive, send))
 
     return app
@@ -245,11 +257,10 @@ def create_app(settings: Settings | None = None, *, broker: Broker | None = None
     app.include_router(realtime.router, prefix="/realtime")
     app.include_router(metrics_router(realtime))
     app.add_middleware(CorrelationIdMiddleware)
-    # For RealtimeWebSocketProtocol.for_app: `serve` runs these paths straight through
-    # the same pure-ASGI middleware (correlation ids), without FastAPI's routing and
+    # For RealtimeWebSocketProtocol.for_app: `serve` runs these paths directly (with
+    # the correlation id bound as the middleware does), without FastAPI's routing and
     # exception middleware around each connection.
     app.state.realtime_ws_routes = {
-        "/realtime" + path: CorrelationIdMiddleware(websocket_app(ep))
-        for path, ep in realtime.ws_endpoints.items()
+        "/realtime" + path: websocket_app(ep) for path, ep in realtime.ws_endpoints.items()
     }
     return app

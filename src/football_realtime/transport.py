@@ -154,6 +154,11 @@ class WebSocketEndpoint:
                     hub.send_payload(conn, proto.error_reply(exc))
                     conn.close(CloseCode.BAD_REQUEST, exc.message[:120])
             hub.send_payload(conn, self._connected_message(conn))
+            if fast is not None:
+                # The handshake is over: the request headers (~1-2 KB for a browser)
+                # would otherwise stay in the scope for the connection's lifetime. Only
+                # on our own layer, where no host app's middleware may still read them.
+                websocket.scope["headers"].clear()
             code = await self._receive_loop(websocket, conn)
         except asyncio.CancelledError:
             task = asyncio.current_task()

@@ -41,9 +41,17 @@ EXTENSION = "football_realtime.transport"
 #: ASGI apps called directly for their exact path, instead of the app's full stack.
 NativeRoutes = Mapping[str, Callable[[Any, Any, Any], Awaitable[None]]]
 
-# websockets logs "connection open" at INFO for every connection; one line per accept
-# costs more than the rest of the handshake at 10k connects/s. Debug level here.
-_protocol_logger = logging.getLogger("football_realtime.ws")
+
+class _InfoAsDebug(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """websockets logs "connection open" / "connection closed" at INFO for every
+    connection, next to the service's own "connection opened/closed" lines; here they
+    are DEBUG lines (one log line costs about as much as the rest of the handshake)."""
+
+    def info(self, msg: object, *args: Any, **kwargs: Any) -> None:
+        self.logger.debug(msg, *args, **kwargs)
+
+
+_protocol_logger = _InfoAsDebug(logging.getLogger("football_realtime.ws"), {})
 
 
 class _HandshakeLog(logging.LoggerAdapter):  # type: ignore[type-arg]
