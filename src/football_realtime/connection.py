@@ -44,24 +44,22 @@ ASGI_BEHIND_S = 0.002
 
 
 class Encoded:
-    """One message serialised once; its frame is built on first use and then shared."""
+    """One message serialised once, with the frame that carries it; shared by every
+    connection that receives it."""
 
-    __slots__ = ("_frame", "payload")
+    __slots__ = ("frame", "payload", "size")
 
     def __init__(self, payload: bytes) -> None:
         self.payload = payload
-        self._frame: bytes | None = None
-
-    @property
-    def frame(self) -> bytes:
-        f = self._frame
-        if f is None:
-            f = self._frame = text_frame(self.payload)
-        return f
+        self.size = len(payload)
+        self.frame = text_frame(payload)
 
 
 class Sink(Protocol):
     writable: bool
+    #: Writes a frame straight to the socket (the transport's write), or None when
+    #: this sink always goes through the connection's buffer.
+    direct: Callable[[bytes], object] | None
 
     def write(self, frame: bytes) -> None: ...
     def wake(self) -> None: ...
@@ -78,6 +76,7 @@ class Connection:
         "closing",
         "connected_at",
         "connected_mono",
+        "direct",
         "drain_waiter",
         "held",
         "id",
@@ -131,23 +130,26 @@ class Connection:
         self.drain_waiter: asyncio.Future[None] | None = None
         self.closing = False
         self.on_overflow: Callable[[Connection], None] | None = None
+        # The socket's write while it keeps up and nothing is queued, else None: the
+        # whole fast path of send() is one attribute test.
+        self.direct = sink.direct if sink.writable else None
 
     def send(self, enc: Encoded, key: Hashable | None = None) -> bool:
         """Queue one message without waiting. False if the connection is closing."""
         if self.closing:
             return False
         self.messages_sent += 1
-        self.bytes_sent += len(enc.payload)
-        sink = self.sink
-        out = self.out
-        if sink.writable and not out:
-            sink.write(enc.frame)
+        self.bytes_sent += enc.size
+        direct = self.direct
+        if direct is not None:
+            direct(enc.frame)
             return True
+        out = self.out
         conflated = out.conflated
-        if out.push(enc, len(enc.payload), key):
+        if out.push(enc, enc.size, key):
             if out.conflated != conflated and self.stats is not None:
                 self.stats.conflated += 1
-            sink.wake()
+            self.sink.wake()
             return True
         self.overflow()
         return False
@@ -173,6 +175,15 @@ class Connection:
             return enc
         return Encoded(batch_payload(payloads))
 
+    def writable_changed(self, writable: bool) -> None:
+        """The fast sink's socket stopped (False) or resumed (True) taking data."""
+        sink = self.sink
+        sink.writable = writable and not self.closing
+        if sink.writable:
+            self.flush()
+        else:
+            self.direct = None
+
     def flush(self) -> None:
         """Move queued messages to the socket while it accepts them (fast sink)."""
         out = self.out
@@ -181,6 +192,8 @@ class Connection:
             # Only called from resume_writing: what is queued waited behind the socket.
             sink.write(self.next_message().frame)
         if not out:
+            if sink.writable:
+                self.direct = sink.direct
             self.notify_drained()
 
     def notify_drained(self) -> None:
@@ -201,6 +214,7 @@ class Connection:
 
     def overflow(self) -> None:
         """The client cannot keep up: drop what is queued and close with 4001."""
+        self.direct = None
         self.out.clear()
         if self.on_overflow is not None:
             self.on_overflow(self)
@@ -233,11 +247,12 @@ class Connection:
 class FastSink:
     """Writes pre-built frames to our uvicorn protocol's transport."""
 
-    __slots__ = ("proto", "writable")
+    __slots__ = ("direct", "proto", "writable")
 
     def __init__(self, proto: RealtimeWebSocketProtocol) -> None:
         self.proto = proto
         self.writable = not proto.write_paused
+        self.direct: Callable[[bytes], object] | None = proto.transport.write
 
     def write(self, frame: bytes) -> None:
         self.proto.transport.write(frame)
@@ -253,11 +268,22 @@ class FastSink:
 class AsgiSink:
     """Portable path for any ASGI server: a writer task awaits ``websocket.send``."""
 
-    __slots__ = ("_close", "_event", "_owner", "_task", "aborted", "conn", "websocket", "writable")
+    __slots__ = (
+        "_close",
+        "_event",
+        "_owner",
+        "_task",
+        "aborted",
+        "conn",
+        "direct",
+        "websocket",
+        "writable",
+    )
 
     def __init__(self, websocket: WebSocket) -> None:
         self.websocket = websocket
         self.writable = False
+        self.direct: Callable[[bytes], object] | None = None
         self.conn: Connection | None = None
         self._event = asyncio.Event()
         self._close: tuple[int, str] | None = None

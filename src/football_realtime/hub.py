@@ -230,27 +230,28 @@ class Hub:
         views: dict[Hashable, Encoded | None] | None = None
         stamp = next(self._seq)
         n = 0
-        for sub in self.index.match(attrs):
-            conn: Connection = sub.owner
-            if conn.stamp == stamp:
-                continue
-            conn.stamp = stamp
-            if conn.held is not None:
-                conn.held.append(ev)
-                continue
-            view = conn.view
-            if view is None:
-                if conn.send(enc, key):
+        for group in self.index.match_groups(attrs):
+            for sub in group:
+                conn: Connection = sub.owner
+                if conn.stamp == stamp:
+                    continue
+                conn.stamp = stamp
+                if conn.held is not None:
+                    conn.held.append(ev)
+                    continue
+                view = conn.view
+                if view is None:
+                    if conn.send(enc, key):
+                        n += 1
+                    continue
+                if views is None:
+                    views = {}
+                if view in views:
+                    venc = views[view]
+                else:
+                    venc = views[view] = self._render(ev, view)
+                if venc is not None and conn.send(venc, key):
                     n += 1
-                continue
-            if views is None:
-                views = {}
-            if view in views:
-                venc = views[view]
-            else:
-                venc = views[view] = self._render(ev, view)
-            if venc is not None and conn.send(venc, key):
-                n += 1
         st = self.stats
         st.messages_sent += n
         st.bytes_sent += n * len(ev.payload)

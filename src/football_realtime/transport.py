@@ -127,14 +127,7 @@ class WebSocketEndpoint:
         )
         conn.on_overflow = rt.on_slow_consumer
         if fast is not None:
-            fs = sink
-
-            def on_writable(writable: bool) -> None:
-                fs.writable = writable and not conn.closing
-                if fs.writable:
-                    conn.flush()
-
-            fast.on_writable = on_writable
+            fast.on_writable = conn.writable_changed
         elif isinstance(sink, AsgiSink):
             sink.start(conn)
 

@@ -15,7 +15,7 @@ import functools
 import itertools
 import math
 from bisect import bisect_right
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -283,32 +283,48 @@ class SubscriptionIndex:
 
     def match(self, attrs: EventAttributes) -> Iterator[Subscription]:
         """Yield each subscription that matches ``attrs`` exactly once."""
+        for group in self.match_groups(attrs):
+            yield from group
+
+    def match_groups(self, attrs: EventAttributes) -> list[Iterable[Subscription]]:
+        """:meth:`match` as groups to iterate in turn (the fan-out loop's form): the
+        unconstrained subscriptions are the index's own dict, iterated without a
+        per-item check or a generator step; the constrained ones come from a generator.
+        Do not add or remove subscriptions while iterating."""
         bucket = self._buckets.get(attrs.event_type)
         if bucket is None:
-            return
-        yield from bucket.any
-        conf = attrs.confidence
-        if conf is not None and bucket.conf_subs:
-            n = bisect_right(bucket.conf_keys, (conf, math.inf))
-            yield from bucket.conf_subs[:n]
-        league = attrs.league
-        if league is not None:
-            group = bucket.by_league.get(league)
-            if group:
-                for sub in group:
-                    mc = sub.min_confidence
-                    if mc is None or (conf is not None and conf >= mc):
-                        yield sub
-        if attrs.match_id is not None:
-            group = bucket.by_match.get(attrs.match_id)
-            if group:
-                for sub in group:
-                    lgs = sub.leagues
-                    if lgs is not None and league not in lgs:
-                        continue
-                    mc = sub.min_confidence
-                    if mc is None or (conf is not None and conf >= mc):
-                        yield sub
+            return []
+        groups: list[Iterable[Subscription]] = []
+        if bucket.any:
+            groups.append(bucket.any)
+        if bucket.conf_subs or bucket.by_league or bucket.by_match:
+            groups.append(_constrained(bucket, attrs))
+        return groups
+
+
+def _constrained(bucket: _Bucket, attrs: EventAttributes) -> Iterator[Subscription]:
+    conf = attrs.confidence
+    if conf is not None and bucket.conf_subs:
+        n = bisect_right(bucket.conf_keys, (conf, math.inf))
+        yield from bucket.conf_subs[:n]
+    league = attrs.league
+    if league is not None:
+        group = bucket.by_league.get(league)
+        if group:
+            for sub in group:
+                mc = sub.min_confidence
+                if mc is None or (conf is not None and conf >= mc):
+                    yield sub
+    if attrs.match_id is not None:
+        group = bucket.by_match.get(attrs.match_id)
+        if group:
+            for sub in group:
+                lgs = sub.leagues
+                if lgs is not None and league not in lgs:
+                    continue
+                mc = sub.min_confidence
+                if mc is None or (conf is not None and conf >= mc):
+                    yield sub
 
 
 __all__ = [
