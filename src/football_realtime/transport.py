@@ -135,7 +135,7 @@ class WebSocketEndpoint:
         bind_connection(conn)
         log.info(
             "connection opened",
-            extra={"path": websocket.url.path, "client_addr": conn.client_addr},
+            extra={"path": websocket.scope["path"], "client_addr": conn.client_addr},
         )
         code: int = CloseCode.ABNORMAL
         try:
