@@ -265,6 +265,13 @@ async def test_what_the_server_sends_validates(server: RunningServer) -> None:
         assert r.status_code == 200, r.text
         await barrier(ws)
         seen.extend(ws.inbox)
+        # get_stats after events were delivered (its per-type counters were once unserialisable)
+        stats = await ws.request("get_stats")
+        assert stats["event_type"] == "message_ack", stats
+        assert (
+            stats["data"]["result"]["server"]["delivered_by_event_type"]["prediction_created"] == 1
+        )
+        seen.append(stats)
     kinds = {m["event_type"] for m in seen}
     assert (
         set(SAMPLES)

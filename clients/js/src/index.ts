@@ -1,4 +1,5 @@
 export { WebSocketService, Subscription, RealtimeError } from './service.js';
+export type { SubscribeOptions } from './service.js';
 export { shouldReconnect, isTerminal, closeCodeInfo } from './closeCodes.js';
 export { backoffDelay } from './backoff.js';
 export { matchesFilter, coveredEventTypes, streamOf, streamsOf } from './filters.js';

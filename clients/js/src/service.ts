@@ -44,7 +44,7 @@ export class RealtimeError extends Error {
   override readonly name = 'RealtimeError';
   constructor(
     message: string,
-    /** The server's error code, or `disconnected` / `unsubscribed`. */
+    /** The server's error code, or `disconnected` / `unsubscribed` / `timeout`. */
     readonly code: string,
     readonly reply?: ErrorReply,
   ) {
@@ -53,6 +53,12 @@ export class RealtimeError extends Error {
 }
 
 function noop(): void {}
+
+export interface SubscribeOptions {
+  /** Receive the latest event per (event type, match) right after subscribing, and again
+   *  when recovery fails after a reconnect (see docs/protocol.md, Snapshot). */
+  snapshot?: boolean;
+}
 
 function now(): string {
   return new Date().toISOString();
@@ -82,6 +88,9 @@ export class Subscription implements SubscriptionHandle {
     readonly key: number,
     readonly subscriptionType: SubscriptionType | undefined,
     readonly filters: Readonly<SubscriptionFilter>,
+    /** Ask for the latest event per (event type, match) on subscribe, and again whenever
+     *  recovery fails after a reconnect. */
+    readonly snapshot: boolean = false,
   ) {
     this.eventTypes = coveredEventTypes(subscriptionType, filters);
     this.streams = streamsOf(this.eventTypes);
@@ -153,6 +162,7 @@ const DEFAULTS = {
   minReconnectDelay: 500,
   maxReconnectDelay: 20_000,
   connectTimeout: 10_000,
+  requestTimeout: 10_000,
   autoConnect: true,
 };
 
@@ -305,7 +315,11 @@ export class WebSocketService {
    * (`'predictions'`), with filters. Kept across reconnects until unsubscribed.
    * Sends `{"type":"subscribe","id":n,"data":{"subscription_type"?, "filters":{..., "event_types"?}}}`.
    */
-  subscribe(target: SubscriptionType | readonly EventType[], filters: SubscriptionFilterInput = {}): Subscription {
+  subscribe(
+    target: SubscriptionType | readonly EventType[],
+    filters: SubscriptionFilterInput = {},
+    options: SubscribeOptions = {},
+  ): Subscription {
     const wire: SubscriptionFilter = {};
     for (const [k, v] of Object.entries(filters)) {
       if (v !== undefined && v !== null) (wire as Record<string, unknown>)[k] = Array.isArray(v) ? [...v] : v;
@@ -329,7 +343,7 @@ export class WebSocketService {
       const bad = wire.event_types.filter((t) => !known.has(t));
       if (bad.length) throw new TypeError(`not subscribable event type(s): ${bad.join(', ')}`);
     }
-    const sub = new Subscription(this, this.nextKey++, subscriptionType, wire);
+    const sub = new Subscription(this, this.nextKey++, subscriptionType, wire, options.snapshot === true);
     this.subs.set(sub.key, sub);
     if (this._state === 'open') this.sendSubscribe(sub);
     else if (this._state === 'idle' && this.options.autoConnect) this.connect();
@@ -375,7 +389,8 @@ export class WebSocketService {
 
   /**
    * Send a request and resolve with its ack's `result`; rejects with a
-   * {@link RealtimeError} on an `error` reply or when the connection is not open or drops first.
+   * {@link RealtimeError} on an `error` reply, when the connection is not open or drops
+   * first, or after `requestTimeout` ms without a reply (code `timeout`).
    */
   request(type: ClientMessageType, data?: Record<string, unknown>): Promise<MessageAck['result']> {
     return new Promise((resolve, reject) => {
@@ -384,7 +399,22 @@ export class WebSocketService {
         return;
       }
       const id = this.nextRequestId++;
-      this.requests.set(id, { type, resolve, reject });
+      const timer = setTimeout(() => {
+        if (this.requests.delete(id)) {
+          reject(new RealtimeError(`no reply to ${type} within ${this.options.requestTimeout} ms`, 'timeout'));
+        }
+      }, this.options.requestTimeout);
+      this.requests.set(id, {
+        type,
+        resolve: (r) => {
+          clearTimeout(timer);
+          resolve(r);
+        },
+        reject: (e) => {
+          clearTimeout(timer);
+          reject(e);
+        },
+      });
       this.send(data === undefined ? { type, id } : { type, id, data });
     });
   }
@@ -489,17 +519,20 @@ export class WebSocketService {
     }
     const { stream, offset } = msg as { stream?: unknown; offset?: unknown };
     if (typeof stream === 'string' && typeof offset === 'number') {
-      this.tracker.receive(stream as SubscriptionType, offset, () => this.dispatch(msg));
+      this.tracker.receive(stream as SubscriptionType, offset, (snapshotFor) => this.dispatch(msg, snapshotFor));
     } else {
       this.dispatch(msg);
     }
   }
 
-  private dispatch(msg: ServerMessage): void {
+  /** Handlers of the event type, `*`, and each matching subscription (only the one that
+   *  asked, for a snapshot event: the others may have had it already). */
+  private dispatch(msg: ServerMessage, snapshotFor?: number): void {
     this.emitter.emit(msg.event_type as Exclude<EventType, 'connection_status'>, msg as never);
     this.emitter.emit('*', msg);
-    for (const sub of [...this.subs.values()]) {
-      if (sub.status === 'unsubscribed') continue;
+    const targets = snapshotFor === undefined ? [...this.subs.values()] : [this.subs.get(snapshotFor)];
+    for (const sub of targets) {
+      if (!sub || sub.status === 'unsubscribed') continue;
       if (sub.matches(msg.event_type, msg.data as Record<string, unknown>)) {
         const ev = msg as RealtimeEvent<StreamEventType>;
         sub._emit(ev.event_type, ev as never);
@@ -523,10 +556,14 @@ export class WebSocketService {
   ): void {
     const positions = (result.streams ?? {}) as Partial<Record<SubscriptionType, StreamPosition & { recovered?: boolean }>>;
     const lost = new Set<SubscriptionType>(req.abandoned ? sub.streams : []);
+    const recovering = new Set<SubscriptionType>();
     for (const stream of Object.keys(req.since ?? {}) as SubscriptionType[]) {
       // Only an explicit `recovered: true` counts: a server that ignores `since` loses events.
       if (result.recovered !== true || positions[stream]?.recovered === false) lost.add(stream);
+      else recovering.add(stream);
     }
+    // The server sends a requested snapshot unless it recovered instead.
+    const snapshotFor = sub.snapshot && result.recovered !== true && sub.status !== 'unsubscribed' ? sub.key : undefined;
     const unsubscribed = sub.status === 'unsubscribed';
     if (unsubscribed) {
       this.request('unsubscribe', { subscription_id: result.subscription_id }).catch(noop);
@@ -536,7 +573,7 @@ export class WebSocketService {
       sub.result = result;
       sub.confirmed = true;
     }
-    this.tracker.settle(sub.streams, positions, lost);
+    this.tracker.settle(sub.streams, positions, snapshotFor === undefined ? { lost, recovering } : { lost, recovering, snapshotFor });
     if (unsubscribed) return;
     sub._emit('subscribed', result);
     sub._resolve(result);
@@ -558,7 +595,7 @@ export class WebSocketService {
     this.requests.delete(err.id as number);
     const sub = req.subscription;
     if (sub) {
-      this.tracker.settle(sub.streams, {}, new Set());
+      this.tracker.settle(sub.streams, {});
       if (err.code === 'invalid_since' && req.since && sub.status !== 'unsubscribed') {
         // Our position was refused: subscribe afresh and report the gap.
         this.sendSubscribe(sub, false);
@@ -577,6 +614,7 @@ export class WebSocketService {
   private sendSubscribe(sub: Subscription, withSince = true): void {
     const data: SubscribeData = { filters: { ...sub.filters } };
     if (sub.subscriptionType) data.subscription_type = sub.subscriptionType;
+    if (sub.snapshot) data.snapshot = true;
     let since: Partial<Record<SubscriptionType, StreamPosition>> | undefined;
     if (withSince && sub.confirmed) {
       for (const stream of sub.streams) {

@@ -1,5 +1,20 @@
 import type { StreamPosition, SubscriptionType } from './generated/protocol.js';
 
+/** Runs an event's handlers; `snapshotFor` names the subscription a snapshot event is for. */
+export type Deliver = (snapshotFor?: number) => void;
+
+interface Held {
+  offset: number;
+  deliver: Deliver;
+  /** The snapshot window open when it arrived. */
+  window: Window | undefined;
+}
+
+interface Window {
+  upTo: number;
+  key: number;
+}
+
 /** Offsets remembered per stream to drop duplicates that arrive out of order. */
 const SEEN_LIMIT = 4096;
 
@@ -26,7 +41,9 @@ interface StreamState {
 export class StreamTracker {
   private readonly states = new Map<SubscriptionType, StreamState>();
   private readonly pending = new Map<SubscriptionType, number>();
-  private readonly held = new Map<SubscriptionType, { offset: number; deliver: () => void }[]>();
+  private readonly held = new Map<SubscriptionType, Held[]>();
+  /** After a snapshot ack: events up to the ack's offset are the snapshot, for one subscription. */
+  private readonly windows = new Map<SubscriptionType, Window>();
   duplicates = 0;
 
   /** Where to resume `stream`, if its epoch is known. */
@@ -44,6 +61,7 @@ export class StreamTracker {
   reset(): void {
     this.pending.clear();
     this.held.clear();
+    this.windows.clear();
     for (const st of this.states.values()) {
       st.floor = st.offset;
       st.seen.clear();
@@ -57,23 +75,29 @@ export class StreamTracker {
 
   /**
    * The subscribe was answered. `positions` are the ack's `result.streams` (empty on an
-   * error reply); `lost` names the streams whose history could not be recovered, which
-   * restart from the ack's position. Held events are then released in arrival order.
+   * error reply). `recovering` names the streams sent with `since` that the server
+   * recovered (their replay follows); `lost` those it could not, which restart from the
+   * ack's position. Held events are then released in arrival order. With
+   * `snapshotFor`, events up to the ack's position that follow are that subscription's
+   * snapshot.
    */
   settle(
     streams: readonly SubscriptionType[],
     positions: Partial<Record<SubscriptionType, StreamPosition>>,
-    lost: ReadonlySet<SubscriptionType>,
+    opts: { lost?: ReadonlySet<SubscriptionType>; recovering?: ReadonlySet<SubscriptionType>; snapshotFor?: number } = {},
   ): void {
     for (const [stream, pos] of Object.entries(positions) as [SubscriptionType, StreamPosition][]) {
       const st = this.states.get(stream);
-      if (!st || lost.has(stream) || st.epoch !== pos.epoch) {
+      if (!st || opts.lost?.has(stream) || st.epoch !== pos.epoch) {
         // Fresh stream, lost history, or a new epoch: offsets restart from the ack. Events
         // held meanwhile were sent after the server subscribed us, so they all count even
         // when the ack's position (read a moment later) already includes them.
         let floor = pos.offset;
         for (const h of this.held.get(stream) ?? []) floor = Math.min(floor, h.offset - 1);
         this.states.set(stream, { epoch: pos.epoch, offset: pos.offset, floor, seen: new Set() });
+      } else if (!opts.recovering?.has(stream) && pos.offset > st.offset) {
+        // A new subscription starts now: what came before it is not ours to recover.
+        st.offset = pos.offset;
       }
     }
     for (const s of streams) {
@@ -85,22 +109,37 @@ export class StreamTracker {
       this.pending.delete(s);
       const held = this.held.get(s);
       this.held.delete(s);
-      for (const h of held ?? []) {
-        if (this.accept(s, h.offset)) h.deliver();
+      for (const h of held ?? []) this.route(s, h.offset, h.deliver, h.window);
+    }
+    if (opts.snapshotFor !== undefined) {
+      for (const [stream, pos] of Object.entries(positions) as [SubscriptionType, StreamPosition][]) {
+        this.windows.set(stream, { upTo: pos.offset, key: opts.snapshotFor });
       }
     }
   }
 
   /**
    * An event of `stream` at `offset` arrived: `deliver` runs now, later (held), or never
-   * (duplicate).
+   * (duplicate). A snapshot event runs it with the key of the subscription that asked.
    */
-  receive(stream: SubscriptionType, offset: number, deliver: () => void): void {
+  receive(stream: SubscriptionType, offset: number, deliver: Deliver): void {
     if (this.pending.has(stream)) {
       let list = this.held.get(stream);
       if (!list) this.held.set(stream, (list = []));
-      list.push({ offset, deliver });
+      list.push({ offset, deliver, window: this.windows.get(stream) });
       return;
+    }
+    this.route(stream, offset, deliver, this.windows.get(stream));
+  }
+
+  private route(stream: SubscriptionType, offset: number, deliver: Deliver, w: Window | undefined): void {
+    if (w) {
+      if (offset <= w.upTo) {
+        deliver(w.key);
+        return;
+      }
+      // Live events follow the snapshot.
+      if (this.windows.get(stream) === w) this.windows.delete(stream);
     }
     if (this.accept(stream, offset)) deliver();
   }

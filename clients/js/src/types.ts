@@ -181,6 +181,8 @@ export interface WebSocketServiceOptions {
   maxReconnectDelay?: number | undefined;
   /** Milliseconds for the WebSocket handshake (default 10000). */
   connectTimeout?: number | undefined;
+  /** Milliseconds to wait for the reply to `request()` / `join()` / `getStats()` (default 10000). */
+  requestTimeout?: number | undefined;
   /** The first `subscribe()` on a never-connected service connects it (default true). */
   autoConnect?: boolean | undefined;
   /** WebSocket implementation; defaults to `globalThis.WebSocket` (Node 20: pass `ws`). */

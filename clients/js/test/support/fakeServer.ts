@@ -140,6 +140,8 @@ export class FakeServer {
   epoch = 'epoch-1';
   private offsets = new Map<SubscriptionType, number>();
   private history = new Map<SubscriptionType, Json[]>();
+  /** Latest event per (event type, match id), for snapshots. */
+  private latest = new Map<string, Json>();
   private nextSub = 1;
 
   /** The class to pass as `WebSocket` in the service options. */
@@ -172,6 +174,7 @@ export class FakeServer {
     this.epoch = epoch;
     this.offsets.clear();
     this.history.clear();
+    this.latest.clear();
     for (const s of this.openSockets) s.serverClose(1012, 'server shutting down');
   }
 
@@ -189,6 +192,9 @@ export class FakeServer {
     let list = this.history.get(stream);
     if (!list) this.history.set(stream, (list = []));
     list.push(env);
+    const key = `${eventType}:${Number.isInteger(data.match_id) ? data.match_id : ''}`;
+    this.latest.delete(key);
+    this.latest.set(key, env);
     for (const s of this.openSockets) {
       if ([...s.subs.values()].some((sub) => matchesFilter(sub.eventTypes, sub.filters, eventType, data))) {
         s.push(env);
@@ -267,6 +273,11 @@ export class FakeServer {
             }
             replay = replay.sort((a, b) => a.offset - b.offset);
           }
+        }
+        if (data.snapshot && result.recovered !== true) {
+          replay = [...this.latest.values()]
+            .filter((ev) => matchesFilter(sub.eventTypes, sub.filters, ev.event_type, ev.data))
+            .sort((a, b) => a.offset - b.offset);
         }
         if (this.replayBeforeAck) replay.forEach((ev) => sock.push(ev));
         reply('subscribe', result);

@@ -53,7 +53,7 @@ describe('StreamTracker', () => {
   it('suppresses duplicates among many out-of-order offsets, with bounded memory', () => {
     const t = new StreamTracker();
     t.begin(['odds']);
-    t.settle(['odds'], { odds: { epoch: 'e', offset: 0 } }, new Set());
+    t.settle(['odds'], { odds: { epoch: 'e', offset: 0 } });
     const delivered: number[] = [];
     const offsets = Array.from({ length: 10_000 }, (_, i) => i + 1);
     for (const o of [...offsets, ...offsets.slice(-100), 5000]) t.receive('odds', o, () => delivered.push(o));

@@ -227,6 +227,24 @@ describe('subscribing', () => {
     expect(errors.map((e) => e.data.code)).toEqual(['not_found']);
   });
 
+  it('a request without a reply rejects after requestTimeout', async () => {
+    const svc = make({ requestTimeout: 2000 });
+    svc.connect();
+    await tick();
+    server.handle = () => {}; // the server swallows everything
+    const stats = svc.getStats();
+    await tick(1999);
+    let settled = false;
+    stats.then(
+      () => (settled = true),
+      () => (settled = true),
+    );
+    await tick();
+    expect(settled).toBe(false);
+    await tick(1);
+    await expect(stats).rejects.toMatchObject({ code: 'timeout' });
+  });
+
   it('ignores a frame that is not JSON and reports it', async () => {
     const svc = make();
     const errors = record(svc, 'error');
@@ -546,6 +564,73 @@ describe('recovery and duplicates', () => {
     expect(server.last.sent.map((m) => m.data.since)).toEqual([{ odds: { epoch: 'epoch-1', offset: 0 } }, undefined]);
     expect(sub.status).toBe('active');
     expect(failures.map((f) => f.streams)).toEqual([['odds']]);
+  });
+});
+
+describe('snapshots', () => {
+  it('delivers the latest event per match right after subscribing, then live events', async () => {
+    const svc = make();
+    svc.connect();
+    await tick();
+    server.publish('prediction_created', PRED(1, 0.5)); // 1
+    server.publish('prediction_created', PRED(2, 0.5)); // 2
+    server.publish('prediction_updated', PRED(1, 0.6)); // 3
+    server.publish('prediction_updated', PRED(1, 0.7)); // 4: replaces 3
+    const other = svc.subscribe('predictions'); // no snapshot, sees live events only
+    await tick();
+    const sub = svc.subscribe('predictions', { match_ids: [1] }, { snapshot: true });
+    const mine: number[] = [];
+    const theirs: number[] = [];
+    const global: number[] = [];
+    sub.on('event', (e) => mine.push(e.offset!));
+    other.on('event', (e) => theirs.push(e.offset!));
+    svc.on('*', (e) => 'offset' in e && global.push(e.offset as number));
+    await tick();
+    expect(server.last.sent.at(-1)!.data.snapshot).toBe(true);
+    expect(mine).toEqual([1, 4]);
+    expect(theirs).toEqual([]);
+    server.publish('prediction_created', PRED(1, 0.9)); // 5
+    await tick();
+    expect(mine).toEqual([1, 4, 5]);
+    expect(theirs).toEqual([5]);
+    expect(global).toEqual([1, 4, 5]);
+  });
+
+  it('sends the snapshot again when recovery fails, so state is rebuilt', async () => {
+    const svc = make({ random: () => 0 });
+    const sub = svc.subscribe('predictions', {}, { snapshot: true });
+    const got: [number, number][] = [];
+    sub.on('event', (e) => got.push([(e.data as { match_id: number }).match_id, e.offset!]));
+    await tick();
+    server.publish('prediction_created', PRED(1, 0.5));
+    await tick();
+    server.restart('epoch-2');
+    server.publish('prediction_created', PRED(7, 0.5)); // offset 1 of epoch-2, before we are back
+    server.publish('prediction_created', PRED(8, 0.5)); // 2
+    await tick(500);
+    await tick();
+    expect(server.last.sent[0]!.data).toMatchObject({ since: { predictions: { epoch: 'epoch-1', offset: 1 } }, snapshot: true });
+    expect(got).toEqual([[1, 1], [7, 1], [8, 2]]);
+    server.publish('prediction_created', PRED(9, 0.5));
+    await tick();
+    expect(got.at(-1)).toEqual([9, 3]);
+  });
+
+  it('recovers instead of sending a snapshot when the history allows', async () => {
+    server.recovery = true;
+    const svc = make({ random: () => 0 });
+    const sub = svc.subscribe('predictions', {}, { snapshot: true });
+    const got: number[] = [];
+    sub.on('event', (e) => got.push(e.offset!));
+    await tick();
+    server.publish('prediction_created', PRED(1, 0.5));
+    await tick();
+    server.last.drop();
+    await tick();
+    server.publish('prediction_created', PRED(2, 0.5));
+    await tick(500);
+    await tick();
+    expect(got).toEqual([1, 2]);
   });
 });
 
