@@ -46,13 +46,18 @@ class PublishResult:
 
 
 Deliver = Callable[[PublishedEvent], object]
+#: Called with a stream whose delivery lost continuity on this instance (its epoch
+#: changed, or events were trimmed before they could be delivered): that stream's
+#: subscribers must reconnect and recover.
+Reset = Callable[[SubscriptionType], object]
 
 
 class Broker(Protocol):
     name: str
 
-    async def start(self, deliver: Deliver) -> None:
-        """Begin delivering every stream's events to ``deliver`` (called on the loop)."""
+    async def start(self, deliver: Deliver, on_reset: Reset | None = None) -> None:
+        """Begin delivering every stream's events to ``deliver`` (called on the loop);
+        ``on_reset`` hears of lost continuity (never called by a one-process broker)."""
 
     async def stop(self) -> None: ...
 

@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 
 from ..core.events import EventType, SubscriptionType
-from .base import Deliver, PublishedEvent, PublishResult
+from .base import Deliver, PublishedEvent, PublishResult, Reset
 
 IDEMPOTENCY_WINDOW = 300.0
 
@@ -29,7 +29,7 @@ class MemoryBroker:
         }
         self._idem: OrderedDict[str, tuple[float, PublishResult]] = OrderedDict()
 
-    async def start(self, deliver: Deliver) -> None:
+    async def start(self, deliver: Deliver, on_reset: Reset | None = None) -> None:
         self._deliver = deliver
 
     async def stop(self) -> None:
