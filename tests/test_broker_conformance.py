@@ -9,7 +9,7 @@ order under concurrent publishers.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -41,6 +41,19 @@ def prediction(match_id: int, confidence: float) -> dict[str, Any]:
     }
 
 
+async def until(cond: Callable[[], bool]) -> None:
+    """Poll a condition the broker's reader task makes true (bounded by TIMEOUT)."""
+    async with asyncio.timeout(TIMEOUT):
+        while not cond():  # noqa: ASYNC110 - the condition has no event to wait on
+            await asyncio.sleep(0.005)
+
+
+async def until_async(cond: Callable[[], Awaitable[bool]]) -> None:
+    async with asyncio.timeout(TIMEOUT):
+        while not await cond():  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+
+
 class Node:
     """One broker plus what it delivered."""
 
@@ -57,9 +70,7 @@ class Node:
         return [e.offset for e in self.got if e.stream == stream]
 
     async def wait_delivered(self, stream: SubscriptionType, n: int) -> list[int]:
-        async with asyncio.timeout(TIMEOUT):
-            while len(self.offsets(stream)) < n:
-                await asyncio.sleep(0.005)
+        await until(lambda: len(self.offsets(stream)) >= n)
         return self.offsets(stream)
 
 
@@ -200,14 +211,14 @@ async def test_epoch_changes_when_history_is_lost(backend: Backend, nodes: list[
     r2 = await after.broker.publish(score(1, 2), M, None)
     assert r2.epoch != r1.epoch
     assert r2.offset == 1
-    async with asyncio.timeout(TIMEOUT):
-        while (await after.broker.position(M))[0] != r2.epoch:
-            await asyncio.sleep(0.01)
+
+    async def epoch_now() -> bool:
+        return (await after.broker.position(M))[0] == r2.epoch
+
+    await until_async(epoch_now)
     if after is node:
         # The instance that lived through the loss is told, for its subscribers.
-        async with asyncio.timeout(TIMEOUT):
-            while M not in node.resets:
-                await asyncio.sleep(0.01)
+        await until(lambda: M in node.resets)
 
 
 async def test_idempotent_publish(backend: Backend, nodes: list[Node]) -> None:

@@ -369,7 +369,7 @@ class RedisBroker:
             top = self._last[stream]
         else:
             top = (await self.position(stream))[1]
-        raw: dict[bytes, bytes] = await self._call(self.redis.hgetall(snap))
+        raw: dict[Any, Any] = await self._call(self.redis.hgetall(snap))
         events = []
         for value in raw.values():
             off, _, payload = value.partition(b"|")
@@ -452,7 +452,7 @@ class RedisBroker:
     async def _read_once(self) -> bool:
         assert self._reader_redis is not None
         streams: dict[Any, Any] = {_keys(st)[1]: f"{self._last[st]}-0" for st in SubscriptionType}
-        resp = await self._reader_redis.xread(streams, count=READ_COUNT, block=READ_BLOCK_MS)
+        resp: Any = await self._reader_redis.xread(streams, count=READ_COUNT, block=READ_BLOCK_MS)
         if not resp:
             return False
         by_key = {_keys(st)[1]: st for st in SubscriptionType}
