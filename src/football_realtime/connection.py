@@ -68,6 +68,7 @@ class Connection:
         "closing",
         "connected_at",
         "connected_mono",
+        "drain_waiter",
         "held",
         "id",
         "messages_received",
@@ -113,6 +114,7 @@ class Connection:
         # While not None, live events are held here instead of sent (recovery replay
         # in progress); the hub releases them in order afterwards.
         self.held: list[Any] | None = None
+        self.drain_waiter: asyncio.Future[None] | None = None
         self.closing = False
         self.on_overflow: Callable[[Connection], None] | None = None
 
@@ -138,6 +140,24 @@ class Connection:
         sink = self.sink
         while out and sink.writable:
             sink.write(out.pop())
+        if not out:
+            self.notify_drained()
+
+    def notify_drained(self) -> None:
+        w = self.drain_waiter
+        if w is not None:
+            self.drain_waiter = None
+            if not w.done():
+                w.set_result(None)
+
+    async def drained(self) -> None:
+        """Wait until the outbound buffer is empty or the connection closes.
+
+        Used to pace bulk sends (recovery replay) by what the socket takes."""
+        while self.out and not self.closing:
+            if self.drain_waiter is None:
+                self.drain_waiter = asyncio.get_running_loop().create_future()
+            await self.drain_waiter
 
     def overflow(self) -> None:
         """The client cannot keep up: drop what is queued and close with 4001."""
@@ -150,6 +170,7 @@ class Connection:
         if self.closing:
             return
         self.closing = True
+        self.notify_drained()
         self.sink.close(code, reason, abort)
 
     def describe(self) -> dict[str, Any]:
@@ -232,6 +253,7 @@ class AsgiSink:
                 self._event.clear()
                 while out and self._close is None:
                     await ws.send_text(out.pop().decode())
+                self.conn.notify_drained()
                 if self._close is not None:
                     code, reason = self._close
                     await ws.close(code, reason)
