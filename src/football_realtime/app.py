@@ -23,18 +23,21 @@ from fastapi import APIRouter, FastAPI
 from . import __version__
 from .api import build_api_router
 from .brokers import Broker, PublishResult, create_broker
+from .brokers.redis import RedisBroker
+from .cluster import ClusterRegistry
 from .config import Settings
 from .connection import Connection
 from .core.close_codes import CloseCode
-from .core.encoding import dumps
+from .core.encoding import dumps, server_message
 from .core.events import (
-    EVENT_STREAM,
+    EventType,
     EventValidationError,
     RealtimeEvent,
     SubscriptionType,
     prepare_published_event,
 )
 from .hub import Hub
+from .publisher import prepare_envelope
 from .stats import ServiceStats
 from .transport import WebSocketEndpoint
 
@@ -64,6 +67,12 @@ class Realtime:
             if s.admin_token is not None
             else secrets.token_urlsafe(24)
         )
+        self.cluster = ClusterRegistry(
+            self,
+            self.broker.redis if isinstance(self.broker, RedisBroker) else None,
+            s.cluster_heartbeat_interval,
+        )
+        self.hub.on_membership = self.cluster.on_membership
         self.router = self._build_router()
         self.started = False
 
@@ -80,7 +89,8 @@ class Realtime:
     async def start(self) -> None:
         if self.started:
             return
-        await self.broker.start(self.hub.deliver)
+        await self.broker.start(self.hub.deliver, self.on_stream_reset)
+        await self.cluster.start()
         self.started = True
         if self._generated_token:
             print(
@@ -94,8 +104,41 @@ class Realtime:
         if not self.started:
             return
         self.started = False
-        self.hub.close_all(CloseCode.SERVICE_RESTART, "server shutting down")
+        for conn in list(self.hub.connections.values()):
+            self.close_for_shutdown(conn)
+        await self.cluster.stop()
         await self.broker.stop()
+
+    def close_for_shutdown(self, conn: Connection) -> None:
+        """Graceful shutdown of one connection: ``connection_status`` closing, then 1012,
+        so the client reconnects at once (another instance answers) and recovers."""
+        if conn.closing:
+            return
+        self.hub.send_payload(
+            conn,
+            server_message(
+                EventType.CONNECTION_STATUS,
+                {
+                    "status": "closing",
+                    "reason": "server shutting down",
+                    "instance_id": self.settings.instance_id,
+                    "reconnect": True,
+                },
+            ),
+        )
+        conn.close(CloseCode.SERVICE_RESTART, "server shutting down")
+
+    def on_stream_reset(self, stream: SubscriptionType) -> None:
+        """The broker lost continuity on ``stream`` (its history was lost, or events were
+        trimmed before this instance read them): its subscribers reconnect and recover,
+        and are told ``recovered: false`` if their events are gone."""
+        log.warning("stream %s lost continuity; asking its subscribers to recover", stream)
+        for conn in list(self.hub.connections.values()):
+            if any(stream in sub.streams for sub in conn.subscriptions.values()):
+                conn.close(
+                    CloseCode.INSUFFICIENT_STATE,
+                    f"stream {stream.value} lost continuity; reconnect and recover",
+                )
 
     @asynccontextmanager
     async def lifespan(self, app: Any = None) -> AsyncIterator[None]:
@@ -115,14 +158,11 @@ class Realtime:
         Raises :class:`EventValidationError` naming the field at fault, or
         ``BrokerUnavailable`` when the broker cannot take it.
         """
-        ev = prepare_published_event(event)
-        envelope = ev.to_wire()
-        envelope.pop("stream", None)
-        envelope.pop("offset", None)
-        result = await self.broker.publish(envelope, EVENT_STREAM[ev.event_type], idempotency_key)
+        envelope, stream = prepare_envelope(event)
+        result = await self.broker.publish(envelope, stream, idempotency_key)
         if not result.duplicate:
             self.stats.events_published += 1
-            self.stats.published_by_type[ev.event_type] += 1
+            self.stats.published_by_type[envelope["event_type"]] += 1
         return result
 
     def send(

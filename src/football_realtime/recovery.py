@@ -17,7 +17,7 @@ from __future__ import annotations
 import heapq
 from typing import TYPE_CHECKING
 
-from .brokers.base import PublishedEvent
+from .brokers.base import BrokerUnavailable, PublishedEvent
 from .core import protocol as proto
 from .core.close_codes import CloseCode
 from .core.events import SubscriptionType
@@ -107,6 +107,13 @@ async def subscribe(rt: Realtime, conn: Connection, msg: proto.Subscribe) -> Non
                 stats.replayed_events += sent
             elif msg.snapshot:
                 stats.snapshot_events += sent
+    except BrokerUnavailable as exc:
+        # Nothing was acked yet: undo the subscription so a retry starts clean.
+        if sub.id in conn.subscriptions:
+            hub.unsubscribe(conn, sub.id, None)
+        raise ProtocolError(
+            "unavailable", f"the broker is unavailable, retry shortly ({exc})", msg.id, msg.type
+        ) from None
     finally:
         conn.held = None
 

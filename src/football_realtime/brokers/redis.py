@@ -288,11 +288,8 @@ class RedisBroker:
     # -- positions and history -----------------------------------------------------
 
     async def position(self, stream: SubscriptionType) -> tuple[str, int]:
-        """The epoch and the last offset *this instance has delivered*: a subscriber
-        added now receives every later event live."""
-        if self._reader_redis is not None:
-            self._require_live()
-            return self._epoch[stream], self._last[stream]
+        """The stream's epoch and newest offset in Redis (this instance's reader may be
+        a few milliseconds behind: :meth:`history` waits for it)."""
         meta, log_key, snap = _keys(stream)
         res = await self._call(
             self._ensure(keys=[meta, log_key, snap], args=[secrets.token_hex(6), "", 0])
@@ -304,8 +301,10 @@ class RedisBroker:
             raise BrokerUnavailable("redis: not connected (reconnecting)")
 
     async def history(self, stream: SubscriptionType, after: int) -> list[PublishedEvent] | None:
-        """Events after ``after`` up to what this instance has delivered (later ones reach
-        the caller live, so replay plus live has neither gap nor overlap)."""
+        """Events after ``after`` up to what this instance has delivered: later ones reach
+        the caller live (the recovery flow holds them), so replay plus live has neither
+        gap nor overlap. When ``after`` is beyond what this instance has delivered (the
+        client came from an instance a few milliseconds ahead), waits for the reader."""
         if self._reader_redis is None:
             _, top = await self.position(stream)
             epoch = None
