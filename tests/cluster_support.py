@@ -157,6 +157,7 @@ class Follower:
     statuses: list[dict[str, Any]] = field(default_factory=list)
     close_codes: list[int | None] = field(default_factory=list)
     connection_ids: list[str] = field(default_factory=list)
+    instance_ids: list[str] = field(default_factory=list)
     ws: Any = None
     task: asyncio.Task[None] | None = None
     _ack: asyncio.Future[dict[str, Any]] | None = None
@@ -169,6 +170,7 @@ class Follower:
         hello = orjson.loads(await asyncio.wait_for(self.ws.recv(), TIMEOUT))
         assert hello["data"]["status"] == "connected", hello
         self.connection_ids.append(hello["data"]["connection_id"])
+        self.instance_ids.append(hello["data"]["instance_id"])
         loop = asyncio.get_running_loop()
         self._ack = loop.create_future()
         self.task = asyncio.create_task(self._read())
