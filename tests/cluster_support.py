@@ -151,6 +151,7 @@ class Follower:
 
     subscription_type: str
     filters: dict[str, Any] = field(default_factory=dict)
+    snapshot: bool = False
     events: list[dict[str, Any]] = field(default_factory=list)
     positions: dict[str, dict[str, Any]] = field(default_factory=dict)
     acks: list[dict[str, Any]] = field(default_factory=list)
@@ -180,6 +181,8 @@ class Follower:
         }
         if recover and self.positions:
             data["since"] = self.positions
+        if self.snapshot:
+            data["snapshot"] = True
         await self.ws.send(orjson.dumps({"type": "subscribe", "id": "s", "data": data}).decode())
         reply = await asyncio.wait_for(self._ack, TIMEOUT)
         assert reply["event_type"] == "message_ack", reply

@@ -253,3 +253,26 @@ async def test_concurrent_publishers_share_one_order(backend: Backend, nodes: li
         assert await node.wait_delivered(M, 3 * per) == list(range(1, 3 * per + 1))
         # Every instance delivers the same event at the same offset.
         assert [e.payload for e in node.got] == [e.payload for e in brokers[0].got]
+
+
+async def test_snapshot_keeps_the_latest_event_per_type_and_match(
+    backend: Backend, nodes: list[Node]
+) -> None:
+    node = await start(nodes, backend.broker())
+    assert await node.broker.snapshot(M) == []
+    await node.broker.publish(score(1, 0), M, None)
+    await node.broker.publish(score(2, 0), M, None)
+    await node.broker.publish(score(1, 1), M, None)
+    ended = {"event_type": "match_ended", "data": {"match_id": 2, "home_score": 0, "away_score": 0}}
+    await node.broker.publish(ended, M, None)
+    await node.broker.publish(prediction(1, 0.9), P, None)
+    await node.wait_delivered(M, 4)
+    await node.wait_delivered(P, 1)
+    snap = await node.broker.snapshot(M)
+    assert [(e.event_type.value, e.data["match_id"], e.offset) for e in snap] == [
+        ("match_score_changed", 2, 2),
+        ("match_score_changed", 1, 3),
+        ("match_ended", 2, 4),
+    ]
+    assert snap[1].data["home_score"] == 1
+    assert [e.offset for e in await node.broker.snapshot(P)] == [1]

@@ -291,3 +291,28 @@ async def test_graceful_shutdown_loses_nothing(redis: RedisServer, cluster: list
         await f.wait_offset("predictions", results[-1].offset)
         assert_exactly(f.offsets("predictions"), list(range(start + 1, results[-1].offset + 1)))
         await f.close()
+
+
+async def test_snapshot_on_subscribe_from_another_instance(
+    redis: RedisServer, cluster: list[Instance]
+) -> None:
+    """A dashboard opening on c sees current scores published through a, at once."""
+    a, _, c = cluster
+    for i, m in enumerate([701, 702, 701, 703, 701]):
+        assert a.broadcast(score(m, i)).status_code == 200
+    f = Follower("matches", {"match_ids": [701, 702]}, snapshot=True)
+    ack = await f.connect(c.ws_url)
+    top = ack["streams"]["matches"]["offset"]
+    async with asyncio.timeout(TIMEOUT):
+        while len(f.events) < 2:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+    await asyncio.sleep(0.1 * UNIT)
+    assert [(e["data"]["match_id"], e["data"]["home_score"]) for e in f.events] == [
+        (702, 1),
+        (701, 4),
+    ]
+    assert f.events[-1]["offset"] == top
+    r = a.broadcast(score(702, 9))
+    await f.wait_offset("matches", r.json()["offset"])
+    assert f.events[-1]["data"]["home_score"] == 9
+    await f.close()
