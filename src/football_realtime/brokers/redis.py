@@ -91,19 +91,23 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local payload = ARGV[2] .. ',"stream":"' .. ARGV[3] .. '","offset":' .. offset .. '}'
 redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[4], offset .. '-0', 'p', payload, 't', now, 'e', epoch)
 local cutoff = now - tonumber(ARGV[5])
-for _ = 1, 8 do
-  local head = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 32)
-  local keep = nil
-  for _, entry in ipairs(head) do
-    if tonumber(entry[2][4]) >= cutoff then keep = entry[1] break end
-  end
-  if keep == nil then
-    if #head == 0 then break end
-    local last = head[#head][1]
-    redis.call('XTRIM', KEYS[2], 'MINID', (tonumber(string.match(last, '^(%d+)')) + 1) .. '-0')
-  else
-    redis.call('XTRIM', KEYS[2], 'MINID', keep)
-    break
+local first = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)
+if #first > 0 and tonumber(first[1][2][4]) < cutoff then
+  -- Age trim, bounded per publish; history() also filters by age when reading.
+  for _ = 1, 8 do
+    local head = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 32)
+    local keep = nil
+    for _, entry in ipairs(head) do
+      if tonumber(entry[2][4]) >= cutoff then keep = entry[1] break end
+    end
+    if keep == nil then
+      if #head == 0 then break end
+      local last = head[#head][1]
+      redis.call('XTRIM', KEYS[2], 'MINID', (tonumber(string.match(last, '^(%d+)')) + 1) .. '-0')
+    else
+      redis.call('XTRIM', KEYS[2], 'MINID', keep)
+      break
+    end
   end
 end
 redis.call('PEXPIRE', KEYS[2], ARGV[5])
