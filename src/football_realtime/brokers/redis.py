@@ -54,7 +54,7 @@ PREFIX = "frt"
 IDEMPOTENCY_WINDOW = 300
 #: Every publish also carries an internal id remembered this long, so that the one
 #: automatic retry after a connection error cannot publish twice.
-RETRY_WINDOW = 30
+RETRY_WINDOW = 10
 #: The snapshot hash of a stream expires after this long without any publish.
 SNAPSHOT_TTL = 24 * 3600
 COMMAND_TIMEOUT = 2.0
