@@ -63,7 +63,7 @@ class Node:
         self.resets: list[SubscriptionType] = []
 
     async def start(self) -> Node:
-        await self.broker.start(self.got.append, self.resets.append)
+        await self.broker.start(self.got.append, lambda st, epoch: self.resets.append(st))
         return self
 
     def offsets(self, stream: SubscriptionType) -> list[int]:

@@ -128,17 +128,21 @@ class Realtime:
         )
         conn.close(CloseCode.SERVICE_RESTART, "server shutting down")
 
-    def on_stream_reset(self, stream: SubscriptionType) -> None:
-        """The broker lost continuity on ``stream`` (its history was lost, or events were
-        trimmed before this instance read them): its subscribers reconnect and recover,
-        and are told ``recovered: false`` if their events are gone."""
-        log.warning("stream %s lost continuity; asking its subscribers to recover", stream)
+    def on_stream_reset(self, stream: SubscriptionType, epoch: str | None) -> None:
+        """The broker lost continuity on ``stream``: with a new ``epoch`` (history lost),
+        connections positioned under another epoch reconnect and are told ``recovered:
+        false``; with None (events trimmed before delivery), every subscriber does."""
+        log.warning("stream %s lost continuity (epoch %s); subscribers recover", stream, epoch)
         for conn in list(self.hub.connections.values()):
-            if any(stream in sub.streams for sub in conn.subscriptions.values()):
-                conn.close(
-                    CloseCode.INSUFFICIENT_STATE,
-                    f"stream {stream.value} lost continuity; reconnect and recover",
-                )
+            if not any(stream in sub.streams for sub in conn.subscriptions.values()):
+                continue
+            known = conn.epochs.get(stream)
+            if epoch is not None and known == epoch:
+                continue  # subscribed under the new epoch already: nothing missed
+            conn.close(
+                CloseCode.INSUFFICIENT_STATE,
+                f"stream {stream.value} lost continuity; reconnect and recover",
+            )
 
     @asynccontextmanager
     async def lifespan(self, app: Any = None) -> AsyncIterator[None]:

@@ -65,6 +65,8 @@ async def subscribe(rt: Realtime, conn: Connection, msg: proto.Subscribe) -> Non
         result["streams"] = {
             st.value: {"epoch": e, "offset": o} for st, (e, o) in positions.items()
         }
+        for st, (e, _) in positions.items():
+            conn.epochs[st] = e
         backlog: list[PublishedEvent] = []
         recovered = False
         if since is not None:

@@ -47,10 +47,11 @@ class PublishResult:
 
 
 Deliver = Callable[[PublishedEvent], object]
-#: Called with a stream whose delivery lost continuity on this instance (its epoch
-#: changed, or events were trimmed before they could be delivered): that stream's
-#: subscribers must reconnect and recover.
-Reset = Callable[[SubscriptionType], object]
+#: Called when a stream's delivery lost continuity on this instance: ``(stream, epoch)``
+#: when its history was lost and it now has a new epoch (subscribers positioned under
+#: another epoch must reconnect and recover), ``(stream, None)`` when events were
+#: trimmed before this instance could deliver them (every subscriber of the stream must).
+Reset = Callable[[SubscriptionType, str | None], object]
 
 
 class Broker(Protocol):

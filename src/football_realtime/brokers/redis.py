@@ -23,8 +23,10 @@ stream in offset order, exactly once, including its own publishes (there is no
 local short cut, so all instances see one order). After a Redis outage the reader
 resumes from its last id: with persistence nothing is lost. When the epoch in
 Redis changes (FLUSHALL, a new Redis without persistence) or the reader finds an
-offset gap it cannot fill, it calls ``on_reset(stream)`` so the service can tell
-that stream's subscribers to reconnect and recover (they get ``recovered: false``).
+offset gap it cannot fill, it calls ``on_reset`` so the service can tell that
+stream's subscribers to reconnect and recover (they get ``recovered: false``). After an
+epoch change it delivers the new epoch from its first offset, so a client that
+subscribed under the new epoch before this instance noticed misses nothing.
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ BACKOFF_MAX = 2.0
 CATCH_UP_TIMEOUT = 2.0
 
 _T = TypeVar("_T")
+_STALE = object()  # history read under an epoch the reader has not adopted yet
 
 # KEYS: meta, log, snap, idem
 # ARGV: epoch candidate, envelope JSON without its closing brace, stream name,
@@ -206,6 +209,7 @@ class RedisBroker:
         self._epoch: dict[SubscriptionType, str] = {}
         self._last: dict[SubscriptionType, int] = {}
         self._live = False
+        self._fresh: set[SubscriptionType] = set()  # new epoch, nothing delivered yet
         self._resync = asyncio.Event()
         self._progress = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
@@ -298,13 +302,36 @@ class RedisBroker:
         res = await self._call(
             self._ensure(keys=[meta, log_key, snap], args=[secrets.token_hex(6), "", 0])
         )
-        return _s(res[0]), int(res[1])
+        epoch = _s(res[0])
+        if self._live and self._epoch.get(stream) != epoch:
+            self._resync.set()  # Redis has a new epoch our reader has not seen yet
+        return epoch, int(res[1])
 
     def _require_live(self) -> None:
         if not self._live:
             raise BrokerUnavailable("redis: not connected (reconnecting)")
 
     async def history(self, stream: SubscriptionType, after: int) -> list[PublishedEvent] | None:
+        res = await self._history(stream, after)
+        if res is _STALE:
+            await self._await_resync(stream)
+            res = await self._history(stream, after)
+        return None if res is _STALE else res
+
+    async def _await_resync(self, stream: SubscriptionType) -> None:
+        """Our reader still delivers under an epoch Redis no longer has: let it resync."""
+        old = self._epoch.get(stream)
+        self._resync.set()
+        try:
+            async with asyncio.timeout(CATCH_UP_TIMEOUT), self._progress:
+                await self._progress.wait_for(
+                    lambda: not self._live or self._epoch.get(stream) != old
+                )
+        except TimeoutError:
+            raise BrokerUnavailable("redis: this instance's reader is resyncing") from None
+        self._require_live()
+
+    async def _history(self, stream: SubscriptionType, after: int) -> Any:
         """Events after ``after`` up to what this instance has delivered: later ones reach
         the caller live (the recovery flow holds them), so replay plus live has neither
         gap nor overlap. When ``after`` is beyond what this instance has delivered (the
@@ -335,7 +362,7 @@ class RedisBroker:
                 if off != start or float(fields[b"t"]) < cutoff:
                     return None  # trimmed by length or age: never a partial replay
                 if epoch is not None and _s(fields[b"e"]) != epoch:
-                    return None
+                    return _STALE
                 out.append(_event(stream, fields[b"p"], float(fields[b"t"])))
                 start += 1
         return out
@@ -438,19 +465,21 @@ class RedisBroker:
             if first:
                 self._epoch[st], self._last[st] = epoch, int(offset)
             elif epoch != self._epoch[st]:
-                # History lost: deliver from the new stream's current end and make the
-                # subscribers reconnect; their `since` names the old epoch.
+                # History lost. Subscribers positioned under the old epoch reconnect (their
+                # `since` names it, so they learn it). Deliver the new epoch from its start:
+                # clients may already have subscribed under it through Redis's position.
                 log.warning("stream %s: epoch changed %s -> %s", st, self._epoch[st], epoch)
-                self._epoch[st], self._last[st] = epoch, int(offset)
+                self._epoch[st], self._last[st] = epoch, 0
+                self._fresh.add(st)
                 reset.append(st)
-        await self._set_live(True)
         for st in reset:
-            self._reset(st)
+            self._reset(st, self._epoch[st])
+        await self._set_live(True)
 
-    def _reset(self, stream: SubscriptionType) -> None:
+    def _reset(self, stream: SubscriptionType, epoch: str | None) -> None:
         self.resets += 1
         if self.on_reset is not None:
-            self.on_reset(stream)
+            self.on_reset(stream, epoch)
 
     async def _read_once(self) -> bool:
         assert self._reader_redis is not None
@@ -468,10 +497,11 @@ class RedisBroker:
                     break
                 if off <= self._last[st]:
                     continue
-                if off != self._last[st] + 1:
+                if off != self._last[st] + 1 and st not in self._fresh:
                     # Trimmed before we read it (we lagged by more than the history).
                     log.warning("stream %s: gap %d..%d", st, self._last[st] + 1, off - 1)
-                    self._reset(st)
+                    self._reset(st, None)
+                self._fresh.discard(st)
                 self._last[st] = off
                 if self._deliver is not None:
                     try:
