@@ -25,6 +25,8 @@ import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from .brokers.redis import cancelling, stop_task
+
 if TYPE_CHECKING:
     from .app import Realtime
     from .connection import Connection
@@ -108,9 +110,7 @@ class ClusterRegistry:
     async def stop(self) -> None:
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await stop_task(task)
         if self.redis is not None:
             with contextlib.suppress(RedisError, OSError, TimeoutError):
                 async with asyncio.timeout(1.0), self.redis.pipeline(transaction=False) as p:
@@ -135,6 +135,8 @@ class ClusterRegistry:
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
+                if cancelling():
+                    raise asyncio.CancelledError from exc
                 if self.available:
                     log.warning("cluster registry unavailable: %s", exc)
                 self.available = False

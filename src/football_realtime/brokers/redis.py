@@ -169,6 +169,23 @@ def _s(v: Any) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
+def cancelling() -> bool:
+    """Whether the current task is being cancelled (redis-py may turn a cancellation
+    during a read into a ConnectionError; the loops must not retry then)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+async def stop_task(task: asyncio.Task[None]) -> None:
+    """Cancel a background loop and wait for it, cancelling again if a library swallowed
+    the first cancellation."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=1.0)
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        task.result()
+
+
 class RedisBroker:
     """Broker over one Redis (or one shard per stream); see the module docstring.
 
@@ -209,6 +226,7 @@ class RedisBroker:
         self._epoch: dict[SubscriptionType, str] = {}
         self._last: dict[SubscriptionType, int] = {}
         self._live = False
+        self._stopping = False
         self._fresh: set[SubscriptionType] = set()  # new epoch, nothing delivered yet
         self._resync = asyncio.Event()
         self._progress = asyncio.Condition()
@@ -234,11 +252,10 @@ class RedisBroker:
             await asyncio.wait_for(asyncio.shield(self._ready), CONNECT_TIMEOUT * 3)
 
     async def stop(self) -> None:
+        self._stopping = True
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await stop_task(task)
         self._live = False
         self._deliver = None
         await self.redis.aclose()
@@ -413,7 +430,7 @@ class RedisBroker:
     async def _read_loop(self) -> None:
         backoff = BACKOFF_MIN
         need_sync = True
-        while True:
+        while not self._stopping:
             try:
                 if need_sync or self._resync.is_set():
                     self._resync.clear()
@@ -428,6 +445,8 @@ class RedisBroker:
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
+                if self._stopping or cancelling():
+                    raise asyncio.CancelledError from exc  # redis-py wrapped our cancel
                 if self._live:
                     self.outages += 1
                     log.warning("redis unavailable (%s); reconnecting with backoff", exc)
