@@ -42,6 +42,9 @@ async def test_through_nginx_instances_die_and_clients_lose_nothing() -> None:
         r = await asyncio.to_thread(httpx.get, f"{nginx.http_url}/realtime/stats", timeout=TIMEOUT)
         assert r.status_code == 200
         assert r.json()["cluster"]["instance_count"] == 3
+        hidden = await asyncio.to_thread(httpx.get, f"{nginx.http_url}/metrics", timeout=TIMEOUT)
+        assert hidden.status_code == 404
+        assert (await asyncio.to_thread(started[0].get, "/metrics")).status_code == 200
 
         fs = [Follower("matches", {"match_ids": [600]}) for _ in range(3)] + [Follower("matches")]
         for k, f in enumerate(fs):
