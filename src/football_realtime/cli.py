@@ -1,6 +1,6 @@
 """Command line: ``football-realtime serve``, ``config`` and ``schema``.
 
-Both take one flag per setting, generated from :class:`Settings` (secrets are
+``serve`` and ``config`` take one flag per setting, generated from :class:`Settings` (secrets are
 environment-only); a flag wins over its ``REALTIME_*`` variable. Invalid values
 are refused with exit code 2 and a message naming the variable.
 """
