@@ -55,7 +55,7 @@ export const CLOSE_CODES: readonly CloseCodeInfo[] = [
   { code: 1003, name: "UNSUPPORTED_DATA", meaning: "Binary frame received; the protocol is JSON text frames only.", action: "Fix the client; do not retry.", reconnect: false, terminal: false },
   { code: 1006, name: "ABNORMAL", meaning: "Connection dropped without a close frame.", action: "Reconnect with backoff.", reconnect: true, terminal: false },
   { code: 1007, name: "INVALID_PAYLOAD", meaning: "Text frame that is not valid UTF-8.", action: "Fix the client.", reconnect: false, terminal: false },
-  { code: 1008, name: "POLICY_VIOLATION", meaning: "Policy violation, e.g. continued flooding after `rate_limited` errors.", action: "Reconnect only after a long backoff.", reconnect: false, terminal: false },
+  { code: 1008, name: "POLICY_VIOLATION", meaning: "Policy violation, e.g. continued flooding after `rate_limited` errors.", action: "Do not reconnect automatically; fix what the client does.", reconnect: false, terminal: false },
   { code: 1009, name: "MESSAGE_TOO_BIG", meaning: "Client message over the size limit.", action: "Fix the client.", reconnect: false, terminal: false },
   { code: 1011, name: "INTERNAL_ERROR", meaning: "Unexpected server error.", action: "Reconnect with backoff.", reconnect: true, terminal: false },
   { code: 1012, name: "SERVICE_RESTART", meaning: "The instance is restarting or draining (graceful shutdown).", action: "Reconnect at once (another instance answers) and recover with `since`.", reconnect: true, terminal: false },
