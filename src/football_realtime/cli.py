@@ -1,6 +1,6 @@
-"""Command line: ``football-realtime serve`` and ``football-realtime config``.
+"""Command line: ``football-realtime serve``, ``config`` and ``schema``.
 
-Both take one flag per setting, generated from :class:`Settings` (secrets are
+``serve`` and ``config`` take one flag per setting, generated from :class:`Settings` (secrets are
 environment-only); a flag wins over its ``REALTIME_*`` variable. Invalid values
 are refused with exit code 2 and a message naming the variable.
 """
@@ -68,7 +68,24 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="print the configuration reference table (docs/configuration.md) instead",
     )
+    p_schema = sub.add_parser(
+        "schema", help="print the wire protocol's JSON Schema (sorted, for diffing) and exit"
+    )
+    p_schema.add_argument("--out", help="write to this file instead of standard output")
     return parser
+
+
+def write_schema(out: str | None) -> int:
+    from .schema import schema_json
+
+    text = schema_json()
+    if out is None:
+        sys.stdout.buffer.write(text)
+        sys.stdout.buffer.flush()
+    else:
+        with open(out, "wb") as f:
+            f.write(text)
+    return 0
 
 
 def flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -216,6 +233,8 @@ def serve(
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "schema":
+        return write_schema(args.out)
     if args.command == "config" and args.markdown:
         from .docs_config import reference
 

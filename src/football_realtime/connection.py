@@ -78,6 +78,7 @@ class Connection:
         "connected_mono",
         "direct",
         "drain_waiter",
+        "epochs",
         "held",
         "id",
         "messages_received",
@@ -128,6 +129,9 @@ class Connection:
         # in progress); the hub releases them in order afterwards.
         self.held: list[Any] | None = None
         self.drain_waiter: asyncio.Future[None] | None = None
+        # Stream -> epoch this connection's subscriptions were positioned under (set by
+        # subscribe); a broker epoch change closes the connections of older epochs.
+        self.epochs: dict[Any, str] = {}
         self.closing = False
         self.on_overflow: Callable[[Connection], None] | None = None
         # The socket's write while it keeps up and nothing is queued, else None: the

@@ -128,6 +128,7 @@ class WebSocketEndpoint:
         conn.on_overflow = rt.on_slow_consumer
         if fast is not None:
             fast.on_writable = conn.writable_changed
+            fast.on_shutdown = lambda: rt.close_for_shutdown(conn)
         elif isinstance(sink, AsgiSink):
             sink.start(conn)
 
@@ -223,6 +224,7 @@ class WebSocketEndpoint:
 async def handle_client_text(rt: Realtime, conn: Connection, text: str) -> None:
     """Parse one client message, act on it, and send exactly one reply."""
     hub = rt.hub
+    msg: proto.ClientMessage | None = None
     try:
         msg = proto.parse_client_message(text)
         rt.stats.received_by_type[msg.type] += 1
@@ -267,5 +269,12 @@ async def handle_client_text(rt: Realtime, conn: Connection, text: str) -> None:
         rt.stats.errors_by_code["internal_error"] += 1
         hub.send_payload(
             conn,
-            proto.error_reply(ProtocolError("internal_error", "the server failed to handle this")),
+            proto.error_reply(
+                ProtocolError(
+                    "internal_error",
+                    "the server failed to handle this",
+                    msg.id if msg is not None else None,
+                    msg.type if msg is not None else None,
+                )
+            ),
         )

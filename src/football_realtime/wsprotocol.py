@@ -246,6 +246,7 @@ class RealtimeWebSocketProtocol(WebSocketsSansIOProtocol):
         "keepalive",
         "keepalive_slot",
         "last_received",
+        "on_shutdown",
         "on_writable",
         "write_paused",
     )
@@ -281,6 +282,8 @@ class RealtimeWebSocketProtocol(WebSocketsSansIOProtocol):
         self.write_paused = False
         self.on_writable: Callable[[bool], None] | None = None
         self.last_received = 0.0
+        # Graceful shutdown (SIGTERM): lets the app say goodbye before uvicorn's 1012.
+        self.on_shutdown: Callable[[], None] | None = None
 
     def connection_made(self, transport: Any) -> None:
         # uvicorn's HTTP protocol hands the connection over from inside its parser's
@@ -353,7 +356,14 @@ class RealtimeWebSocketProtocol(WebSocketsSansIOProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.on_writable = None
+        self.on_shutdown = None
         super().connection_lost(exc)
+
+    def shutdown(self) -> None:
+        cb, self.on_shutdown = self.on_shutdown, None
+        if cb is not None and self.handshake_complete and not self.close_sent:
+            cb()  # sends connection_status closing, then closes with 1012
+        super().shutdown()
 
     # -- keepalive on the shared wheel (same behaviour as uvicorn's timers) ----------
 
