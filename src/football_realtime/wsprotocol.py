@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 import random
@@ -70,6 +71,11 @@ class _HandshakeLog(logging.LoggerAdapter):  # type: ignore[type-arg]
     def info(self, msg: object, *args: Any, **kwargs: Any) -> None:
         if self.access_log:
             self.logger.info(msg, *args, **kwargs)
+
+
+@functools.lru_cache(maxsize=8)
+def _handshake_log(logger: logging.Logger, access_log: bool) -> _HandshakeLog:
+    return _HandshakeLog(logger, access_log)  # one per setting, not one per connection
 
 
 class _Inbox:
@@ -278,7 +284,7 @@ class RealtimeWebSocketProtocol(WebSocketsSansIOProtocol):
         self.writable = _Flag()  # type: ignore[assignment]
         self.conn.logger = _protocol_logger
         self.conn.debug = _protocol_logger.isEnabledFor(logging.DEBUG)
-        self.logger = _HandshakeLog(self.logger, self.config.access_log)  # type: ignore[assignment]
+        self.logger = _handshake_log(self.logger, self.config.access_log)  # type: ignore[assignment]
         self.write_paused = False
         self.on_writable: Callable[[bool], None] | None = None
         self.last_received = 0.0
