@@ -10,11 +10,16 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from . import __version__
+from .auth import AuthError
 from .brokers.base import BrokerUnavailable
 from .core.events import EventType, EventValidationError
 
 if TYPE_CHECKING:
     from .app import Realtime
+
+
+#: JWT roles that may use the admin endpoints.
+ADMIN_ROLES = frozenset({"admin", "service"})
 
 
 class Target(BaseModel):
@@ -71,16 +76,26 @@ def build_api_router(rt: Realtime) -> APIRouter:
     def require_admin(
         authorization: Annotated[str | None, Header()] = None,
     ) -> None:
-        token = rt.admin_token
-        if authorization is None or not authorization.startswith("Bearer "):
+        """The admin token, or a JWT whose ``roles`` include ``admin`` or ``service``."""
+        if authorization is None or authorization[:7].lower() != "bearer ":
             raise HTTPException(
                 401,
-                "missing Authorization: Bearer <admin token>",
+                "missing Authorization: Bearer <admin token or JWT with role admin/service>",
                 headers={"WWW-Authenticate": "Bearer"},
             )
         given = authorization[7:].strip()
-        if not secrets.compare_digest(given.encode(), token.encode()):
+        if secrets.compare_digest(given.encode(), rt.admin_token.encode()):
+            return
+        if not rt.guard.verifier.enabled or given.count(".") != 2:
             raise HTTPException(401, "invalid admin token", headers={"WWW-Authenticate": "Bearer"})
+        try:
+            identity = rt.guard.verifier.verify(given)
+        except AuthError as exc:
+            raise HTTPException(
+                401, f"invalid token: {exc.reason}", headers={"WWW-Authenticate": "Bearer"}
+            ) from None
+        if not identity.roles & ADMIN_ROLES:
+            raise HTTPException(403, "the token needs role admin or service")
 
     admin = [Depends(require_admin)]
 

@@ -23,6 +23,7 @@ from fastapi import APIRouter, FastAPI
 from . import __version__
 from .api import build_api_router
 from .brokers import Broker, PublishResult, create_broker
+from .brokers.base import PublishedEvent
 from .config import Settings
 from .connection import Connection
 from .core.close_codes import CloseCode
@@ -35,6 +36,7 @@ from .core.events import (
     prepare_published_event,
 )
 from .hub import Hub
+from .security import Guard
 from .stats import ServiceStats
 from .transport import WebSocketEndpoint
 
@@ -58,6 +60,8 @@ class Realtime:
             if broker is not None
             else create_broker(s.broker_url, history_size=s.history_size, history_ttl=s.history_ttl)
         )
+        self.guard = Guard(s, self.hub, self.stats)
+        self.hub.render_view = self.guard.render_view
         self._generated_token = s.admin_token is None
         self.admin_token = (
             s.admin_token.get_secret_value()
@@ -136,13 +140,18 @@ class Realtime:
         """Send an event to one user's connections, one connection, or a room on this
         instance, regardless of subscriptions. Returns the number of recipients."""
         ev = prepare_published_event(event)
-        payload = dumps(ev.to_wire())
+        # Offset 0: a direct send is not part of a stream (the wire form has no offset);
+        # it still goes through each recipient's view (tier policy).
+        direct = PublishedEvent(
+            EVENT_STREAM[ev.event_type], 0, ev.event_type, ev.data, dumps(ev.to_wire())
+        )
+        hub = self.hub
         if user_id is not None:
-            return self.hub.send_to_user(user_id, payload)
+            return hub.send_event_many(hub.user_connections.get(user_id, ()), direct)
         if connection_id is not None:
-            return self.hub.send_to_connection(connection_id, payload)
+            return hub.send_event_many((connection_id,), direct)
         if room is not None:
-            return self.hub.send_to_room(room, payload)
+            return hub.send_event_many(hub.rooms.get(room, ()), direct)
         raise EventValidationError(
             "send needs user_id, connection_id or room",
             [{"field": "target", "message": "no target", "type": "value_error"}],

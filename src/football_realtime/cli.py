@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -26,26 +27,18 @@ def serve(
 ) -> None:
     import uvicorn
 
+    from . import logredact
     from .app import create_app
-    from .wsprotocol import RealtimeWebSocketProtocol
+    from .serving import uvicorn_config
 
     app = create_app(settings)
-    ws: Any = RealtimeWebSocketProtocol if settings.fast_transport else "websockets-sansio"
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        ws=ws,
-        ws_max_size=settings.max_message_size,
-        ws_ping_interval=settings.ping_interval,
-        ws_ping_timeout=settings.ping_timeout,
-        ws_per_message_deflate=False,
-        log_level=settings.log_level,
-        access_log=settings.access_log,
-        ssl_certfile=ssl_certfile,
-        ssl_keyfile=ssl_keyfile,
-        timeout_graceful_shutdown=10,
-    )
+    config = uvicorn_config(app, settings, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile)
+    logredact.install()  # after uvicorn configured logging: tokens never reach a log
+    server = uvicorn.Server(config)
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run()
+    if not server.started:
+        sys.exit(3)  # uvicorn's STARTUP_FAILURE, as uvicorn.run does
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -17,9 +17,11 @@ from .core import protocol as proto
 from .core.close_codes import CloseCode
 from .core.encoding import server_message
 from .core.events import EventType, SubscriptionType, utc_now_iso
+from .core.permissions import Forbidden
 from .core.protocol import ProtocolError
-from .core.subscriptions import SubscriptionFilter
+from .core.subscriptions import Subscription, SubscriptionFilter, effective_event_types
 from .hub import new_connection_id
+from .security import Refused
 from .wsprotocol import protocol_of
 
 if TYPE_CHECKING:
@@ -81,6 +83,11 @@ class WebSocketEndpoint:
     async def __call__(self, websocket: WebSocket) -> None:
         rt = self.rt
         hub = rt.hub
+        guard = rt.guard
+        if guard.check_origin(websocket) is not None:
+            # Closing before accepting answers the handshake with HTTP 403.
+            await websocket.close(CloseCode.POLICY_VIOLATION)
+            return
         await websocket.accept()
         try:
             user_id = _ident(websocket, "user_id")
@@ -94,6 +101,15 @@ class WebSocketEndpoint:
                 websocket, CloseCode.TRY_AGAIN_LATER, "server at connection capacity", None
             )
             return
+        try:
+            ip, identity, tier, pending = guard.admit(websocket, user_id)
+        except Refused as exc:
+            await self._refuse(websocket, exc.code, exc.reason, exc.error_code)
+            return
+        if identity is not None:
+            user_id = identity.user_id
+        elif pending:
+            user_id = None  # bound once `auth` proves who it is
 
         fast = protocol_of(websocket.scope)
         sink: Sink = FastSink(fast) if fast is not None else AsgiSink(websocket)
@@ -119,22 +135,34 @@ class WebSocketEndpoint:
         elif isinstance(sink, AsgiSink):
             sink.start(conn)
 
+        session = guard.open(conn, ip, identity, tier, pending)
         hub.add(conn)
         code: int = CloseCode.ABNORMAL
         try:
-            if self.preset is not None:
-                assert preset_filter is not None
-                try:
-                    hub.subscribe(conn, self.preset, preset_filter)
-                except ProtocolError as exc:
-                    hub.send_payload(conn, proto.error_reply(exc))
-                    conn.close(CloseCode.BAD_REQUEST, exc.message[:120])
-            hub.send_payload(conn, self._connected_message(conn))
+            if pending:
+                session.on_authenticated = lambda: self._start(conn, preset_filter)
+            else:
+                self._start(conn, preset_filter)
             code = await self._receive_loop(websocket, conn)
         finally:
+            guard.close(conn)
             hub.remove(conn, code)
             if isinstance(sink, AsgiSink):
                 await sink.stop()
+
+    def _start(self, conn: Connection, preset_filter: SubscriptionFilter | None) -> None:
+        """Once the connection may receive: the preset subscription, then ``connected``."""
+        hub = self.rt.hub
+        if self.preset is not None:
+            assert preset_filter is not None
+            try:
+                _add_subscription(self.rt, conn, self.preset, preset_filter, None)
+            except ProtocolError as exc:
+                hub.send_payload(conn, proto.error_reply(exc))
+                code = CloseCode.FORBIDDEN if exc.code == "forbidden" else CloseCode.BAD_REQUEST
+                conn.close(code, exc.message[:120])
+                return
+        hub.send_payload(conn, self._connected_message(conn))
 
     def _connected_message(self, conn: Connection) -> bytes:
         return server_message(
@@ -145,6 +173,7 @@ class WebSocketEndpoint:
                 "user_id": conn.user_id,
                 "session_id": conn.session_id,
                 "subscriptions": [s.describe() for s in conn.subscriptions.values()],
+                **(conn.session.describe() if conn.session is not None else {}),
                 "heartbeat_interval": self.rt.settings.heartbeat_interval,
                 "server_time": utc_now_iso(),
                 "instance_id": self.rt.settings.instance_id,
@@ -161,6 +190,7 @@ class WebSocketEndpoint:
 
     async def _receive_loop(self, websocket: WebSocket, conn: Connection) -> int:
         stats = self.rt.stats
+        guard = self.rt.guard
         receive = websocket.receive
         while True:
             try:
@@ -179,7 +209,7 @@ class WebSocketEndpoint:
             conn.bytes_received += size
             stats.messages_received += 1
             stats.bytes_received += size
-            if conn.closing:
+            if conn.closing or not guard.admit_message(conn):
                 continue
             await handle_client_text(self.rt, conn, text)
 
@@ -187,8 +217,15 @@ class WebSocketEndpoint:
 async def handle_client_text(rt: Realtime, conn: Connection, text: str) -> None:
     """Parse one client message, act on it, and send exactly one reply."""
     hub = rt.hub
+    session = conn.session
     try:
         msg = proto.parse_client_message(text)
+        if isinstance(msg, proto.Auth):
+            rt.guard.handle_auth(conn, msg)
+            return
+        if session is not None and session.pending:
+            rt.guard.refuse_unauthenticated(conn, f"got {msg.type!r} before auth")
+            return
         if isinstance(msg, proto.Subscribe):
             await _subscribe(rt, conn, msg)
             return
@@ -223,6 +260,9 @@ async def handle_client_text(rt: Realtime, conn: Connection, text: str) -> None:
             )
         hub.send_payload(conn, reply)
     except ProtocolError as exc:
+        if session is not None and session.pending:
+            rt.guard.refuse_unauthenticated(conn, exc.message)
+            return
         rt.stats.errors_by_code[exc.code] += 1
         hub.send_payload(conn, proto.error_reply(exc))
     except Exception:
@@ -234,9 +274,34 @@ async def handle_client_text(rt: Realtime, conn: Connection, text: str) -> None:
         )
 
 
+def _add_subscription(
+    rt: Realtime,
+    conn: Connection,
+    subscription_type: SubscriptionType | None,
+    flt: SubscriptionFilter,
+    msg_id: Any,
+) -> Subscription:
+    """Subscribe within the connection's tier: explicit forbidden event types are
+    refused (``forbidden``), a whole stream is narrowed to what the tier may receive."""
+    event_types: frozenset[EventType] | None = None
+    session = conn.session
+    if session is not None and session.tier.event_types is not None:
+        try:
+            requested = effective_event_types(subscription_type, flt)
+        except ValueError as exc:
+            raise ProtocolError("invalid_filter", str(exc), msg_id, "subscribe") from None
+        try:
+            event_types = rt.guard.policy.narrow(
+                session.tier, requested, explicit=flt.event_types is not None
+            )
+        except Forbidden as exc:
+            raise ProtocolError("forbidden", str(exc), msg_id, "subscribe") from None
+    return rt.hub.subscribe(conn, subscription_type, flt, msg_id, event_types=event_types)
+
+
 async def _subscribe(rt: Realtime, conn: Connection, msg: proto.Subscribe) -> None:
     hub = rt.hub
-    sub = hub.subscribe(conn, msg.subscription_type, msg.filters, msg.id)
+    sub = _add_subscription(rt, conn, msg.subscription_type, msg.filters, msg.id)
     result = sub.describe()
     streams: dict[str, dict[str, Any]] = {}
     for st in sub.streams:

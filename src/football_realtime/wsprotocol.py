@@ -10,7 +10,11 @@ limits and handshake) and adds, through the ASGI scope extension
 * flow-control callbacks (``pause_writing``/``resume_writing``) that drive the
   connection's outbound buffer, so no task or await is needed per connection;
 * liveness: a connection that answers pings late is kept if it sent anything else
-  (e.g. an application ``heartbeat``) since the ping.
+  (e.g. an application ``heartbeat``) since the ping;
+* limits the stock layer lacks (docs/security.md): at most ``max_fragments`` frames
+  per fragmented message (1009; without it, empty continuation frames grow a list
+  without bound, as they do not count towards the size limit), and a token bucket on
+  client pings (1008; each ping makes the server write a pong).
 
 Measured against uvicorn's ASGI send path in docs/performance.md.
 """
@@ -21,17 +25,61 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.frames import Frame
 from websockets.http11 import Request
+
+from .core.limits import TokenBucket
 
 EXTENSION = "football_realtime.transport"
 
 
 class RealtimeWebSocketProtocol(WebSocketsSansIOProtocol):
+    #: Limits; ``with_limits`` makes a subclass carrying the configured values.
+    max_fragments = 4096
+    max_pings_per_second = 5.0
+    ping_burst = 20
+
+    @classmethod
+    def with_limits(
+        cls, *, max_fragments: int, max_pings_per_second: float
+    ) -> type[RealtimeWebSocketProtocol]:
+        return type(
+            cls.__name__,
+            (cls,),
+            {"max_fragments": max_fragments, "max_pings_per_second": max_pings_per_second},
+        )
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.write_paused = False
         self.on_writable: Callable[[bool], None] | None = None
         self.last_received = 0.0
+        self.pings = TokenBucket(self.max_pings_per_second, self.ping_burst, self.loop.time())
+
+    def handle_cont(self, event: Frame) -> None:
+        if self.close_sent:
+            return
+        if len(self.frames) >= self.max_fragments:
+            self.fail(1009, f"message has more than {self.max_fragments} fragments")
+            return
+        super().handle_cont(event)
+
+    def handle_ping(self) -> None:
+        if self.close_sent:
+            return
+        if not self.pings.take(self.loop.time()):
+            self.fail(1008, "too many pings")
+            return
+        super().handle_ping()
+
+    def fail(self, code: int, reason: str) -> None:
+        """Fail the connection from the parsing side: close frame, then drop TCP."""
+        self.frames = []
+        self.conn.fail(code, reason)
+        self.queue.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        self.close_sent = True
+        self.transport.close()
 
     def handle_connect(self, event: Request) -> None:
         super().handle_connect(event)
