@@ -21,7 +21,7 @@ from typing import Any
 from fastapi import APIRouter, FastAPI
 
 from . import __version__
-from .api import build_api_router
+from .api import BodySizeLimit, build_api_router
 from .brokers import Broker, PublishResult, create_broker
 from .brokers.base import PublishedEvent
 from .config import Settings
@@ -165,8 +165,13 @@ class Realtime:
         snap["rooms"] = len(self.hub.rooms)
         snap["instance_id"] = self.settings.instance_id
         snap["broker"] = self.broker.name
-        snap["delivered_by_event_type"] = dict(self.stats.delivered_by_type)
-        snap["published_by_event_type"] = dict(self.stats.published_by_type)
+        # str(): the counters are keyed by EventType, which orjson refuses as a key.
+        snap["delivered_by_event_type"] = {
+            str(k): v for k, v in self.stats.delivered_by_type.items()
+        }
+        snap["published_by_event_type"] = {
+            str(k): v for k, v in self.stats.published_by_type.items()
+        }
         snap["errors_by_code"] = dict(self.stats.errors_by_code)
         snap["closed_by_code"] = {str(k): v for k, v in self.stats.closed_by_code.items()}
         return snap
@@ -187,4 +192,5 @@ def create_app(settings: Settings | None = None, *, broker: Broker | None = None
     )
     app.state.realtime = realtime
     app.include_router(realtime.router, prefix="/realtime")
+    app.add_middleware(BodySizeLimit, limit=realtime.settings.max_request_body)
     return app

@@ -169,6 +169,9 @@ class Settings(BaseSettings):
     max_fragments: Annotated[int, Field(ge=1)] = Field(
         4096, description="Frames one fragmented client message may have; more closes 1009."
     )
+    max_request_body: Annotated[int, Field(ge=1024)] = Field(
+        65536, description="Largest REST request body in bytes; larger gets HTTP 413."
+    )
     handshake_timeout: Annotated[float, Field(gt=0)] = Field(
         10.0,
         description="Seconds a client has to send complete HTTP request headers "
