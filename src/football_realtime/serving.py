@@ -26,6 +26,11 @@ _REQUEST_TIMEOUT = (
     b"content-length: 24\r\nconnection: close\r\n\r\nrequest headers too slow"
 )
 
+_HEADERS_TOO_LARGE = (
+    b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: text/plain; charset=utf-8\r\n"
+    b"content-length: 25\r\nconnection: close\r\n\r\nrequest headers too large"
+)
+
 
 if HttpToolsProtocol is not None:
 
@@ -40,11 +45,25 @@ if HttpToolsProtocol is not None:
         """
 
         handshake_timeout = 10.0
+        #: Bytes of request line and headers one request may send (431 past that);
+        #: httptools itself has no limit.
+        max_header_bytes = 65536
 
         def connection_made(self, transport: Any) -> None:
             self._header_timer: Any = None
+            self._header_bytes = 0
             super().connection_made(transport)
             self._arm()
+
+        def data_received(self, data: bytes) -> None:
+            pending = self._header_timer is not None
+            super().data_received(data)
+            if pending and self._header_timer is not None:
+                self._header_bytes += len(data)
+                if self._header_bytes > self.max_header_bytes and not self.transport.is_closing():
+                    self._disarm()
+                    self.transport.write(_HEADERS_TOO_LARGE)
+                    self.transport.close()
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
@@ -60,6 +79,7 @@ if HttpToolsProtocol is not None:
 
         def _arm(self) -> None:
             if self._header_timer is None:
+                self._header_bytes = 0
                 self._header_timer = self.loop.call_later(
                     self.handshake_timeout, self._headers_too_slow
                 )
@@ -95,12 +115,13 @@ def http_protocol(settings: Settings) -> Any:
 
 
 def ws_protocol(settings: Settings, fast: bool | None = None) -> Any:
-    if fast if fast is not None else settings.fast_transport:
-        return RealtimeWebSocketProtocol.with_limits(
-            max_fragments=settings.max_fragments,
-            max_pings_per_second=settings.max_pings_per_second,
-        )
-    return "websockets-sansio"
+    """Our WebSocket layer, with direct frame writes unless ``fast`` (default
+    REALTIME_FAST_TRANSPORT) is false; its limits and fixes apply either way."""
+    return RealtimeWebSocketProtocol.with_limits(
+        max_fragments=settings.max_fragments,
+        max_pings_per_second=settings.max_pings_per_second,
+        fast_path=fast if fast is not None else settings.fast_transport,
+    )
 
 
 def uvicorn_config(

@@ -11,10 +11,13 @@ limits and handshake) and adds, through the ASGI scope extension
   connection's outbound buffer, so no task or await is needed per connection;
 * liveness: a connection that answers pings late is kept if it sent anything else
   (e.g. an application ``heartbeat``) since the ping;
-* limits the stock layer lacks (docs/security.md): at most ``max_fragments`` frames
-  per fragmented message (1009; without it, empty continuation frames grow a list
-  without bound, as they do not count towards the size limit), and a token bucket on
-  client pings (1008; each ping makes the server write a pong).
+* fixes and limits the stock layer lacks (docs/security.md): at most
+  ``max_fragments`` frames per fragmented message (1009; without it, empty
+  continuation frames grow a list without bound, as they do not count towards the
+  size limit); a token bucket on client pings (1008; each ping makes the server
+  write a pong); an answer to handshakes the stock layer leaves hanging forever
+  (too many or too long headers: 431; a body on the upgrade: 400); and 426 with
+  ``Sec-WebSocket-Version: 13`` for other protocol versions (RFC 6455 §4.4).
 
 Measured against uvicorn's ASGI send path in docs/performance.md.
 """
@@ -38,15 +41,22 @@ class RealtimeWebSocketProtocol(WebSocketsSansIOProtocol):
     max_fragments = 4096
     max_pings_per_second = 5.0
     ping_burst = 20
+    #: False: keep the limits but do not offer direct frame writes (the portable ASGI
+    #: send path, as under any other server).
+    fast_path = True
 
     @classmethod
     def with_limits(
-        cls, *, max_fragments: int, max_pings_per_second: float
+        cls, *, max_fragments: int, max_pings_per_second: float, fast_path: bool = True
     ) -> type[RealtimeWebSocketProtocol]:
         return type(
             cls.__name__,
             (cls,),
-            {"max_fragments": max_fragments, "max_pings_per_second": max_pings_per_second},
+            {
+                "max_fragments": max_fragments,
+                "max_pings_per_second": max_pings_per_second,
+                "fast_path": fast_path,
+            },
         )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -82,14 +92,46 @@ class RealtimeWebSocketProtocol(WebSocketsSansIOProtocol):
         self.transport.close()
 
     def handle_connect(self, event: Request) -> None:
+        versions = event.headers.get_all("Sec-WebSocket-Version")
+        if versions and versions != ["13"]:
+            self.request = event
+            self.reject_handshake(
+                426,
+                "Failed to open a WebSocket connection: unsupported Sec-WebSocket-Version; "
+                "this server speaks 13.\n",
+                {"Sec-WebSocket-Version": "13"},
+            )
+            return
         super().handle_connect(event)
         scope = getattr(self, "scope", None)
-        if scope is not None and not self.close_sent:
+        if scope is not None and not self.close_sent and self.fast_path:
             scope["extensions"][EXTENSION] = {"protocol": self}
 
     def data_received(self, data: bytes) -> None:
         self.last_received = self.loop.time()
         super().data_received(data)
+        if not self.handshake_initiated and self.conn.handshake_exc is not None:
+            # websockets refused the request but uvicorn never writes its answer, and
+            # the connection would hang forever: send it (or a 400) and close.
+            self.handshake_initiated = self.handshake_complete = self.close_sent = True
+            output = b"".join(self.conn.data_to_send())
+            if not output:
+                body = b"Failed to open a WebSocket connection: invalid HTTP request.\n"
+                output = (
+                    b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                    b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body
+                )
+            self.transport.write(output)
+            self.transport.close()
+
+    def reject_handshake(self, status: int, text: str, headers: dict[str, str]) -> None:
+        self.handshake_initiated = self.handshake_complete = self.close_sent = True
+        response = self.conn.reject(status, text)
+        for name, value in headers.items():
+            response.headers[name] = value
+        self.conn.send_response(response)
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        self.transport.close()
 
     def pause_writing(self) -> None:
         super().pause_writing()
