@@ -288,7 +288,8 @@ class ServeProcess:
     def output(self) -> str:
         """Everything the process wrote (stdout and stderr); call after ``stop``."""
         assert self.proc.stdout is not None
-        return self.proc.stdout.read().decode(errors="replace")
+        with self.proc.stdout:
+            return self.proc.stdout.read().decode(errors="replace")
 
     def stop(self) -> None:
         if self.proc.poll() is None:

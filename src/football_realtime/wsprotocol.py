@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
-from websockets.frames import Frame
+from websockets.frames import Frame, Opcode
 from websockets.http11 import Request
 
 from .core.limits import TokenBucket
@@ -74,13 +74,34 @@ class RealtimeWebSocketProtocol(WebSocketsSansIOProtocol):
             return
         super().handle_cont(event)
 
-    def handle_ping(self) -> None:
-        if self.close_sent:
-            return
-        if not self.pings.take(self.loop.time()):
-            self.fail(1008, "too many pings")
-            return
-        super().handle_ping()
+    def handle_events(self) -> None:
+        events = self.conn.events_received()
+        # websockets has already queued a pong for every ping in this read, and the
+        # first handle_ping() would write them all: charge the pings up front.
+        pings = sum(1 for e in events if isinstance(e, Frame) and e.opcode == Opcode.PING)
+        if pings:
+            now = self.loop.time()
+            if not all([self.pings.take(now) for _ in range(pings)]):
+                self.conn.data_to_send()  # drop the queued pongs
+                self.fail(1008, "too many pings")
+                return
+        for event in events:
+            if isinstance(event, Request):
+                self.handle_connect(event)
+            elif not isinstance(event, Frame):  # pragma: no cover - servers get no Response
+                continue
+            elif event.opcode == Opcode.CONT:
+                self.handle_cont(event)
+            elif event.opcode == Opcode.TEXT:
+                self.handle_text(event)
+            elif event.opcode == Opcode.BINARY:
+                self.handle_bytes(event)
+            elif event.opcode == Opcode.PING:
+                self.handle_ping()
+            elif event.opcode == Opcode.PONG:
+                self.handle_pong(event)
+            elif event.opcode == Opcode.CLOSE:
+                self.handle_close(event)
 
     def fail(self, code: int, reason: str) -> None:
         """Fail the connection from the parsing side: close frame, then drop TCP."""
