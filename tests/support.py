@@ -43,7 +43,8 @@ def token(
     **claims: Any,
 ) -> str:
     """A valid HS256 token for the test servers (``tier=None`` leaves the claim out)."""
-    body: dict[str, Any] = {"user_id": user_id, "exp": int(time.time() + ttl)}
+    # A float exp (NumericDate allows it) keeps short test lifetimes exact.
+    body: dict[str, Any] = {"user_id": user_id, "exp": round(time.time() + ttl, 3)}
     if tier is not None:
         body["tier"] = tier
     body.update(claims)
