@@ -24,12 +24,14 @@ Measured against uvicorn's ASGI send path in docs/performance.md.
 
 from __future__ import annotations
 
+import codecs
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request
+from websockets.server import ServerProtocol
 
 from .core.limits import TokenBucket
 
@@ -65,6 +67,20 @@ class RealtimeWebSocketProtocol(WebSocketsSansIOProtocol):
         self.on_writable: Callable[[bool], None] | None = None
         self.last_received = 0.0
         self.pings = TokenBucket(self.max_pings_per_second, self.ping_burst, self.loop.time())
+        self.utf8 = _Utf8Decoder()
+        self.conn.__class__ = _ServerProtocol
+
+    # Text is validated frame by frame (an invalid fragment fails at once with 1007,
+    # RFC 6455 §8.1) and decoded once; uvicorn decodes at the end and logs a traceback
+    # for every invalid message a client sends.
+
+    def handle_text(self, event: Frame) -> None:
+        if self.close_sent:
+            return
+        self.curr_msg_data_type = "text"
+        self.utf8 = _Utf8Decoder()
+        self.frames = []
+        self._text_piece(event)
 
     def handle_cont(self, event: Frame) -> None:
         if self.close_sent:
@@ -72,7 +88,27 @@ class RealtimeWebSocketProtocol(WebSocketsSansIOProtocol):
         if len(self.frames) >= self.max_fragments:
             self.fail(1009, f"message has more than {self.max_fragments} fragments")
             return
-        super().handle_cont(event)
+        if self.curr_msg_data_type == "text":
+            self._text_piece(event)
+        else:
+            super().handle_cont(event)
+
+    def _text_piece(self, event: Frame) -> None:
+        try:
+            piece = self.utf8.decode(event.data, event.fin)
+        except UnicodeDecodeError as exc:
+            self.fail(1007, f"invalid UTF-8 at position {exc.start}")
+            return
+        self.frames.append(piece)  # type: ignore[arg-type]
+        if event.fin:
+            text = "".join(self.frames)  # type: ignore[arg-type]
+            self.frames = []
+            if self.close_sent:
+                return
+            self.queue.put_nowait({"type": "websocket.receive", "text": text})
+            if not self.read_paused:
+                self.read_paused = True
+                self.transport.pause_reading()
 
     def handle_events(self) -> None:
         events = self.conn.events_received()
@@ -201,6 +237,21 @@ class RealtimeWebSocketProtocol(WebSocketsSansIOProtocol):
             self.close_timer.cancel()
         timeout = 2.0 if abort else self.close_timeout
         self.close_timer = self.loop.call_later(timeout, self.transport.abort)
+
+
+_Utf8Decoder = codecs.getincrementaldecoder("utf-8")
+
+
+class _ServerProtocol(ServerProtocol):
+    """websockets' server protocol, accepting a close frame in the middle of a
+    fragmented message (control frames may interleave, RFC 6455 §5.4): the partial
+    message is dropped and the close is echoed, instead of failing with 1002
+    (Autobahn 7.1.5)."""
+
+    def recv_frame(self, frame: Frame) -> None:
+        if frame.opcode is Opcode.CLOSE:
+            self.current_size = None
+        super().recv_frame(frame)
 
 
 def protocol_of(scope: Mapping[str, Any]) -> RealtimeWebSocketProtocol | None:
