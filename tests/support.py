@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import jwt
@@ -187,7 +188,16 @@ class WSClient:
         self._next_id = 0
 
     @classmethod
-    async def connect(cls, url: str, **kw: Any) -> WSClient:
+    async def connect(cls, url: str, tier: str | None = "premium", **kw: Any) -> WSClient:
+        """Connect as a user of ``tier`` (a Bearer token for the URL's ``user_id``, or
+        ``user-1``), so tests see every event; ``tier=None``: anonymous (the free tier,
+        or waiting for ``auth`` under REALTIME_REQUIRE_AUTH), or the URL's own token."""
+        query = parse_qs(urlsplit(url).query)
+        if tier is not None and "token" not in query:
+            user = query.get("user_id", ["user-1"])[0]
+            headers = dict(kw.pop("additional_headers", None) or {})
+            headers.setdefault("Authorization", f"Bearer {token(user, tier)}")
+            kw["additional_headers"] = headers
         ws = await websockets.connect(url, open_timeout=TIMEOUT, **kw)
         return cls(ws)
 
@@ -286,11 +296,11 @@ class ServeProcess:
     def http_url(self) -> str:
         return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
+    captured: str = ""
+
     def output(self) -> str:
         """Everything the process wrote (stdout and stderr); call after ``stop``."""
-        assert self.proc.stdout is not None
-        with self.proc.stdout:
-            return self.proc.stdout.read().decode(errors="replace")
+        return self.captured
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -300,6 +310,9 @@ class ServeProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        if self.proc.stdout is not None and not self.proc.stdout.closed:
+            self.captured = self.proc.stdout.read().decode(errors="replace")
+            self.proc.stdout.close()
 
 
 def start_serve_process(
@@ -339,6 +352,7 @@ def start_serve_process(
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             out = proc.stdout.read().decode() if proc.stdout else ""
+            sp.stop()
             raise RuntimeError(f"serve exited early: {out}")
         try:
             health = httpx.get(f"{sp.http_url}/realtime/health", timeout=0.5, verify=verify)

@@ -80,7 +80,7 @@ async def test_token_in_query_header_and_first_message(auth_server: RunningServe
         assert (hello["data"]["user_id"], hello["data"]["tier"]) == ("h-user", "free")
 
     # First-message auth: nothing at all arrives before the reply to `auth`.
-    async with await WSClient.connect(srv.ws_url) as c:
+    async with await WSClient.connect(srv.ws_url, tier=None) as c:
         with pytest.raises(TimeoutError):
             await c.recv(0.2 * UNIT)
         reply = await c.request("auth", {"token": token("m-user")})
@@ -213,7 +213,7 @@ def _match(match_id: int = 456) -> dict[str, Any]:
 
 async def test_free_tier_narrowed_refused_and_never_leaks(server: RunningServer) -> None:
     async with (
-        await WSClient.connect(server.ws_url) as anon,
+        await WSClient.connect(server.ws_url, tier=None) as anon,
         await WSClient.connect(server.url(token=token("f", "free"))) as free,
         await WSClient.connect(server.premium_url) as premium,
     ):

@@ -389,7 +389,7 @@ async def test_B3_too_many_fragments_close_1009(
 
 async def test_B4_deep_nesting_is_invalid_json(srv: RunningServer) -> None:
     # Nesting 100,000 does not fit in 64 KiB (B1: 1009); 60,000 does.
-    async with await WSClient.connect(srv.ws_url) as c:
+    async with await WSClient.connect(srv.ws_url, tier=None) as c:
         await c.ws.send("[" * 60_000)
         reply = await c.wait_for(lambda m: m["event_type"] == "error")
         assert reply["data"]["code"] == "invalid_json"
@@ -425,7 +425,7 @@ async def test_B5_huge_numbers_and_strings(srv: RunningServer) -> None:
 
 @pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e999"])
 async def test_B6_non_finite_numbers_are_refused(srv: RunningServer, number: str) -> None:
-    async with await WSClient.connect(srv.ws_url) as c:
+    async with await WSClient.connect(srv.ws_url, tier=None) as c:
         await c.ws.send(
             '{"type":"subscribe","data":{"subscription_type":"predictions",'
             '"filters":{"min_confidence":' + number + "}}}"
@@ -772,7 +772,7 @@ async def test_S11_connection_limits_per_user_and_per_address() -> None:
         async with websockets.connect(s.url(token=token("same")), open_timeout=TIMEOUT) as ws:
             code, reason, _ = await closed_with(ws)
         assert (code, reason) == (4504, "connection limit: at most 2 connections per user")
-        others = [await WSClient.connect(s.ws_url) for _ in range(2)]
+        others = [await WSClient.connect(s.ws_url, tier=None) for _ in range(2)]
         async with websockets.connect(s.ws_url, open_timeout=TIMEOUT) as ws:
             code, reason, got = await closed_with(ws)
         assert (code, reason) == (

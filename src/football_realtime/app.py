@@ -136,9 +136,11 @@ class Realtime:
         user_id: str | None = None,
         connection_id: str | None = None,
         room: str | None = None,
+        everyone: bool = False,
     ) -> int:
-        """Send an event to one user's connections, one connection, or a room on this
-        instance, regardless of subscriptions. Returns the number of recipients."""
+        """Send an event to one user's connections, one connection, a room, or every
+        connection on this instance, regardless of subscriptions. Returns the number of
+        recipients."""
         ev = prepare_published_event(event)
         # Offset 0: a direct send is not part of a stream (the wire form has no offset);
         # it still goes through each recipient's view (tier policy).
@@ -152,8 +154,10 @@ class Realtime:
             return hub.send_event_many((connection_id,), direct)
         if room is not None:
             return hub.send_event_many(hub.rooms.get(room, ()), direct)
+        if everyone:
+            return hub.send_event_many(hub.connections, direct)
         raise EventValidationError(
-            "send needs user_id, connection_id or room",
+            "send needs user_id, connection_id, room or everyone=True",
             [{"field": "target", "message": "no target", "type": "value_error"}],
         )
 

@@ -31,10 +31,11 @@ from .connection import Connection, Encoded
 from .core import protocol as proto
 from .core.close_codes import CloseCode
 from .core.encoding import server_message
-from .core.events import EventType
+from .core.events import EventType, SubscriptionType
 from .core.limits import TokenBucket
-from .core.permissions import Tier, TierPolicy
+from .core.permissions import Forbidden, Tier, TierPolicy
 from .core.protocol import ProtocolError
+from .core.subscriptions import Subscription, SubscriptionFilter, effective_event_types
 from .stats import ServiceStats
 
 if TYPE_CHECKING:
@@ -398,9 +399,30 @@ class Guard:
         out = self.policy.render(tier, ev.event_type, ev.payload)
         return None if out is None else Encoded(out)
 
-    def allowed_event_types(self, conn: Connection) -> frozenset[EventType] | None:
+    def subscribe(
+        self,
+        conn: Connection,
+        subscription_type: SubscriptionType | None,
+        flt: SubscriptionFilter,
+        msg_id: Any,
+    ) -> Subscription:
+        """``Hub.subscribe`` within the connection's tier: explicit forbidden event types
+        are refused (``forbidden``), a whole stream is narrowed to what the tier may
+        receive (the ack shows the effective event types)."""
+        event_types: frozenset[EventType] | None = None
         session: Session | None = conn.session
-        return None if session is None else session.tier.event_types
+        if session is not None and session.tier.event_types is not None:
+            try:
+                requested = effective_event_types(subscription_type, flt)
+            except ValueError as exc:
+                raise ProtocolError("invalid_filter", str(exc), msg_id, "subscribe") from None
+            try:
+                event_types = self.policy.narrow(
+                    session.tier, requested, explicit=flt.event_types is not None
+                )
+            except Forbidden as exc:
+                raise ProtocolError("forbidden", str(exc), msg_id, "subscribe") from None
+        return self.hub.subscribe(conn, subscription_type, flt, msg_id, event_types=event_types)
 
 
 def client_ip(websocket: WebSocket) -> str:

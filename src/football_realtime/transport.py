@@ -6,20 +6,21 @@ decided by the hub. This module only moves data between the two.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from typing import TYPE_CHECKING, Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from . import recovery
 from .connection import AsgiSink, Connection, FastSink, Sink
 from .core import protocol as proto
 from .core.close_codes import CloseCode
 from .core.encoding import server_message
 from .core.events import EventType, SubscriptionType, utc_now_iso
-from .core.permissions import Forbidden
 from .core.protocol import ProtocolError
-from .core.subscriptions import Subscription, SubscriptionFilter, effective_event_types
+from .core.subscriptions import SubscriptionFilter
 from .hub import new_connection_id
 from .security import Refused
 from .wsprotocol import protocol_of
@@ -144,6 +145,12 @@ class WebSocketEndpoint:
             else:
                 self._start(conn, preset_filter)
             code = await self._receive_loop(websocket, conn)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if not (isinstance(sink, AsgiSink) and sink.aborted and task is not None):
+                raise
+            task.uncancel()
+            code = CloseCode.SLOW_CONSUMER
         finally:
             guard.close(conn)
             hub.remove(conn, code)
@@ -156,7 +163,7 @@ class WebSocketEndpoint:
         if self.preset is not None:
             assert preset_filter is not None
             try:
-                _add_subscription(self.rt, conn, self.preset, preset_filter, None)
+                self.rt.guard.subscribe(conn, self.preset, preset_filter, None)
             except ProtocolError as exc:
                 hub.send_payload(conn, proto.error_reply(exc))
                 code = CloseCode.FORBIDDEN if exc.code == "forbidden" else CloseCode.BAD_REQUEST
@@ -227,7 +234,7 @@ async def handle_client_text(rt: Realtime, conn: Connection, text: str) -> None:
             rt.guard.refuse_unauthenticated(conn, f"got {msg.type!r} before auth")
             return
         if isinstance(msg, proto.Subscribe):
-            await _subscribe(rt, conn, msg)
+            await recovery.subscribe(rt, conn, msg)
             return
         if isinstance(msg, proto.Unsubscribe):
             removed = hub.unsubscribe(conn, msg.subscription_id, msg.subscription_type, msg.id)
@@ -272,54 +279,3 @@ async def handle_client_text(rt: Realtime, conn: Connection, text: str) -> None:
             conn,
             proto.error_reply(ProtocolError("internal_error", "the server failed to handle this")),
         )
-
-
-def _add_subscription(
-    rt: Realtime,
-    conn: Connection,
-    subscription_type: SubscriptionType | None,
-    flt: SubscriptionFilter,
-    msg_id: Any,
-) -> Subscription:
-    """Subscribe within the connection's tier: explicit forbidden event types are
-    refused (``forbidden``), a whole stream is narrowed to what the tier may receive."""
-    event_types: frozenset[EventType] | None = None
-    session = conn.session
-    if session is not None and session.tier.event_types is not None:
-        try:
-            requested = effective_event_types(subscription_type, flt)
-        except ValueError as exc:
-            raise ProtocolError("invalid_filter", str(exc), msg_id, "subscribe") from None
-        try:
-            event_types = rt.guard.policy.narrow(
-                session.tier, requested, explicit=flt.event_types is not None
-            )
-        except Forbidden as exc:
-            raise ProtocolError("forbidden", str(exc), msg_id, "subscribe") from None
-    return rt.hub.subscribe(conn, subscription_type, flt, msg_id, event_types=event_types)
-
-
-async def _subscribe(rt: Realtime, conn: Connection, msg: proto.Subscribe) -> None:
-    hub = rt.hub
-    sub = _add_subscription(rt, conn, msg.subscription_type, msg.filters, msg.id)
-    result = sub.describe()
-    streams: dict[str, dict[str, Any]] = {}
-    for st in sub.streams:
-        epoch, offset = await rt.broker.position(st)
-        streams[st.value] = {"epoch": epoch, "offset": offset}
-    result["streams"] = streams
-    if msg.since is not None:
-        foreign = [st.value for st in msg.since if st.value not in streams]
-        if foreign:
-            hub.unsubscribe(conn, sub.id, None)
-            raise ProtocolError(
-                "invalid_since",
-                f"since names stream(s) this subscription does not cover: {', '.join(foreign)}",
-                msg.id,
-                msg.type,
-            )
-        result["recovered"] = False
-        result["reason"] = "recovery is not available on this server"
-    reply = proto.ack(msg.id, msg.type, result)
-    hub.send_payload(conn, reply)
-    hub.notify_user_subscriptions(conn, "subscribed", (sub,))

@@ -44,8 +44,6 @@ class SubscriptionFilter(BaseModel):
     ) = None
     leagues: Annotated[list[League], Field(min_length=1, max_length=MAX_LEAGUES)] | None = None
     min_confidence: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
-    # strict=False on the item only: JSON gives strings, which strict mode would refuse
-    # as enum members.
     event_types: (
         Annotated[
             list[Annotated[EventType, Field(strict=False)]], Field(min_length=1, max_length=15)
