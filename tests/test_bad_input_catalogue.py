@@ -792,6 +792,21 @@ async def test_S11_connection_limits_per_user_and_per_address() -> None:
             await c.close()
 
 
+async def test_S11_instance_capacity_and_room_limit() -> None:
+    with running_server(max_connections=2, max_rooms_per_connection=1) as s:
+        async with (
+            await WSClient.connect(s.url(user_id="a")) as a,
+            await WSClient.connect(s.url(user_id="b")) as b,
+        ):
+            async with websockets.connect(s.ws_url, open_timeout=TIMEOUT) as ws:
+                code, reason, _ = await closed_with(ws)
+            assert (code, reason) == (1013, "server at connection capacity")
+            assert (await a.request("join", {"room": "r1"}))["event_type"] == "message_ack"
+            reply = await a.request("join", {"room": "r2"})
+            assert reply["data"]["code"] == "limit_exceeded"
+            await usable(b)
+
+
 async def test_S12_slowloris_and_idle_sockets_are_closed() -> None:
     with running_server(handshake_timeout=0.5 * UNIT) as s:
         reader, writer = await asyncio.open_connection("127.0.0.1", s.port)
