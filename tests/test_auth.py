@@ -158,14 +158,16 @@ async def test_require_auth_refuses_other_messages_and_times_out(
 
 
 async def test_refresh_keeps_the_connection_and_expiry_closes_it() -> None:
-    with running_server(jwt_leeway=0, token_expiry_warning=0.6 * UNIT) as srv:
-        async with await WSClient.connect(srv.url(token=token("r", ttl=1.5 * UNIT))) as c:
+    # The warning comes 0.2 s in, leaving 1.8 s to refresh even on a loaded machine.
+    with running_server(jwt_leeway=0, token_expiry_warning=1.8 * UNIT) as srv:
+        expires = time.time() + 2 * UNIT
+        async with await WSClient.connect(srv.url(token=token("r", ttl=2 * UNIT))) as c:
             await c.subscribe("matches")
             warning = await c.wait_for(lambda m: m["data"].get("status") == "warning")
             assert warning["data"]["reason"] == "token_expiring"
             reply = await c.request("auth", {"token": token("r", ttl=60)})
             assert reply["event_type"] == "message_ack"
-            await asyncio.sleep(1.5 * UNIT)  # past the first token's expiry
+            await asyncio.sleep(expires - time.time() + 0.2 * UNIT)  # past the first expiry
             srv.publish({"event_type": "match_started", "data": _match()})
             assert (await c.events(1))[0]["event_type"] == "match_started"
 

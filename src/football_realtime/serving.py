@@ -148,7 +148,7 @@ def uvicorn_config(
         "access_log": settings.access_log,
         "ssl_certfile": ssl_certfile,
         "ssl_keyfile": ssl_keyfile,
-        "timeout_graceful_shutdown": 10,
+        "timeout_graceful_shutdown": settings.shutdown_timeout,
     }
     options.update(overrides)
     return uvicorn.Config(app, **options)

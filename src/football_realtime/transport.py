@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from typing import TYPE_CHECKING, Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -22,6 +23,7 @@ from .core.events import EventType, SubscriptionType, utc_now_iso
 from .core.protocol import ProtocolError
 from .core.subscriptions import SubscriptionFilter
 from .hub import new_connection_id
+from .logs import bind_connection
 from .security import Refused
 from .wsprotocol import protocol_of
 
@@ -85,6 +87,10 @@ class WebSocketEndpoint:
         rt = self.rt
         hub = rt.hub
         guard = rt.guard
+        # This task is the connection's: everything logged in it, from uvicorn's
+        # "[accepted]" line on, carries the connection (and later user) id.
+        conn_id = new_connection_id()
+        bind_connection(conn_id)
         if guard.check_origin(websocket) is not None:
             # Closing before accepting answers the handshake with HTTP 403.
             await websocket.close(CloseCode.POLICY_VIOLATION)
@@ -116,7 +122,7 @@ class WebSocketEndpoint:
         sink: Sink = FastSink(fast) if fast is not None else AsgiSink(websocket)
         client = websocket.client
         conn = Connection(
-            new_connection_id(),
+            conn_id,
             user_id,
             session_id,
             sink,
@@ -138,6 +144,11 @@ class WebSocketEndpoint:
 
         session = guard.open(conn, ip, identity, tier, pending)
         hub.add(conn)
+        bind_connection(conn)
+        log.info(
+            "connection opened",
+            extra={"path": websocket.url.path, "client_addr": conn.client_addr},
+        )
         code: int = CloseCode.ABNORMAL
         try:
             if pending:
@@ -156,6 +167,15 @@ class WebSocketEndpoint:
             hub.remove(conn, code)
             if isinstance(sink, AsgiSink):
                 await sink.stop()
+            log.info(
+                "connection closed",
+                extra={
+                    "code": code,
+                    "duration_seconds": round(time.monotonic() - conn.connected_mono, 3),
+                    "messages_sent": conn.messages_sent,
+                    "messages_received": conn.messages_received,
+                },
+            )
 
     def _start(self, conn: Connection, preset_filter: SubscriptionFilter | None) -> None:
         """Once the connection may receive: the preset subscription, then ``connected``."""
@@ -212,10 +232,9 @@ class WebSocketEndpoint:
                 conn.close(CloseCode.UNSUPPORTED_DATA, "binary frames are not supported")
                 continue
             conn.messages_received += 1
-            size = len(text)
+            size = len(text.encode())  # bytes, not characters
             conn.bytes_received += size
-            stats.messages_received += 1
-            stats.bytes_received += size
+            stats.record_received(size)
             if conn.closing or not guard.admit_message(conn):
                 continue
             await handle_client_text(self.rt, conn, text)
@@ -227,6 +246,7 @@ async def handle_client_text(rt: Realtime, conn: Connection, text: str) -> None:
     session = conn.session
     try:
         msg = proto.parse_client_message(text)
+        rt.stats.received_by_type[msg.type] += 1
         if isinstance(msg, proto.Auth):
             rt.guard.handle_auth(conn, msg)
             return
