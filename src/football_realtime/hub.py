@@ -340,6 +340,9 @@ class Hub:
                 n += 1
         return n
 
+    # The send_to_* methods write raw bytes and bypass the tier views: use them only for
+    # connection-level messages. Events go through send_event_many (Realtime.send).
+
     def send_to_connection(self, connection_id: str, payload: bytes) -> int:
         return self._send_many((connection_id,), payload)
 
