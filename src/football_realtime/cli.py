@@ -1,4 +1,5 @@
-"""Command line: ``football-realtime serve`` (more subcommands join as they land)."""
+"""Command line: ``football-realtime serve`` and ``football-realtime demo`` (more
+subcommands join as they land)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from .config import Settings
+from .demo.cli import add_demo_parser, run_demo
 
 
 def _settings_from(args: argparse.Namespace, names: Sequence[str]) -> Settings:
@@ -22,14 +24,19 @@ def _settings_from(args: argparse.Namespace, names: Sequence[str]) -> Settings:
 
 
 def serve(
-    settings: Settings, ssl_certfile: str | None = None, ssl_keyfile: str | None = None
+    settings: Settings,
+    ssl_certfile: str | None = None,
+    ssl_keyfile: str | None = None,
+    app: Any = None,
 ) -> None:
+    """Run ``app`` (default: the plain service) with the settings' server options."""
     import uvicorn
 
     from .app import create_app
     from .wsprotocol import RealtimeWebSocketProtocol
 
-    app = create_app(settings)
+    if app is None:
+        app = create_app(settings)
     ws: Any = RealtimeWebSocketProtocol if settings.fast_transport else "websockets-sansio"
     uvicorn.run(
         app,
@@ -59,6 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_serve.add_argument("--log-level", dest="log_level")
     p_serve.add_argument("--ssl-certfile")
     p_serve.add_argument("--ssl-keyfile")
+    add_demo_parser(sub)
 
     args = parser.parse_args(argv)
     if args.command == "serve":
@@ -71,6 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         serve(settings, args.ssl_certfile, args.ssl_keyfile)
         return 0
+    if args.command == "demo":
+        return run_demo(args)
     return 2
 
 
