@@ -48,6 +48,8 @@ class RunningServer:
     settings: Settings
     fast: bool = True
     port: int = field(default_factory=free_port)
+    #: builds the ASGI app from the settings (e.g. the demo app); default: the service
+    app_factory: Callable[[Settings], Any] = create_app
     app: Any = None
     server: uvicorn.Server | None = None
     thread: threading.Thread | None = None
@@ -67,7 +69,7 @@ class RunningServer:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> RunningServer:
-        self.app = create_app(self.settings)
+        self.app = self.app_factory(self.settings)
         config = uvicorn.Config(
             self.app,
             host="127.0.0.1",
@@ -257,6 +259,8 @@ class ServeProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
 
 
 def start_serve_process(env: dict[str, str] | None = None, port: int | None = None) -> ServeProcess:

@@ -73,6 +73,17 @@ def run_demo(args: argparse.Namespace) -> int:
     return _embedded(args, sim)
 
 
+def demo_settings(args: argparse.Namespace) -> Settings:
+    """The service's settings for ``demo``: its flags over REALTIME_* variables."""
+    overrides: dict[str, Any] = {
+        k: getattr(args, k)
+        for k in ("host", "port", "broker_url", "log_level")
+        if getattr(args, k) is not None
+    }
+    overrides.setdefault("access_log", False)
+    return Settings(**overrides)
+
+
 def _embedded(args: argparse.Namespace, sim: SimConfig) -> int:
     from ..cli import serve
     from .app import DemoOptions, create_demo_app
@@ -81,29 +92,25 @@ def _embedded(args: argparse.Namespace, sim: SimConfig) -> int:
     # with REALTIME_JWT_SECRET: one value for both.
     secret = os.environ.get("REALTIME_JWT_SECRET") or secrets.token_urlsafe(32)
     os.environ["REALTIME_JWT_SECRET"] = secret
-    overrides: dict[str, Any] = {
-        k: getattr(args, k)
-        for k in ("host", "port", "broker_url", "log_level")
-        if getattr(args, k) is not None
-    }
-    overrides.setdefault("access_log", False)
     try:
-        settings = Settings(**overrides)
+        settings = demo_settings(args)
     except ValidationError as exc:
         for e in exc.errors(include_url=False):
             name = "REALTIME_" + str(e["loc"][0]).upper() if e["loc"] else "settings"
             print(f"invalid configuration: {name}: {e['msg']}", file=sys.stderr)
         return 2
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
-    app = create_demo_app(settings, DemoOptions(sim=sim, seed=seed, jwt_secret=secret))
-    shown = (
-        "localhost"
-        if settings.host in ("127.0.0.1", "0.0.0.0", "::", "localhost")
-        else settings.host
-    )
+    try:
+        app = create_demo_app(settings, DemoOptions(sim=sim, seed=seed, jwt_secret=secret))
+    except ValueError as exc:  # e.g. a broker URL this build cannot serve
+        print(f"football-realtime demo: {exc}", file=sys.stderr)
+        return 2
+    local = ("127.0.0.1", "0.0.0.0", "::", "localhost")
+    shown = "localhost" if settings.host in local else settings.host
     print(
         f"football-realtime demo: dashboard at http://{shown}:{settings.port}/  "
-        f"(seed {seed}, {sim.matches} matches, speed x{sim.speed:g}, broker {settings.broker_url})",
+        f"(seed {seed}, {sim.matches} matches, speed x{sim.speed:g}, "
+        f"broker {settings.broker_url})",
         file=sys.stderr,
         flush=True,
     )

@@ -1,0 +1,166 @@
+/** Chinese and English labels. Chinese first: the design document's users read Chinese. */
+
+export type Lang = "zh" | "en";
+
+const zh = {
+  title: "足球实时预测",
+  subtitle: "实时比分 · 胜平负概率 · 赔率变化",
+  connecting: "连接中…",
+  open: "已连接",
+  live: "实时",
+  reconnecting: "重连中",
+  recovering: "恢复数据中…",
+  closed: "已断开",
+  idle: "未连接",
+  retryIn: "秒后重试",
+  attempt: "第{n}次",
+  premium: "付费用户",
+  free: "免费用户",
+  viewer: "观看身份",
+  language: "EN",
+  leagues: "联赛",
+  allLeagues: "全部",
+  followedOnly: "只看关注",
+  minConfidence: "最低置信度",
+  matches: "比赛",
+  noMatches: "没有符合筛选条件的比赛",
+  scheduled: "未开赛",
+  first_half: "上半场",
+  half_time: "中场",
+  second_half: "下半场",
+  finished: "完场",
+  kickoffIn: "{n}分钟后开球",
+  home: "主胜",
+  draw: "平局",
+  away: "客胜",
+  odds: "赔率",
+  pick: "预测",
+  confidence: "置信度",
+  ev: "期望值",
+  probabilities: "胜平负概率",
+  locked: "付费用户可见实时概率与赔率",
+  feed: "预测与告警",
+  feedEmpty: "等待事件…",
+  stats: "服务器状态",
+  connections: "连接数",
+  msgsPerSec: "消息/秒",
+  rtt: "往返延迟",
+  eventLag: "事件延迟",
+  published: "已发布事件",
+  uptime: "运行时间",
+  analytics: "预测准确率",
+  hitRate: "命中率",
+  brier: "Brier分数",
+  settled: "已结算",
+  subscriptions: "实时订阅",
+  received: "已收到事件",
+  follow: "关注",
+  unfollow: "取消关注",
+  goal: "进球",
+  predictionCreated: "新预测",
+  predictionUpdated: "预测更新",
+  predictionCompleted: "预测结算",
+  correct: "命中",
+  wrong: "未中",
+  oddsMove: "赔率异动",
+  alert: "系统告警",
+  systemStatus: "系统状态",
+  tierNoteFree: "免费用户只推送 prediction_created 与 match_started（安全模块上线后生效）",
+  tierNotePremium: "付费用户接收全部事件",
+  result: "赛果",
+  seed: "随机种子",
+  speed: "速度",
+} as const;
+
+export type MessageKey = keyof typeof zh;
+
+const en: Record<MessageKey, string> = {
+  title: "Football Realtime",
+  subtitle: "Live scores · win/draw/win probabilities · odds movement",
+  connecting: "Connecting…",
+  open: "Connected",
+  live: "Live",
+  reconnecting: "Reconnecting",
+  recovering: "Recovering…",
+  closed: "Disconnected",
+  idle: "Not connected",
+  retryIn: "s to retry",
+  attempt: "attempt {n}",
+  premium: "Premium viewer",
+  free: "Free viewer",
+  viewer: "Viewer",
+  language: "中文",
+  leagues: "Leagues",
+  allLeagues: "All",
+  followedOnly: "Followed only",
+  minConfidence: "Min confidence",
+  matches: "Matches",
+  noMatches: "No matches fit the filters",
+  scheduled: "Scheduled",
+  first_half: "1st half",
+  half_time: "Half-time",
+  second_half: "2nd half",
+  finished: "Full-time",
+  kickoffIn: "kick-off in {n}'",
+  home: "Home",
+  draw: "Draw",
+  away: "Away",
+  odds: "Odds",
+  pick: "Pick",
+  confidence: "Confidence",
+  ev: "EV",
+  probabilities: "Win/draw/win probability",
+  locked: "Live probabilities and odds for premium viewers",
+  feed: "Predictions & alerts",
+  feedEmpty: "Waiting for events…",
+  stats: "Server",
+  connections: "Connections",
+  msgsPerSec: "Msgs/s",
+  rtt: "Round trip",
+  eventLag: "Event lag",
+  published: "Events published",
+  uptime: "Uptime",
+  analytics: "Prediction accuracy",
+  hitRate: "Hit rate",
+  brier: "Brier score",
+  settled: "Settled",
+  subscriptions: "Live subscriptions",
+  received: "Events received",
+  follow: "Follow",
+  unfollow: "Unfollow",
+  goal: "Goal",
+  predictionCreated: "New prediction",
+  predictionUpdated: "Prediction update",
+  predictionCompleted: "Prediction settled",
+  correct: "correct",
+  wrong: "missed",
+  oddsMove: "Odds move",
+  alert: "Alert",
+  systemStatus: "System status",
+  tierNoteFree: "Free viewers get prediction_created and match_started only (once the security module is in)",
+  tierNotePremium: "Premium viewers receive every event",
+  result: "Result",
+  seed: "Seed",
+  speed: "Speed",
+};
+
+const tables: Record<Lang, Record<MessageKey, string>> = { zh, en };
+
+export type T = (key: MessageKey, vars?: Record<string, string | number>) => string;
+
+export function translator(lang: Lang): T {
+  const table = tables[lang];
+  return (key, vars) => {
+    let s = table[key] ?? key;
+    if (vars) for (const [k, v] of Object.entries(vars)) s = s.replace(`{${k}}`, String(v));
+    return s;
+  };
+}
+
+export function initialLang(): Lang {
+  const q = new URLSearchParams(location.search).get("lang");
+  if (q === "zh" || q === "en") return q;
+  const saved = localStorage.getItem("fr.lang");
+  if (saved === "zh" || saved === "en") return saved;
+  return navigator.language.toLowerCase().startsWith("zh") ? "zh" : "en";
+}
