@@ -68,6 +68,7 @@ class Connection:
         "closing",
         "connected_at",
         "connected_mono",
+        "drain_waiter",
         "held",
         "id",
         "messages_received",
@@ -113,6 +114,7 @@ class Connection:
         # While not None, live events are held here instead of sent (recovery replay
         # in progress); the hub releases them in order afterwards.
         self.held: list[Any] | None = None
+        self.drain_waiter: asyncio.Future[None] | None = None
         self.closing = False
         self.on_overflow: Callable[[Connection], None] | None = None
 
@@ -138,6 +140,24 @@ class Connection:
         sink = self.sink
         while out and sink.writable:
             sink.write(out.pop())
+        if not out:
+            self.notify_drained()
+
+    def notify_drained(self) -> None:
+        w = self.drain_waiter
+        if w is not None:
+            self.drain_waiter = None
+            if not w.done():
+                w.set_result(None)
+
+    async def drained(self) -> None:
+        """Wait until the outbound buffer is empty or the connection closes.
+
+        Used to pace bulk sends (recovery replay) by what the socket takes."""
+        while self.out and not self.closing:
+            if self.drain_waiter is None:
+                self.drain_waiter = asyncio.get_running_loop().create_future()
+            await self.drain_waiter
 
     def overflow(self) -> None:
         """The client cannot keep up: drop what is queued and close with 4001."""
@@ -150,6 +170,7 @@ class Connection:
         if self.closing:
             return
         self.closing = True
+        self.notify_drained()
         self.sink.close(code, reason, abort)
 
     def describe(self) -> dict[str, Any]:
@@ -195,7 +216,7 @@ class FastSink:
 class AsgiSink:
     """Portable path for any ASGI server: a writer task awaits ``websocket.send``."""
 
-    __slots__ = ("_close", "_event", "_task", "conn", "websocket", "writable")
+    __slots__ = ("_close", "_event", "_owner", "_task", "aborted", "conn", "websocket", "writable")
 
     def __init__(self, websocket: WebSocket) -> None:
         self.websocket = websocket
@@ -204,9 +225,12 @@ class AsgiSink:
         self._event = asyncio.Event()
         self._close: tuple[int, str] | None = None
         self._task: asyncio.Task[None] | None = None
+        self._owner: asyncio.Task[Any] | None = None
+        self.aborted = False
 
     def start(self, conn: Connection) -> None:
         self.conn = conn
+        self._owner = asyncio.current_task()
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     def item(self, enc: Encoded) -> bytes:
@@ -221,6 +245,13 @@ class AsgiSink:
     def close(self, code: int, reason: str, abort: bool) -> None:
         self._close = (code, reason)
         self._event.set()
+        if abort and self._owner is not None:
+            # The writer may be stuck awaiting a socket that is never drained; the ASGI
+            # app task (the endpoint) is cancelled and returns, so the server drops it.
+            self.aborted = True
+            if self._task is not None:
+                self._task.cancel()
+            self._owner.cancel()
 
     async def _run(self) -> None:
         assert self.conn is not None
@@ -232,6 +263,7 @@ class AsgiSink:
                 self._event.clear()
                 while out and self._close is None:
                     await ws.send_text(out.pop().decode())
+                self.conn.notify_drained()
                 if self._close is not None:
                     code, reason = self._close
                     await ws.close(code, reason)

@@ -68,6 +68,7 @@ class Hub:
         if self.connections.pop(conn.id, None) is None:
             return
         conn.closing = True
+        conn.notify_drained()
         for sub in conn.subscriptions.values():
             self.index.remove(sub)
         conn.subscriptions.clear()

@@ -26,6 +26,10 @@ class ServiceStats:
         self.errors_by_code: Counter[str] = Counter()
         self.slow_consumer_disconnects = 0
         self.conflated = 0
+        self.recoveries = 0
+        self.recoveries_failed = 0
+        self.replayed_events = 0
+        self.snapshot_events = 0
 
     @property
     def uptime(self) -> float:
@@ -67,4 +71,8 @@ class ServiceStats:
             "errors": self.errors,
             "slow_consumer_disconnects": self.slow_consumer_disconnects,
             "conflated_events": self.conflated,
+            "recoveries": self.recoveries,
+            "recoveries_failed": self.recoveries_failed,
+            "replayed_events": self.replayed_events,
+            "snapshot_events": self.snapshot_events,
         }

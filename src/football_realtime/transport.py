@@ -6,12 +6,14 @@ decided by the hub. This module only moves data between the two.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from typing import TYPE_CHECKING, Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from . import recovery
 from .connection import AsgiSink, Connection, FastSink, Sink
 from .core import protocol as proto
 from .core.close_codes import CloseCode
@@ -131,6 +133,12 @@ class WebSocketEndpoint:
                     conn.close(CloseCode.BAD_REQUEST, exc.message[:120])
             hub.send_payload(conn, self._connected_message(conn))
             code = await self._receive_loop(websocket, conn)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if not (isinstance(sink, AsgiSink) and sink.aborted and task is not None):
+                raise
+            task.uncancel()
+            code = CloseCode.SLOW_CONSUMER
         finally:
             hub.remove(conn, code)
             if isinstance(sink, AsgiSink):
@@ -190,7 +198,7 @@ async def handle_client_text(rt: Realtime, conn: Connection, text: str) -> None:
     try:
         msg = proto.parse_client_message(text)
         if isinstance(msg, proto.Subscribe):
-            await _subscribe(rt, conn, msg)
+            await recovery.subscribe(rt, conn, msg)
             return
         if isinstance(msg, proto.Unsubscribe):
             removed = hub.unsubscribe(conn, msg.subscription_id, msg.subscription_type, msg.id)
@@ -232,29 +240,3 @@ async def handle_client_text(rt: Realtime, conn: Connection, text: str) -> None:
             conn,
             proto.error_reply(ProtocolError("internal_error", "the server failed to handle this")),
         )
-
-
-async def _subscribe(rt: Realtime, conn: Connection, msg: proto.Subscribe) -> None:
-    hub = rt.hub
-    sub = hub.subscribe(conn, msg.subscription_type, msg.filters, msg.id)
-    result = sub.describe()
-    streams: dict[str, dict[str, Any]] = {}
-    for st in sub.streams:
-        epoch, offset = await rt.broker.position(st)
-        streams[st.value] = {"epoch": epoch, "offset": offset}
-    result["streams"] = streams
-    if msg.since is not None:
-        foreign = [st.value for st in msg.since if st.value not in streams]
-        if foreign:
-            hub.unsubscribe(conn, sub.id, None)
-            raise ProtocolError(
-                "invalid_since",
-                f"since names stream(s) this subscription does not cover: {', '.join(foreign)}",
-                msg.id,
-                msg.type,
-            )
-        result["recovered"] = False
-        result["reason"] = "recovery is not available on this server"
-    reply = proto.ack(msg.id, msg.type, result)
-    hub.send_payload(conn, reply)
-    hub.notify_user_subscriptions(conn, "subscribed", (sub,))

@@ -8,6 +8,7 @@ against each):
   ``deliver`` callback sees a stream's events in offset order, each at most once.
 * History: the most recent events of each stream (bounded by size and age) can be
   read back by offset; a stream's ``epoch`` changes when its history is lost.
+* Snapshot: the newest event per (event type, match id) of each stream.
 * ``publish`` returns only after the event is durable in the broker's history and
   raises :class:`BrokerUnavailable` when it cannot; it never drops silently.
 """
@@ -67,5 +68,9 @@ class Broker(Protocol):
     async def history(self, stream: SubscriptionType, after: int) -> list[PublishedEvent] | None:
         """Events of ``stream`` with offset > ``after``, oldest first; None when the
         history no longer reaches back to ``after + 1``."""
+
+    async def snapshot(self, stream: SubscriptionType) -> list[PublishedEvent]:
+        """The newest event per (event_type, match_id) of ``stream`` (match_id None for
+        events without one), oldest offset first."""
 
     async def healthy(self) -> bool: ...

@@ -13,6 +13,7 @@ from ..core.events import EventType, SubscriptionType
 from .base import Deliver, PublishedEvent, PublishResult
 
 IDEMPOTENCY_WINDOW = 300.0
+SNAPSHOT_KEYS = 10_000  # (event_type, match) entries kept per stream
 
 
 class MemoryBroker:
@@ -28,6 +29,9 @@ class MemoryBroker:
             st: deque(maxlen=history_size) for st in SubscriptionType
         }
         self._idem: OrderedDict[str, tuple[float, PublishResult]] = OrderedDict()
+        self._latest: dict[
+            SubscriptionType, OrderedDict[tuple[str, int | None], PublishedEvent]
+        ] = {st: OrderedDict() for st in SubscriptionType}
 
     async def start(self, deliver: Deliver) -> None:
         self._deliver = deliver
@@ -58,6 +62,13 @@ class MemoryBroker:
             published_at=now,
         )
         self._history[stream].append(ev)
+        latest = self._latest[stream]
+        m = ev.data.get("match_id")
+        key = (ev.event_type.value, m if type(m) is int else None)
+        latest[key] = ev
+        latest.move_to_end(key)
+        if len(latest) > SNAPSHOT_KEYS:
+            latest.popitem(last=False)
         result = PublishResult(stream, offset, self._epoch)
         if idempotency_key is not None:
             self._idem[idempotency_key] = (now, result)
@@ -85,6 +96,9 @@ class MemoryBroker:
         if not kept or kept[0].offset > after + 1:
             return None
         return [ev for ev in kept if ev.offset > after]
+
+    async def snapshot(self, stream: SubscriptionType) -> list[PublishedEvent]:
+        return sorted(self._latest[stream].values(), key=lambda ev: ev.offset)
 
     async def healthy(self) -> bool:
         return True

@@ -44,7 +44,12 @@ class SubscriptionFilter(BaseModel):
     ) = None
     leagues: Annotated[list[League], Field(min_length=1, max_length=MAX_LEAGUES)] | None = None
     min_confidence: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
-    event_types: Annotated[list[EventType], Field(min_length=1, max_length=15)] | None = None
+    event_types: (
+        Annotated[
+            list[Annotated[EventType, Field(strict=False)]], Field(min_length=1, max_length=15)
+        ]
+        | None
+    ) = None
 
     @field_validator("event_types")
     @classmethod
