@@ -25,6 +25,19 @@ if command -v apt-get >/dev/null 2>&1; then
   apt_install ${SYSTEM_PACKAGES:-}
 fi
 
+# The demo's dashboard: Node.js for its build and tests, Debian's Chromium for the
+# end-to-end test (CJK fonts so screenshots show the Chinese labels).
+if command -v apt-get >/dev/null 2>&1; then
+  apt_install chromium fonts-noto-cjk
+  command -v npm >/dev/null 2>&1 || apt_install nodejs npm
+fi
+if [ -f dashboard/package-lock.json ] && command -v npm >/dev/null 2>&1; then
+  if [ ! -f dashboard/node_modules/.package-lock.json ] ||
+     [ dashboard/package-lock.json -nt dashboard/node_modules/.package-lock.json ]; then
+    (cd dashboard && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+fi
+
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi

@@ -9,5 +9,7 @@ echo "== ruff"
 .venv/bin/ruff check src tests
 echo "== mypy --strict"
 .venv/bin/mypy
+echo "== dashboard: tsc, vitest"
+(cd dashboard && npx tsc --noEmit && npx vitest run)
 echo "== pytest"
 .venv/bin/python -m pytest -q "$@"

@@ -52,14 +52,21 @@ def test_committed_build_matches_the_dashboard_sources() -> None:
 
 
 def test_wheel_ships_the_dashboard(tmp_path: Path) -> None:
+    # Build from a copy: an in-tree build/ directory could carry stale files into the wheel.
+    src = tmp_path / "src"
+    shutil.copytree(
+        ROOT / "src", src / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
+    )
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-         "-w", str(tmp_path), str(ROOT)],
+         "-w", str(tmp_path / "dist"), str(src)],
         check=True,
         timeout=120,
         cwd=tmp_path,
     )  # fmt: skip
-    wheel = next(tmp_path.glob("football_realtime-*.whl"))
+    wheel = next((tmp_path / "dist").glob("football_realtime-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     assert "football_realtime/static/index.html" in names
     assets = [n for n in names if n.startswith("football_realtime/static/assets/")]
