@@ -122,8 +122,10 @@ function fromSnapshot(m: SnapshotMatch, now: number, spm: number): MatchView {
     kickoffAt: m.status === "scheduled" ? now + m.kickoff_in_minutes * spm * 1000 : undefined,
     goals: m.goals.map((g) => ({ side: g.side, minute: g.minute, added: g.added_minute, player: g.player, playerEn: g.player_en })),
     prediction: p
-      ? { pick: p.prediction, confidence: p.confidence, home: p.home_win_prob, draw: p.draw_prob, away: p.away_win_prob }
+      ? { pick: p.prediction, confidence: p.confidence, home: p.home_win_prob, draw: p.draw_prob, away: p.away_win_prob, ev: p.expected_value }
       : undefined,
+    result: m.result,
+    predictionCorrect: m.prediction_correct,
     probs: hist(m.probability_history),
     odds: m.odds,
     oddsHist: hist(m.odds_history),

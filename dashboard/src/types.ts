@@ -38,7 +38,10 @@ export interface SnapshotMatch {
     home_win_prob: number;
     draw_prob: number;
     away_win_prob: number;
+    expected_value?: number;
   };
+  result?: Outcome;
+  prediction_correct?: boolean;
   probability_history?: [string, number, number, number][];
   odds?: { home: number; draw: number; away: number };
   odds_history?: [string, number, number, number][];

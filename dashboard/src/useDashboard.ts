@@ -30,9 +30,15 @@ export interface ConnectionView {
   reconnects: number;
 }
 
+/** An event and when it arrived (its lag is measured then, not when the UI catches up). */
+interface Received {
+  ev: RealtimeEvent;
+  at: number;
+}
+
 type Action =
   | { kind: "snapshot"; snap: Snapshot; now: number }
-  | { kind: "events"; events: RealtimeEvent[]; now: number }
+  | { kind: "events"; events: Received[] }
   | { kind: "prune"; now: number }
   | { kind: "reset" };
 
@@ -41,7 +47,7 @@ function reducer(state: DashboardState, action: Action): DashboardState {
     case "snapshot":
       return applySnapshot(state, action.snap, action.now);
     case "events":
-      return action.events.reduce((s, ev) => applyEvent(s, ev, action.now), state);
+      return action.events.reduce((s, r) => applyEvent(s, r.ev, r.at), state);
     case "prune":
       return prune(state, action.now, Math.max(30000, 15 * state.secondsPerMinute * 1000));
     case "reset":
@@ -80,8 +86,8 @@ export function useDashboard(tier: Tier, filters: ViewFilters) {
     let svc: WebSocketService | null = null;
     let token: ViewerToken | null = null;
     let recovering = false;
-    let held: RealtimeEvent[] = [];
-    let queue: RealtimeEvent[] = [];
+    let held: Received[] = [];
+    let queue: Received[] = [];
     let flushTimer: ReturnType<typeof setTimeout> | null = null;
     let reconnects = 0;
     let lastTokenRefresh = 0;
@@ -94,7 +100,7 @@ export function useDashboard(tier: Tier, filters: ViewFilters) {
       if (queue.length === 0) return;
       const events = queue;
       queue = [];
-      dispatch({ kind: "events", events, now: Date.now() });
+      dispatch({ kind: "events", events });
     };
 
     const loadSnapshot = async () => {
@@ -108,10 +114,10 @@ export function useDashboard(tier: Tier, filters: ViewFilters) {
         const cut = Date.parse(snap.server_time);
         dispatch({ kind: "snapshot", snap, now: Date.now() });
         // Events that raced the snapshot: keep only those newer than it.
-        const fresh = held.filter((e) => !(Date.parse(e.timestamp) <= cut));
+        const fresh = held.filter((r) => !(Date.parse(r.ev.timestamp) <= cut));
         held = [];
         recovering = false;
-        if (fresh.length) dispatch({ kind: "events", events: fresh, now: Date.now() });
+        if (fresh.length) dispatch({ kind: "events", events: fresh });
         setConn((c) => ({ ...c, phase: svc?.state.state === "open" ? "live" : c.phase, error: undefined }));
       } catch (err) {
         recovering = false;
@@ -173,11 +179,12 @@ export function useDashboard(tier: Tier, filters: ViewFilters) {
       });
       svc.on("*", (ev) => {
         if (ev.offset === undefined) return; // replies and connection messages
+        const r = { ev, at: Date.now() };
         if (recovering) {
-          held.push(ev);
+          held.push(r);
           return;
         }
-        queue.push(ev);
+        queue.push(r);
         if (!flushTimer) flushTimer = setTimeout(flush, 40);
       });
       svc.on("client.subscribed", () => setSubscribed(describe(handles.current)));

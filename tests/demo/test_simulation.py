@@ -252,7 +252,7 @@ async def test_runner_runs_on_a_fake_clock_and_reports_lost_events() -> None:
 def test_snapshot_hides_premium_fields_from_free_viewers(
     long_run: tuple[Simulation, list[Event]],
 ) -> None:
-    sim, _ = long_run
+    sim, events = long_run
     premium = sim.snapshot(premium=True)
     free = sim.snapshot(premium=False)
     assert [m["match_id"] for m in premium["matches"]] == [m["match_id"] for m in free["matches"]]
@@ -261,7 +261,16 @@ def test_snapshot_hides_premium_fields_from_free_viewers(
         {"prediction", "odds", "probability_history"} & m.keys() for m in free["matches"]
     )
     assert free["analytics"] is None and premium["analytics"]["total_predictions"] > 0
-    assert {e["event_type"] for e in free["feed"]} <= {"prediction_created", "match_started"}
+    finished = [m for m in premium["matches"] if m["status"] == "finished"]
+    assert finished, "the seeded run ends with a finished match still on show"
+    settled = {
+        e["data"]["match_id"]: e["data"]
+        for e in events
+        if e["event_type"] == "prediction_completed"
+    }
+    for m in finished:
+        assert m["result"] == settled[m["match_id"]]["actual_result"]
+        assert m["prediction_correct"] == settled[m["match_id"]]["is_correct"]
 
 
 def test_config_is_checked() -> None:

@@ -298,6 +298,8 @@ class PredictionService:
         self.delta = delta
         self.max_history = max_history
         self.predictions: dict[int, PredictionState] = {}
+        #: settled predictions of finished matches still on show (the simulation drops them)
+        self.settled: dict[int, PredictionState] = {}
 
     def probabilities(self, m: LiveMatch) -> Probabilities:
         hr, ar = m.model_rates
@@ -366,6 +368,7 @@ class PredictionService:
         st = self.predictions.pop(m.match_id, None)
         if st is None:
             return [], None
+        self.settled[m.match_id] = st
         pre = st.pre_match
         actual = m.result
         pick = pre.favourite

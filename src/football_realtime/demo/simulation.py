@@ -18,7 +18,7 @@ from typing import Any
 
 from .clock import iso
 from .fixtures import LEAGUES, Team, squad, teams_of
-from .model import MATCH_MINUTES, expected_goals
+from .model import MATCH_MINUTES, expected_goals, expected_value
 from .services import (
     DataService,
     Event,
@@ -123,6 +123,7 @@ class Simulation:
             and self.minute - m.finished_at >= self.config.linger_minutes
         ]:
             del self.matches[mid]
+            self.predictions.settled.pop(mid, None)
         while self.active() < self.config.matches:
             events += self._announce(kickoff_at=self.minute + self.config.pre_match_minutes)
         events += self.system.lag(lag_seconds, self.lag_threshold)
@@ -312,8 +313,13 @@ class Simulation:
                 "start_time": m.start_time,
                 "goals": list(m.goals),
             }
+            if m.status == "finished":
+                row["result"] = m.result
             if premium:
+                book = self.odds.books.get(m.match_id)
                 st = self.predictions.predictions.get(m.match_id)
+                settled = st is None
+                st = st or self.predictions.settled.get(m.match_id)
                 if st is not None:
                     p = st.published
                     row["prediction"] = {
@@ -324,8 +330,12 @@ class Simulation:
                         "draw_prob": round(p.draw, 4),
                         "away_win_prob": round(p.away, 4),
                     }
+                    if book is not None:
+                        ev = expected_value(p, book.odds, p.favourite)
+                        row["prediction"]["expected_value"] = round(ev, 4)
+                    if settled:
+                        row["prediction_correct"] = st.pre_match.favourite == m.result
                     row["probability_history"] = [list(h) for h in st.history]
-                book = self.odds.books.get(m.match_id)
                 if book is not None:
                     row["odds"] = {
                         "home": book.odds.home,
