@@ -114,11 +114,11 @@ export const MatchCard = memo(function MatchCard({ m, now, spm, t, lang, leagueL
         !premium && <div className="locked">{t("locked")}</div>
       )}
       {m.odds && (
-        <div className="odds">
+        <div className="odds" title={t("odds")}>
           <div className="odds-row">
-            <OddsCell label={t("home")} value={m.odds.home} change={m.oddsChange?.home} />
-            <OddsCell label={t("draw")} value={m.odds.draw} change={m.oddsChange?.draw} />
-            <OddsCell label={t("away")} value={m.odds.away} change={m.oddsChange?.away} />
+            <OddsCell label={t("oddsHome")} value={m.odds.home} change={m.oddsChange?.home} />
+            <OddsCell label={t("oddsDraw")} value={m.odds.draw} change={m.oddsChange?.draw} />
+            <OddsCell label={t("oddsAway")} value={m.odds.away} change={m.oddsChange?.away} />
           </div>
           <OddsChart points={m.oddsHist} />
         </div>
