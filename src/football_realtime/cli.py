@@ -1,5 +1,5 @@
-"""Command line: ``football-realtime serve`` and ``football-realtime demo`` (more
-subcommands join as they land)."""
+"""Command line: ``football-realtime serve``, ``schema`` and ``demo`` (more subcommands
+join as they land)."""
 
 from __future__ import annotations
 
@@ -55,6 +55,19 @@ def serve(
     )
 
 
+def write_schema(out: str | None) -> int:
+    from .schema import schema_json
+
+    text = schema_json()
+    if out is None:
+        sys.stdout.buffer.write(text)
+        sys.stdout.buffer.flush()
+    else:
+        with open(out, "wb") as f:
+            f.write(text)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="football-realtime", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -68,7 +81,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_serve.add_argument("--ssl-keyfile")
     add_demo_parser(sub)
 
+    p_schema = sub.add_parser("schema", help="print the protocol's JSON Schema")
+    p_schema.add_argument("--out", help="write to this file instead of standard output")
+
     args = parser.parse_args(argv)
+    if args.command == "schema":
+        return write_schema(args.out)
     if args.command == "serve":
         try:
             settings = _settings_from(args, ("host", "port", "broker_url", "log_level"))
