@@ -10,7 +10,17 @@ const ROOT = fileURLToPath(new URL(".", import.meta.url));
 const OUT_DIR = "../src/football_realtime/static";
 // What the build is made of: src/football_realtime tests this hash against the sources
 // so a committed build can never silently lag behind the code.
-const INPUTS = ["index.html", "package.json", "package-lock.json", "vite.config.ts", "src", "public"];
+const INPUTS = [
+  "index.html",
+  "package.json",
+  "package-lock.json",
+  "vite.config.ts",
+  "src",
+  "public",
+  // the client library is bundled in
+  "../clients/js/package.json",
+  "../clients/js/src",
+];
 
 function files(path: string): string[] {
   if (!statSync(path).isDirectory()) return [path];
@@ -21,10 +31,11 @@ function files(path: string): string[] {
 
 export function sourceHash(root: string): string {
   const h = createHash("sha256");
-  for (const f of INPUTS.flatMap((p) => files(join(root, p))).sort()) {
-    h.update(relative(root, f).split("\\").join("/"));
+  const rel = INPUTS.flatMap((p) => files(join(root, p))).map((f) => relative(root, f).split("\\").join("/"));
+  for (const f of rel.sort()) {
+    h.update(f);
     h.update("\0");
-    h.update(readFileSync(f));
+    h.update(readFileSync(join(root, f)));
     h.update("\0");
   }
   return h.digest("hex");
@@ -46,6 +57,8 @@ const backend = process.env.DEMO_BACKEND ?? "http://127.0.0.1:8000";
 export default defineConfig({
   plugins: [buildInfo()],
   esbuild: { jsx: "automatic" },
+  // one React, also for @football-realtime/client/react linked from ../clients/js
+  resolve: { dedupe: ["react", "react-dom"] },
   build: {
     outDir: OUT_DIR,
     emptyOutDir: true,

@@ -31,10 +31,18 @@ if command -v apt-get >/dev/null 2>&1; then
   apt_install chromium fonts-noto-cjk
   command -v npm >/dev/null 2>&1 || apt_install nodejs npm
 fi
-if [ -f dashboard/package-lock.json ] && command -v npm >/dev/null 2>&1; then
-  if [ ! -f dashboard/node_modules/.package-lock.json ] ||
-     [ dashboard/package-lock.json -nt dashboard/node_modules/.package-lock.json ]; then
-    (cd dashboard && npm ci --no-audit --no-fund --loglevel=error)
+# npm packages of the TypeScript client and the dashboard (which links the client
+# from ../clients/js and bundles its build).
+if command -v npm >/dev/null 2>&1; then
+  for dir in clients/js dashboard; do
+    [ -f "$dir/package-lock.json" ] || continue
+    if [ ! -f "$dir/node_modules/.package-lock.json" ] ||
+       [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then
+      (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+    fi
+  done
+  if [ -f clients/js/package.json ]; then
+    npm --prefix clients/js run --silent build
   fi
 fi
 

@@ -19,7 +19,7 @@ export function App() {
   const [filters, setFilters] = useState<ViewFilters>({ leagues: [], followedOnly: false, followed: [], minConfidence: 0 });
   const [now, setNow] = useState(() => Date.now());
   const t = useMemo(() => translator(lang), [lang]);
-  const { state, conn, service, subscribed } = useDashboard(tier, filters);
+  const { state, conn, subscribed, rttMs } = useDashboard(tier, filters);
 
   useEffect(() => {
     const i = setInterval(() => setNow(Date.now()), 500);
@@ -153,7 +153,7 @@ export function App() {
           </div>
         </section>
         <aside className="side">
-          <StatsPanel t={t} service={service} eventLagMs={state.eventLagMs} />
+          <StatsPanel t={t} rttMs={rttMs} eventLagMs={state.eventLagMs} />
           <AnalyticsPanel a={state.analytics} t={t} />
           <Feed items={feed} t={t} lang={lang} leagueLabel={leagueLabel} matchName={matchName} />
           <SubscriptionsPanel subs={subscribed} counts={state.counts} t={t} tier={tier} />

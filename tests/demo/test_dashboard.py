@@ -32,10 +32,11 @@ def source_hash(root: Path, inputs: list[str]) -> str:
         else:
             files.append(p)
     h = hashlib.sha256()
-    for f in sorted(files, key=lambda f: f.relative_to(root).as_posix()):
-        h.update(f.relative_to(root).as_posix().encode())
+    rel = sorted(Path(os.path.relpath(f, root)).as_posix() for f in files)
+    for name in rel:
+        h.update(name.encode())
         h.update(b"\0")
-        h.update(f.read_bytes())
+        h.update((root / name).read_bytes())
         h.update(b"\0")
     return h.hexdigest()
 
@@ -43,8 +44,8 @@ def source_hash(root: Path, inputs: list[str]) -> str:
 def test_committed_build_matches_the_dashboard_sources() -> None:
     info = json.loads((STATIC / "build-info.json").read_text())
     assert source_hash(DASHBOARD, info["inputs"]) == info["source_sha256"], (
-        "src/football_realtime/static is stale: run `npm --prefix dashboard run build` "
-        "and commit the result"
+        "src/football_realtime/static is stale (the dashboard or clients/js changed): run "
+        "`npm --prefix dashboard run build` and commit the result"
     )
     index = (STATIC / "index.html").read_text()
     for ref in (p.split('"')[0] for p in index.split('="/assets/')[1:]):

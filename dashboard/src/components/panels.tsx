@@ -3,7 +3,6 @@ import type { Lang, T } from "../i18n";
 import type { Analytics, FeedItem } from "../store";
 import type { ServerStats } from "../types";
 import type { ConnectionView, Subscribed } from "../useDashboard";
-import type { WebSocketService } from "../realtime/client";
 
 const pct = (v: number) => `${Math.round(v * 100)}%`;
 const time = (t: number) => new Date(t).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false });
@@ -93,7 +92,7 @@ export function Feed({ items, t, lang, leagueLabel, matchName }: { items: FeedIt
   );
 }
 
-export function StatsPanel({ t, service, eventLagMs }: { t: T; service: WebSocketService | null; eventLagMs?: number }) {
+export function StatsPanel({ t, rttMs, eventLagMs }: { t: T; rttMs: number | null; eventLagMs?: number }) {
   const [stats, setStats] = useState<ServerStats | null>(null);
   const [rate, setRate] = useState<number | null>(null);
   const [offline, setOffline] = useState(false);
@@ -124,7 +123,7 @@ export function StatsPanel({ t, service, eventLagMs }: { t: T; service: WebSocke
       clearInterval(i);
     };
   }, []);
-  const rtt = service?.lastRttMs;
+  const rtt = rttMs;
   const uptime = stats ? Math.round(stats.uptime_seconds) : 0;
   return (
     <section className={`panel stats${offline ? " offline" : ""}`} data-testid="stats">
