@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -12,9 +13,12 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from . import __version__
 from .brokers.base import BrokerUnavailable
 from .core.events import EventType, EventValidationError
+from .logs import current_correlation_id
 
 if TYPE_CHECKING:
     from .app import Realtime
+
+log = logging.getLogger("football_realtime.api")
 
 
 class Target(BaseModel):
@@ -98,6 +102,12 @@ def build_api_router(rt: Realtime) -> APIRouter:
         }
         return JSONResponse(body, status_code=200 if ok else 503)
 
+    @router.get("/health/live", summary="Liveness (the process answers)", tags=["realtime"])
+    async def live() -> dict[str, str]:
+        # For liveness probes: no broker check, so a Redis outage marks instances
+        # unready (/health) without getting them restarted.
+        return {"status": "alive", "instance_id": rt.settings.instance_id}
+
     @router.get("/stats", summary="Service statistics", tags=["realtime"])
     async def stats() -> dict[str, Any]:
         return rt.stats_snapshot()
@@ -132,10 +142,22 @@ def build_api_router(rt: Realtime) -> APIRouter:
             v = getattr(body, k)
             if v is not None:
                 event[k] = v
+        # The caller's X-Correlation-ID travels on with the event unless it names its own.
+        if "correlation_id" not in event and (cid := current_correlation_id()) is not None:
+            event["correlation_id"] = cid
         try:
             if body.target is not None:
                 tgt = body.target.model_dump(exclude_none=True)
                 n = rt.send(event, **tgt)
+                log.info(
+                    "broadcast sent to target",
+                    extra={
+                        "event_type": body.event_type.value,
+                        "target": tgt,
+                        "recipients": n,
+                        "correlation_id": event.get("correlation_id"),
+                    },
+                )
                 return BroadcastResult(
                     accepted=True, event_type=body.event_type, target=tgt, recipients=n
                 )
@@ -156,6 +178,16 @@ def build_api_router(rt: Realtime) -> APIRouter:
             raise HTTPException(
                 503, f"broker unavailable: {exc}", headers={"Retry-After": "1"}
             ) from None
+        log.info(
+            "broadcast published",
+            extra={
+                "event_type": body.event_type.value,
+                "stream": res.stream.value,
+                "offset": res.offset,
+                "duplicate": res.duplicate,
+                "correlation_id": event.get("correlation_id"),
+            },
+        )
         return BroadcastResult(
             accepted=True,
             event_type=body.event_type,

@@ -7,6 +7,7 @@ Mount the service into an existing FastAPI app::
     app.include_router(realtime.router, prefix="/realtime")
 
 and publish from business code in the same process with ``await realtime.publish(event)``.
+Add ``football_realtime.metrics.mount_metrics(app, realtime)`` for ``GET /metrics``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import logging
 import secrets
 import sys
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -23,6 +25,7 @@ from fastapi import APIRouter, FastAPI
 from . import __version__
 from .api import build_api_router
 from .brokers import Broker, PublishResult, create_broker
+from .brokers.base import BrokerUnavailable, PublishedEvent
 from .config import Settings
 from .connection import Connection
 from .core.close_codes import CloseCode
@@ -35,6 +38,8 @@ from .core.events import (
     prepare_published_event,
 )
 from .hub import Hub
+from .logs import CURRENT_EVENT, CorrelationIdMiddleware, bind_correlation_id, reset_correlation_id
+from .metrics import build_registry, metrics_router
 from .stats import ServiceStats
 from .transport import WebSocketEndpoint
 
@@ -58,6 +63,12 @@ class Realtime:
             if broker is not None
             else create_broker(s.broker_url, history_size=s.history_size, history_ttl=s.history_ttl)
         )
+        # Optional broker ability: brokers that count their own failures (e.g. the
+        # consumer loop of a networked broker) take the stats through bind_stats().
+        bind_stats = getattr(self.broker, "bind_stats", None)
+        if bind_stats is not None:
+            bind_stats(self.stats)
+        self.metrics_registry = build_registry(self)
         self._generated_token = s.admin_token is None
         self.admin_token = (
             s.admin_token.get_secret_value()
@@ -80,7 +91,7 @@ class Realtime:
     async def start(self) -> None:
         if self.started:
             return
-        await self.broker.start(self.hub.deliver)
+        await self.broker.start(self.on_event)
         self.started = True
         if self._generated_token:
             print(
@@ -105,6 +116,23 @@ class Realtime:
         finally:
             await self.stop()
 
+    # -- events from the broker ---------------------------------------------------
+
+    def on_event(self, ev: PublishedEvent) -> int:
+        """The broker's delivery callback: fan one event out on this instance.
+
+        Metrics are taken once per event here, never per recipient.
+        """
+        st = self.stats
+        st.record_consumed(ev.published_at, time.time())
+        token = CURRENT_EVENT.set(ev)
+        try:
+            n = self.hub.deliver(ev)
+        finally:
+            CURRENT_EVENT.reset(token)
+        st.record_fanout(ev.event_type, ev.published_at, len(ev.payload), n)
+        return n
+
     # -- publishing --------------------------------------------------------------
 
     async def publish(
@@ -119,7 +147,20 @@ class Realtime:
         envelope = ev.to_wire()
         envelope.pop("stream", None)
         envelope.pop("offset", None)
-        result = await self.broker.publish(envelope, EVENT_STREAM[ev.event_type], idempotency_key)
+        token = bind_correlation_id(ev.correlation_id) if ev.correlation_id else None
+        t0 = time.perf_counter()
+        try:
+            result = await self.broker.publish(
+                envelope, EVENT_STREAM[ev.event_type], idempotency_key
+            )
+        except BrokerUnavailable as exc:
+            self.stats.broker_errors["publish"] += 1
+            log.warning("publish failed: broker unavailable: %s", exc)
+            raise
+        finally:
+            if token is not None:
+                reset_correlation_id(token)
+        self.stats.broker_publish_latency.observe(time.perf_counter() - t0)
         if not result.duplicate:
             self.stats.events_published += 1
             self.stats.published_by_type[ev.event_type] += 1
@@ -169,11 +210,17 @@ class Realtime:
         }
         snap["errors_by_code"] = dict(self.stats.errors_by_code)
         snap["closed_by_code"] = {str(k): v for k, v in self.stats.closed_by_code.items()}
+        snap["received_by_type"] = dict(self.stats.received_by_type)
+        snap["broker_errors_by_operation"] = dict(self.stats.broker_errors)
         return snap
 
     def on_slow_consumer(self, conn: Connection) -> None:
         self.stats.slow_consumer_disconnects += 1
-        log.warning("closing slow consumer connection_id=%s user_id=%s", conn.id, conn.user_id)
+        log.warning(
+            "closing slow consumer: outbound buffer over %d bytes",
+            self.settings.outbound_buffer_bytes,
+            extra={"connection_id": conn.id, "user_id": conn.user_id},
+        )
 
 
 def create_app(settings: Settings | None = None, *, broker: Broker | None = None) -> FastAPI:
@@ -187,4 +234,6 @@ def create_app(settings: Settings | None = None, *, broker: Broker | None = None
     )
     app.state.realtime = realtime
     app.include_router(realtime.router, prefix="/realtime")
+    app.include_router(metrics_router(realtime))
+    app.add_middleware(CorrelationIdMiddleware)
     return app

@@ -67,7 +67,17 @@ class Settings(BaseSettings):
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
         "info", description="Log level."
     )
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description="`text`: one readable line per record; `json`: one JSON object per line "
+        "with `connection_id`, `user_id` and `correlation_id` (for log shippers).",
+    )
     access_log: bool = Field(True, description="Write HTTP access log lines (tokens redacted).")
+    shutdown_timeout: Annotated[int, Field(ge=0, le=3600)] = Field(
+        10,
+        description="Seconds `serve` waits on SIGTERM for connections and requests to finish "
+        "before closing them (keep below the orchestrator's grace period).",
+    )
     fast_transport: bool = Field(
         True,
         description="`serve` runs the WebSocket layer that writes pre-built frames "

@@ -87,10 +87,7 @@ class Hub:
                 if not ids:
                     del self.user_connections[conn.user_id]
         conn.out.clear()
-        st = self.stats
-        st.connections_closed += 1
-        st.closed_by_code[code] += 1
-        st.connection_seconds_total += time.monotonic() - conn.connected_mono
+        self.stats.record_close(code, time.monotonic() - conn.connected_mono)
 
     # -- subscriptions -----------------------------------------------------------
 

@@ -14,7 +14,7 @@ import httpx
 import jwt
 import pytest
 
-from football_realtime.cli import main
+from football_realtime.cli import build_parser, main
 from football_realtime.config import Settings
 from football_realtime.demo.app import DemoOptions, create_demo_app
 from football_realtime.demo.cli import demo_settings
@@ -116,13 +116,15 @@ def test_missing_dashboard_gets_a_clear_page(tmp_path: Any) -> None:
 
 
 def test_demo_flags_pass_through_to_the_service_settings() -> None:
-    import argparse
-
-    ns = argparse.Namespace(
-        host="0.0.0.0", port=8123, broker_url="redis://127.0.0.1:6390/0", log_level=None
+    args = build_parser().parse_args(
+        ["demo", "--host", "0.0.0.0", "--port", "8123", "--broker", "redis://127.0.0.1:6390/0"]
     )
-    s: Settings = demo_settings(ns)
+    s: Settings = demo_settings(args)
     assert (s.host, s.port, s.broker_url) == ("0.0.0.0", 8123, "redis://127.0.0.1:6390/0")
+    assert s.access_log is False
+    args = build_parser().parse_args(["demo", "--broker-url", "memory://", "--access-log"])
+    s = demo_settings(args)
+    assert (s.broker_url, s.access_log) == ("memory://", True)
 
 
 def test_bad_demo_options_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
@@ -130,6 +132,8 @@ def test_bad_demo_options_are_refused(capsys: pytest.CaptureFixture[str]) -> Non
     assert "matches must be between 1 and 200" in capsys.readouterr().err
     assert main(["demo", "--speed", "-1"]) == 2
     assert "speed" in capsys.readouterr().err
+    assert main(["demo", "--port", "99999"]) == 2
+    assert "REALTIME_PORT" in capsys.readouterr().err
 
 
 def _demo_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:

@@ -22,13 +22,13 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 
 
 def add_demo_parser(sub: Any) -> None:
+    from ..cli import add_settings_arguments
+
     p = sub.add_parser(
         "demo",
         help="run the service with simulated football services and the live dashboard",
         description=__doc__,
     )
-    p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, help="port to listen on (default 8000)")
     p.add_argument("--matches", type=int, default=6, help="concurrent fixtures (default 6)")
     p.add_argument(
         "--speed",
@@ -40,9 +40,9 @@ def add_demo_parser(sub: Any) -> None:
     p.add_argument(
         "--broker",
         dest="broker_url",
-        help="broker URL, e.g. redis://127.0.0.1:6379/0 (REALTIME_BROKER_URL; default memory://)",
+        default=None,
+        help="broker URL, e.g. redis://127.0.0.1:6379/0 (same as --broker-url)",
     )
-    p.add_argument("--log-level", dest="log_level")
     p.add_argument(
         "--publisher-only",
         action="store_true",
@@ -52,8 +52,11 @@ def add_demo_parser(sub: Any) -> None:
         "--url", default=DEFAULT_URL, help=f"service to publish into (default {DEFAULT_URL})"
     )
     p.add_argument(
-        "--admin-token", help="admin token of that service (default: $REALTIME_ADMIN_TOKEN)"
+        "--admin-token",
+        help="admin token of that service (default: $REALTIME_ADMIN_TOKEN, which is better: command lines show in ps)",
     )
+    # The same settings flags as `serve` (--host, --port, --broker-url, ...).
+    add_settings_arguments(p)
 
 
 def _sim_config(args: argparse.Namespace) -> SimConfig | None:
@@ -73,14 +76,16 @@ def run_demo(args: argparse.Namespace) -> int:
     return _embedded(args, sim)
 
 
-def demo_settings(args: argparse.Namespace) -> Settings:
-    """The service's settings for ``demo``: its flags over REALTIME_* variables."""
-    overrides: dict[str, Any] = {
-        k: getattr(args, k)
-        for k in ("host", "port", "broker_url", "log_level")
-        if getattr(args, k) is not None
-    }
+def demo_settings(args: argparse.Namespace, jwt_secret: str | None = None) -> Settings:
+    """The service's settings for ``demo``: its flags over REALTIME_* variables; no
+    access log unless asked for (the dashboard polls); the viewers' token secret."""
+    from ..cli import flag_overrides
+
+    overrides = flag_overrides(args)
     overrides.setdefault("access_log", False)
+    if jwt_secret is not None:
+        # The service verifies the viewers' tokens with the secret the demo signs them with.
+        overrides["jwt_secret"] = jwt_secret
     return Settings(**overrides)
 
 
@@ -88,17 +93,17 @@ def _embedded(args: argparse.Namespace, sim: SimConfig) -> int:
     from ..cli import serve
     from .app import DemoOptions, create_demo_app
 
-    # The viewers' tokens are signed with this secret, and the service verifies them
-    # with REALTIME_JWT_SECRET: one value for both.
-    secret = os.environ.get("REALTIME_JWT_SECRET") or secrets.token_urlsafe(32)
-    os.environ["REALTIME_JWT_SECRET"] = secret
+    # REALTIME_JWT_SECRET if set (the service reads it too), else one for this run.
+    given = os.environ.get("REALTIME_JWT_SECRET")
+    secret = given or secrets.token_urlsafe(32)
+    from ..cli import EXIT_INVALID_CONFIG, explain_invalid, flag_overrides
+
     try:
-        settings = demo_settings(args)
+        settings = demo_settings(args, None if given else secret)
     except ValidationError as exc:
-        for e in exc.errors(include_url=False):
-            name = "REALTIME_" + str(e["loc"][0]).upper() if e["loc"] else "settings"
-            print(f"invalid configuration: {name}: {e['msg']}", file=sys.stderr)
-        return 2
+        for line in explain_invalid(exc, flag_overrides(args)):
+            print(line, file=sys.stderr)
+        return EXIT_INVALID_CONFIG
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
     try:
         app = create_demo_app(settings, DemoOptions(sim=sim, seed=seed, jwt_secret=secret))
