@@ -5,6 +5,7 @@ const unit = Number(process.env.REALTIME_TEST_UNIT ?? '1');
 
 export default defineConfig({
   test: {
+    reporters: ['default', './test/support/summaryReporter.ts'],
     testTimeout: 20_000 * unit,
     hookTimeout: 30_000 * unit,
     projects: [

@@ -69,11 +69,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the configuration reference table (docs/configuration.md) instead",
     )
 
-    p_schema = sub.add_parser("schema", help="print the protocol's JSON Schema")
+    p_schema = sub.add_parser(
+        "schema", help="print the wire protocol's JSON Schema (sorted, for diffing) and exit"
+    )
     p_schema.add_argument("--out", help="write to this file instead of standard output")
 
     add_demo_parser(sub)
     return parser
+
+
+def write_schema(out: str | None) -> int:
+    from .schema import schema_json
+
+    text = schema_json()
+    if out is None:
+        sys.stdout.buffer.write(text)
+        sys.stdout.buffer.flush()
+    else:
+        with open(out, "wb") as f:
+            f.write(text)
+    return 0
 
 
 def flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -203,19 +218,6 @@ def serve(
         ssl_keyfile=ssl_keyfile,
         timeout_graceful_shutdown=settings.shutdown_timeout,
     )
-
-
-def write_schema(out: str | None) -> int:
-    from .schema import schema_json
-
-    text = schema_json()
-    if out is None:
-        sys.stdout.buffer.write(text)
-        sys.stdout.buffer.flush()
-    else:
-        with open(out, "wb") as f:
-            f.write(text)
-    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

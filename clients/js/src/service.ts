@@ -295,7 +295,7 @@ export class WebSocketService {
    * Change connection parameters. If the connection is up (or coming up), it is
    * re-established with them; subscriptions recover.
    */
-  setOptions(changes: Pick<WebSocketServiceOptions, 'url' | 'userId' | 'sessionId' | 'token'>): void {
+  setOptions(changes: Partial<Pick<WebSocketServiceOptions, 'url' | 'userId' | 'sessionId' | 'token'>>): void {
     let changed = false;
     for (const k of ['url', 'userId', 'sessionId', 'token'] as const) {
       if (k in changes && changes[k] !== this.options[k]) {
