@@ -125,7 +125,12 @@ try {
   const t0 = Date.now();
   await page.goto(`${base}/?lang=zh`, { waitUntil: "load" });
   await page.waitForSelector('[data-testid="conn-status"][data-phase="live"]', { timeout: T(10000) });
-  log(`connected (${Date.now() - t0} ms after navigation)`);
+  const nav = await page.evaluate(() => {
+    const n = performance.getEntriesByType("navigation")[0];
+    const bytes = performance.getEntriesByType("resource").reduce((a, r) => a + (r.transferSize || 0), n.transferSize || 0);
+    return { dcl: Math.round(n.domContentLoadedEventEnd), load: Math.round(n.loadEventEnd), kb: Math.round(bytes / 1024) };
+  });
+  log(`page loaded (DOMContentLoaded ${nav.dcl} ms, load ${nav.load} ms, ${nav.kb} KB); live ${Date.now() - t0} ms after navigation`);
   await page.waitForFunction(() => document.querySelectorAll('[data-testid="match-card"]').length >= 4, null, { timeout: T(10000) });
 
   // A score change and a probability update, as they happen.
@@ -201,7 +206,30 @@ try {
   await page.click('[data-testid="filters"] button[data-league=""]');
   await page.waitForFunction((n) => document.querySelectorAll('[data-testid="match-card"]').length > n, shown, { timeout: T(5000) });
 
+  // The viewer switch: a free viewer's own token and connection, then back to premium.
+  const connOf = async () => {
+    const id = await page.getAttribute('[data-testid="conn-status"]', "title");
+    const r = await fetch(`${base}/realtime/connections/${id}`, { headers: { Authorization: `Bearer ${ADMIN}` } });
+    return r.ok ? await r.json() : null;
+  };
+  for (const tier of ["free", "premium"]) {
+    await page.click(`[data-testid="tier-switch"] button[data-tier="${tier}"]`);
+    await page.waitForFunction(
+      (t) => {
+        const el = document.querySelector('[data-testid="conn-status"]');
+        return el?.dataset.phase === "live" && el.title && document.querySelector("footer")?.textContent?.includes(`viewer-${t}-`);
+      },
+      tier,
+      { timeout: T(10000) },
+    );
+    const detail = await connOf();
+    check(detail?.user_id?.startsWith(`viewer-${tier}-`), `connected as a ${tier} viewer: ${JSON.stringify(detail)}`);
+    await page.waitForFunction(() => document.querySelectorAll('[data-testid="match-card"]').length >= 4, null, { timeout: T(10000) });
+  }
+  log("switched to a free viewer and back, each on its own connection");
+
   // The service restarts; the page reconnects and goes live again by itself.
+  const beforeRestart = await page.getAttribute('[data-testid="conn-status"]', "title");
   restarting = true;
   await stopDemo(demo);
   log("service stopped");
@@ -213,7 +241,7 @@ try {
   await page.waitForSelector('[data-testid="conn-status"][data-phase="live"][data-reconnects="1"]', { timeout: T(15000) });
   restarting = false;
   const newConnection = await page.getAttribute('[data-testid="conn-status"]', "title");
-  check(newConnection && newConnection !== connectionId, "a new connection after the restart");
+  check(newConnection && newConnection !== beforeRestart, "a new connection after the restart");
   await page.waitForFunction(() => document.querySelectorAll('[data-testid="match-card"]').length >= 4, null, { timeout: T(10000) });
   const received = async () => page.$eval('[data-testid="subscriptions"] h3 .muted', (e) => Number(e.textContent));
   const n0 = await received();

@@ -1,8 +1,10 @@
+import type React from "react";
 import { useCallback, useEffect, useMemo, useState } from "react";
 import { initialLang, type Lang, translator } from "./i18n";
 import { feedVisible, matchVisible, type ViewFilters } from "./store";
 import type { Tier } from "./types";
-import { useDashboard } from "./useDashboard";
+import { RealtimeProvider } from "@football-realtime/client/react";
+import { type Viewer, useDashboard, useViewerService } from "./useDashboard";
 import { MatchCard } from "./components/MatchCard";
 import { AnalyticsPanel, ConnectionBadge, Feed, StatsPanel, SubscriptionsPanel } from "./components/panels";
 
@@ -13,13 +15,34 @@ function initialTier(): Tier {
   return q === "free" ? "free" : "premium";
 }
 
+/** One connection per viewer (paid or free), shared through the client's provider. */
 export function App() {
   const [lang, setLang] = useState<Lang>(initialLang);
   const [tier, setTier] = useState<Tier>(initialTier);
   const [filters, setFilters] = useState<ViewFilters>({ leagues: [], followedOnly: false, followed: [], minConfidence: 0 });
+  const { viewer } = useViewerService(tier);
+  if (!viewer || viewer.tier !== tier) return <div className="app boot" data-testid="booting" />;
+  return (
+    <RealtimeProvider service={viewer.service} key={tier}>
+      <Dashboard lang={lang} setLang={setLang} tier={tier} setTier={setTier} filters={filters} setFilters={setFilters} viewer={viewer} />
+    </RealtimeProvider>
+  );
+}
+
+interface DashboardProps {
+  lang: Lang;
+  setLang: (l: Lang) => void;
+  tier: Tier;
+  setTier: (t: Tier) => void;
+  filters: ViewFilters;
+  setFilters: React.Dispatch<React.SetStateAction<ViewFilters>>;
+  viewer: Viewer;
+}
+
+function Dashboard({ lang, setLang, tier, setTier, filters, setFilters, viewer }: DashboardProps) {
   const [now, setNow] = useState(() => Date.now());
   const t = useMemo(() => translator(lang), [lang]);
-  const { state, conn, subscribed, rttMs } = useDashboard(tier, filters);
+  const { state, conn, subscribed, rttMs } = useDashboard(filters, viewer);
 
   useEffect(() => {
     const i = setInterval(() => setNow(Date.now()), 500);

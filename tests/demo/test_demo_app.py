@@ -53,6 +53,9 @@ def test_serves_the_dashboard(demo: RunningServer) -> None:
     assert '<div id="root">' in index.text
     scripts = [p.split('"')[0] for p in index.text.split('src="')[1:]]
     assert scripts and all(get(demo, s).status_code == 200 for s in scripts)
+    js = httpx.get(demo.http_url + scripts[0], headers={"Accept-Encoding": "gzip"}, timeout=TIMEOUT)
+    assert js.headers["content-encoding"] == "gzip"
+    assert js.num_bytes_downloaded < 150_000 < len(js.content)
     assert get(demo, "/favicon.svg").status_code == 200
     # the service's own routes are not shadowed by the static mount
     assert get(demo, "/realtime/health").json()["status"] == "ok"
