@@ -61,10 +61,15 @@ def test_serves_the_dashboard(demo: RunningServer) -> None:
     assert get(demo, "/realtime/health").json()["status"] == "ok"
 
 
+def secret_of(srv: RunningServer) -> str:
+    s: str = srv.app.state.demo.jwt_secret
+    return s
+
+
 def test_tokens_for_a_paid_and_a_free_viewer(demo: RunningServer) -> None:
     for tier in ("premium", "free"):
         body = get(demo, f"/demo/token?tier={tier}").json()
-        claims = jwt.decode(body["token"], SECRET, algorithms=["HS256"])
+        claims = jwt.decode(body["token"], secret_of(demo), algorithms=["HS256"])
         assert claims["tier"] == tier == body["tier"]
         assert claims["user_id"] == body["user_id"]
         assert claims["exp"] > time.time() + 3600
@@ -88,7 +93,9 @@ def test_state_by_tier(demo: RunningServer) -> None:
     )
     r = get(demo, "/demo/state", params={"token": forged})
     assert r.status_code == 401 and "invalid token" in r.text
-    expired = jwt.encode({"tier": "premium", "exp": time.time() - 60}, SECRET, algorithm="HS256")
+    expired = jwt.encode(
+        {"tier": "premium", "exp": time.time() - 60}, secret_of(demo), algorithm="HS256"
+    )
     r = get(demo, "/demo/state", params={"token": expired})
     assert r.status_code == 401 and "expired" in r.text
 

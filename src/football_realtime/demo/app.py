@@ -82,6 +82,11 @@ class Demo:
 
     def __init__(self, realtime: Realtime, options: DemoOptions) -> None:
         self.options = options
+        # Sign with the secret the service verifies with, when it has one configured.
+        configured = getattr(realtime.settings, "jwt_secret", None)
+        self.jwt_secret: str = (
+            configured.get_secret_value() if configured is not None else options.jwt_secret
+        )
         self.clock = RealClock()
         seed = options.seed if options.seed is not None else secrets.randbits(32)
         self.seed = seed
@@ -108,7 +113,7 @@ class Demo:
 
 def _demo_router(demo: Demo) -> APIRouter:
     router = APIRouter(tags=["demo"])
-    secret = demo.options.jwt_secret
+    secret = demo.jwt_secret
 
     @router.get("/token", summary="Sign a token for a demo viewer")
     async def token(tier: Tier = "premium") -> dict[str, Any]:
