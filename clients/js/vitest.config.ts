@@ -15,7 +15,12 @@ export default defineConfig({
       },
       {
         extends: true,
-        test: { name: 'react', environment: 'jsdom', include: ['test/react/**/*.test.tsx'] },
+        test: {
+          name: 'react',
+          environment: 'jsdom',
+          include: ['test/react/**/*.test.tsx'],
+          setupFiles: ['test/support/setupDom.ts'],
+        },
       },
       {
         extends: true,
@@ -24,6 +29,7 @@ export default defineConfig({
           environment: 'node',
           include: ['test/integration/**/*.test.{ts,tsx}'],
           globalSetup: ['test/integration/globalSetup.ts'],
+          setupFiles: ['test/support/setupDom.ts'],
           // The tests share one real server; run files one after another.
           fileParallelism: false,
         },

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 from fastapi import APIRouter, Depends, Header, HTTPException, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from redis.exceptions import RedisError
 
 from . import __version__
 from .brokers.base import BrokerUnavailable
@@ -110,7 +111,9 @@ def build_api_router(rt: Realtime) -> APIRouter:
 
     @router.get("/stats", summary="Service statistics", tags=["realtime"])
     async def stats() -> dict[str, Any]:
-        return rt.stats_snapshot()
+        snap = rt.stats_snapshot()
+        snap["cluster"] = await rt.cluster.overview()
+        return snap
 
     @router.get(
         "/connections/{connection_id}",
@@ -120,9 +123,23 @@ def build_api_router(rt: Realtime) -> APIRouter:
     )
     async def connection(connection_id: str) -> dict[str, Any]:
         conn = rt.hub.connections.get(connection_id)
-        if conn is None:
+        if conn is not None:
+            d = conn.describe()
+            d["instance_id"] = rt.settings.instance_id
+            d["local"] = True
+            return d
+        try:
+            remote = await rt.cluster.lookup(connection_id)
+        except (RedisError, OSError) as exc:
+            raise HTTPException(
+                503,
+                f"connection {connection_id!r} is not on this instance and the cluster "
+                f"registry is unavailable: {exc}",
+                headers={"Retry-After": "1"},
+            ) from None
+        if remote is None:
             raise HTTPException(404, f"no connection {connection_id!r}")
-        return conn.describe()
+        return remote
 
     @router.post(
         "/broadcast",

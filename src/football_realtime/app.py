@@ -26,12 +26,14 @@ from . import __version__
 from .api import build_api_router
 from .brokers import Broker, PublishResult, create_broker
 from .brokers.base import BrokerUnavailable, PublishedEvent
+from .brokers.redis import RedisBroker
+from .cluster import ClusterRegistry
 from .config import Settings
 from .connection import Connection
 from .core.close_codes import CloseCode
-from .core.encoding import dumps
+from .core.encoding import dumps, server_message
 from .core.events import (
-    EVENT_STREAM,
+    EventType,
     EventValidationError,
     RealtimeEvent,
     SubscriptionType,
@@ -40,6 +42,7 @@ from .core.events import (
 from .hub import Hub
 from .logs import CURRENT_EVENT, CorrelationIdMiddleware, bind_correlation_id, reset_correlation_id
 from .metrics import build_registry, metrics_router
+from .publisher import prepare_envelope
 from .stats import ServiceStats
 from .transport import WebSocketEndpoint
 
@@ -75,6 +78,12 @@ class Realtime:
             if s.admin_token is not None
             else secrets.token_urlsafe(24)
         )
+        self.cluster = ClusterRegistry(
+            self,
+            self.broker.redis if isinstance(self.broker, RedisBroker) else None,
+            s.cluster_heartbeat_interval,
+        )
+        self.hub.on_membership = self.cluster.on_membership
         self.router = self._build_router()
         self.started = False
 
@@ -91,7 +100,8 @@ class Realtime:
     async def start(self) -> None:
         if self.started:
             return
-        await self.broker.start(self.on_event)
+        await self.broker.start(self.on_event, self.on_stream_reset)
+        await self.cluster.start()
         self.started = True
         if self._generated_token:
             print(
@@ -105,8 +115,45 @@ class Realtime:
         if not self.started:
             return
         self.started = False
-        self.hub.close_all(CloseCode.SERVICE_RESTART, "server shutting down")
+        for conn in list(self.hub.connections.values()):
+            self.close_for_shutdown(conn)
+        await self.cluster.stop()
         await self.broker.stop()
+
+    def close_for_shutdown(self, conn: Connection) -> None:
+        """Graceful shutdown of one connection: ``connection_status`` closing, then 1012,
+        so the client reconnects at once (another instance answers) and recovers."""
+        if conn.closing:
+            return
+        self.hub.send_payload(
+            conn,
+            server_message(
+                EventType.CONNECTION_STATUS,
+                {
+                    "status": "closing",
+                    "reason": "server shutting down",
+                    "instance_id": self.settings.instance_id,
+                    "reconnect": True,
+                },
+            ),
+        )
+        conn.close(CloseCode.SERVICE_RESTART, "server shutting down")
+
+    def on_stream_reset(self, stream: SubscriptionType, epoch: str | None) -> None:
+        """The broker lost continuity on ``stream``: with a new ``epoch`` (history lost),
+        connections positioned under another epoch reconnect and are told ``recovered:
+        false``; with None (events trimmed before delivery), every subscriber does."""
+        log.warning("stream %s lost continuity (epoch %s); subscribers recover", stream, epoch)
+        for conn in list(self.hub.connections.values()):
+            if not any(stream in sub.streams for sub in conn.subscriptions.values()):
+                continue
+            known = conn.epochs.get(stream)
+            if epoch is not None and known == epoch:
+                continue  # subscribed under the new epoch already: nothing missed
+            conn.close(
+                CloseCode.INSUFFICIENT_STATE,
+                f"stream {stream.value} lost continuity; reconnect and recover",
+            )
 
     @asynccontextmanager
     async def lifespan(self, app: Any = None) -> AsyncIterator[None]:
@@ -143,16 +190,12 @@ class Realtime:
         Raises :class:`EventValidationError` naming the field at fault, or
         ``BrokerUnavailable`` when the broker cannot take it.
         """
-        ev = prepare_published_event(event)
-        envelope = ev.to_wire()
-        envelope.pop("stream", None)
-        envelope.pop("offset", None)
-        token = bind_correlation_id(ev.correlation_id) if ev.correlation_id else None
+        envelope, stream = prepare_envelope(event)
+        cid = envelope.get("correlation_id")
+        token = bind_correlation_id(cid) if cid else None
         t0 = time.perf_counter()
         try:
-            result = await self.broker.publish(
-                envelope, EVENT_STREAM[ev.event_type], idempotency_key
-            )
+            result = await self.broker.publish(envelope, stream, idempotency_key)
         except BrokerUnavailable as exc:
             self.stats.broker_errors["publish"] += 1
             log.warning("publish failed: broker unavailable: %s", exc)
@@ -163,7 +206,7 @@ class Realtime:
         self.stats.broker_publish_latency.observe(time.perf_counter() - t0)
         if not result.duplicate:
             self.stats.events_published += 1
-            self.stats.published_by_type[ev.event_type] += 1
+            self.stats.published_by_type[envelope["event_type"]] += 1
         return result
 
     def send(

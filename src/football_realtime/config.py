@@ -32,6 +32,11 @@ class Settings(BaseSettings):
     history_ttl: Annotated[float, Field(gt=0)] = Field(
         600.0, description="Seconds an event stays in a stream's history."
     )
+    cluster_heartbeat_interval: Annotated[float, Field(gt=0, le=300)] = Field(
+        5.0,
+        description="Seconds between an instance's heartbeats into the cluster registry "
+        "(Redis broker); its registrations expire after three missed heartbeats.",
+    )
     max_message_size: Annotated[int, Field(ge=256, le=16 * 1024 * 1024)] = Field(
         65536, description="Largest client message in bytes; larger closes with 1009."
     )

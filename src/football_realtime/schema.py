@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Annotated, Any, Final, cast
+from typing import Annotated, Any, Final, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, RootModel, create_model
@@ -42,7 +42,8 @@ from .core.subscriptions import SubscriptionFilter
 
 SCHEMA_ID: Final = "urn:football-realtime:protocol"
 
-_Literal: Any = cast(Any, __import__("typing").Literal)
+#: ``Literal`` with values known only at run time (one model per message or event type).
+_Literal: Any = Literal
 
 MessageId = Annotated[
     int | Annotated[str, Field(max_length=128)] | None,

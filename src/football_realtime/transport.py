@@ -124,6 +124,7 @@ class WebSocketEndpoint:
                     conn.flush()
 
             fast.on_writable = on_writable
+            fast.on_shutdown = lambda: rt.close_for_shutdown(conn)
         elif isinstance(sink, AsgiSink):
             sink.start(conn)
 

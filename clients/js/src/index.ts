@@ -24,6 +24,7 @@ export type {
   ClientErrorCode,
   ClientError,
   ClientErrorEvent,
+  FromServer,
   RecoveryFailed,
   ServiceEventMap,
   SubscriptionStatus,

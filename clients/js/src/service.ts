@@ -22,6 +22,7 @@ import type {
   ClientError,
   ClientErrorCode,
   ClientState,
+  FromServer,
   RealtimeEvent,
   RecoveryFailed,
   ServiceEventMap,
@@ -53,6 +54,12 @@ export class RealtimeError extends Error {
 }
 
 function noop(): void {}
+
+/** `source: 'client'` marks the client's own events; a server message never carries it. */
+function fromServer<E extends { source?: string }>(msg: E): FromServer<E> {
+  if (msg.source !== undefined) delete msg.source;
+  return msg as FromServer<E>;
+}
 
 export interface SubscribeOptions {
   /** Receive the latest event per (event type, match) right after subscribing, and again
@@ -504,7 +511,7 @@ export class WebSocketService {
         return;
       case 'error':
         this.onErrorReply(msg.data);
-        this.emitter.emit('error', msg);
+        this.emitter.emit('error', fromServer(msg));
         this.emitter.emit('*', msg);
         return;
       case 'connection_status':
@@ -513,7 +520,7 @@ export class WebSocketService {
           this._connectionId = msg.data.connection_id ?? null;
           this._lastError = null;
         }
-        this.emitter.emit('connection_status', msg);
+        this.emitter.emit('connection_status', fromServer(msg));
         this.emitter.emit('*', msg);
         return;
     }

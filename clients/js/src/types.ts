@@ -87,14 +87,18 @@ export interface RecoveryFailed {
   result: SubscribeResult;
 }
 
+/** The server sends its connection-level messages without `source`, so
+ *  `event.source === 'client'` tells the client's own apart. */
+export type FromServer<E> = E & { source?: undefined };
+
 /** What `WebSocketService.on()` handlers receive, by name. */
 export type ServiceEventMap = { [K in Exclude<EventType, 'connection_status'>]: RealtimeEvent<K> } & {
   /** Server status (`connected`...) and client states (`source: 'client'`). */
-  connection_status: ConnectionStatusEvent | ClientStatusEvent;
+  connection_status: FromServer<ConnectionStatusEvent> | ClientStatusEvent;
   /** Every reply to a request, including heartbeats. */
   message_ack: MessageAckEvent;
   /** Server error replies and client errors (`source: 'client'`). */
-  error: ErrorReplyEvent | ClientErrorEvent;
+  error: FromServer<ErrorReplyEvent> | ClientErrorEvent;
   /** A resubscription could not recover what was missed. */
   recovery_failed: RecoveryFailed;
   /** Client state changes. */

@@ -69,7 +69,8 @@ export type ErrorCode =
   | 'forbidden'
   | 'rate_limited'
   | 'unauthorized'
-  | 'internal_error';
+  | 'internal_error'
+  | 'unavailable';
 export type MessageAck =
   SubscribeAck | UnsubscribeAck | HeartbeatAck | GetStatsAck | JoinAck | LeaveAck;
 export type ServerMessage =

@@ -31,6 +31,7 @@ export const ERROR_CODES: Readonly<Record<ErrorCode, string>> = {
   not_found: "The subscription (or room) named does not exist on this connection.",
   rate_limited: "Too many messages; slow down (continued flooding closes with 1008).",
   unauthorized: "The token in `auth` is invalid.",
+  unavailable: "The broker (Redis) is unreachable right now; nothing changed, retry the request after a short backoff.",
   unknown_subscription_type: "`subscription_type` is not one of the five streams.",
   unknown_type: "`type` is not a message type this server knows.",
 };

@@ -7,6 +7,7 @@ import { afterEach, describe, expect, inject, it, vi } from 'vitest';
 import { WebSocketService } from '../../src/index.js';
 import type { RecoveryFailed, StateChange, WebSocketServiceOptions } from '../../src/index.js';
 import { broadcast, freePort, RealServer, TIMEOUT } from '../support/realServer.js';
+import { RedisServer } from '../support/redisServer.js';
 
 const httpUrl = inject('realtimeHttpUrl');
 const wsUrl = inject('realtimeWsUrl');
@@ -29,9 +30,11 @@ function recordingWebSocket() {
 
 const services: WebSocketService[] = [];
 const servers: RealServer[] = [];
+const redises: RedisServer[] = [];
 afterEach(async () => {
   for (const s of services.splice(0)) s.disconnect();
   for (const s of servers.splice(0)) await s.stop('SIGKILL');
+  for (const r of redises.splice(0)) await r.stop();
 });
 
 function make(options: Partial<WebSocketServiceOptions> = {}) {
@@ -210,5 +213,43 @@ describe('against the real server', () => {
     await until(() => expect(failures).toHaveLength(2));
     await server.broadcast(prediction(4, 0.5, 'again'));
     await until(() => expect(got.at(-1)).toBe('prediction_created:again:1'));
+  });
+
+  it('with the redis broker a server restart loses nothing: the missed events are recovered', async () => {
+    const redis = await new RedisServer().start();
+    redises.push(redis);
+    const server = await new RealServer(await freePort(), { REALTIME_BROKER_URL: redis.url }).start();
+    servers.push(server);
+    const { svc, rec } = make({ url: server.wsUrl, random: () => 0 });
+    const failures: RecoveryFailed[] = [];
+    svc.on('recovery_failed', (f) => failures.push(f));
+    const sub = svc.subscribe(['match_score_changed'], { match_ids: [7] });
+    const scores: string[] = [];
+    sub.on('match_score_changed', (e) => scores.push(`${e.data.home_score}-${e.data.away_score}`));
+    await sub.ready;
+    const goal = (home: number, away: number) => ({
+      event_type: 'match_score_changed',
+      data: { match_id: 7, home_score: home, away_score: away },
+    });
+    await server.broadcast(goal(1, 0));
+    await until(() => expect(scores).toEqual(['1-0']));
+
+    await server.stop('SIGKILL');
+    await until(() => expect(svc.state).toBe('reconnecting'));
+    // Hold the client off while the restarted server takes two goals.
+    svc.disconnect();
+    await server.start();
+    await server.broadcast(goal(1, 1));
+    await server.broadcast({ event_type: 'match_score_changed', data: { match_id: 8, home_score: 0, away_score: 3 } });
+    await server.broadcast(goal(2, 1));
+    svc.connect();
+    await until(() => expect(scores).toEqual(['1-0', '1-1', '2-1']), 3 * TIMEOUT);
+    expect(sub.result?.recovered).toBe(true);
+    expect(failures).toEqual([]);
+    const resub = rec.sent.filter((m) => m.type === 'subscribe').at(-1)!;
+    expect(resub.data.since).toEqual({ matches: { epoch: expect.any(String), offset: 1 } });
+    await server.broadcast(goal(3, 1));
+    await until(() => expect(scores.at(-1)).toBe('3-1'));
+    expect(scores).toHaveLength(4);
   });
 });

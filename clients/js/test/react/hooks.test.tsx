@@ -278,7 +278,7 @@ describe('hooks', () => {
     });
     await waitFor(() => expect(result.current.predictions).toHaveLength(1));
     act(() => server.openSockets[0]!.drop());
-    await waitFor(() => expect(server.openSockets).toHaveLength(1), { timeout: 3000 });
+    await waitFor(() => expect(server.openSockets).toHaveLength(1));
     await waitFor(() => expect(serverSubs()).toHaveLength(1));
     act(() => {
       server.publish('prediction_updated', PRED(1, 0.6));
@@ -322,7 +322,7 @@ describe('hooks', () => {
     await waitFor(() => expect(result.current.isConnected).toBe(true));
     expect(server.sockets.map((s) => s.query.get('token'))).toEqual(['t1']);
     act(() => server.openSockets[0]!.drop());
-    await waitFor(() => expect(server.openSockets).toHaveLength(1), { timeout: 3000 });
+    await waitFor(() => expect(server.openSockets).toHaveLength(1));
     expect(server.sockets.map((s) => s.query.get('token'))).toEqual(['t1', 't2']);
   });
 });

@@ -1,10 +1,12 @@
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, expectTypeOf, it } from 'vitest';
 // @ts-expect-error -- plain ESM script without types
 import { generate, GENERATED_DIR, readServerSchema } from '../../scripts/generate.mjs';
 import { closeCodeInfo, isTerminal, shouldReconnect } from '../../src/closeCodes.js';
-import type { EventPayloadMap, EventType } from '../../src/generated/protocol.js';
+import type { ErrorCode, EventPayloadMap, EventType, OddsUpdated, SubscribeResult } from '../../src/generated/protocol.js';
+import { WebSocketService } from '../../src/service.js';
+import type { ClientErrorCode, RealtimeEvent } from '../../src/types.js';
 import { CLOSE_CODES, EVENT_TYPES, STREAM_EVENT_TYPES } from '../../src/generated/tables.js';
 
 describe('generated from the server schema', () => {
@@ -47,5 +49,25 @@ describe('close codes', () => {
     expect([1000, 1002, 1003, 1007, 1008, 1009, 3000, 5000].map(shouldReconnect)).toEqual(Array(8).fill(false));
     expect([1001, 1005, 1006, 1011, 1012, 1013, 1014].map(shouldReconnect)).toEqual(Array(7).fill(true));
     expect(closeCodeInfo(4501)?.name).toBe('UNAUTHORIZED');
+  });
+});
+
+describe('types', () => {
+  it('give handlers the payload type of their event (checked by tsc in npm test)', () => {
+    const svc = new WebSocketService({ url: 'ws://x/realtime/ws', WebSocket: class {} as never });
+    svc.on('prediction_created', (e) => {
+      expectTypeOf(e.event_type).toEqualTypeOf<'prediction_created'>();
+      expectTypeOf(e.data.confidence).toEqualTypeOf<number>();
+      expectTypeOf(e.data.prediction).toEqualTypeOf<'home_win' | 'draw' | 'away_win'>();
+    });
+    svc.on('match_score_changed', (e) => expectTypeOf(e.data.home_score).toEqualTypeOf<number>());
+    svc.on('error', (e) => {
+      if (e.source === 'client') expectTypeOf(e.data.code).toEqualTypeOf<ClientErrorCode>();
+      else expectTypeOf(e.data.code).toEqualTypeOf<ErrorCode>();
+    });
+    expectTypeOf<RealtimeEvent<'odds_updated'>['data']>().toEqualTypeOf<OddsUpdated>();
+    const sub = svc.subscribe(['prediction_created'], { match_ids: [1], min_confidence: 0.7 });
+    expectTypeOf(sub.ready).resolves.toEqualTypeOf<SubscribeResult>();
+    sub.unsubscribe();
   });
 });
