@@ -3,6 +3,7 @@ and ``--publisher-only`` publishing into a separately running service."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from ..support import (
     TIMEOUT,
     RunningServer,
     WSClient,
+    free_port,
     make_settings,
     start_serve_process,
 )
@@ -196,3 +198,42 @@ def test_publisher_only_stops_on_a_wrong_token() -> None:
         svc.stop()
     assert pub.returncode == 1
     assert "401" in out and "invalid admin token" in out
+
+
+def _wait_healthy(port: int, proc: subprocess.Popen[bytes]) -> dict[str, Any]:
+    deadline = time.monotonic() + TIMEOUT * 3
+    while time.monotonic() < deadline and proc.poll() is None:
+        with contextlib.suppress(httpx.HTTPError):
+            body: dict[str, Any] = httpx.get(f"http://127.0.0.1:{port}/realtime/health").json()
+            return body
+        time.sleep(0.05)
+    raise AssertionError("demo did not become healthy")
+
+
+async def test_demo_on_the_redis_broker_reaches_another_instance() -> None:
+    """`demo --broker redis://...`: the simulated services publish through Redis, so a
+    second `serve` instance on the same Redis delivers the demo's events too."""
+    from ..redis_server import RedisServer
+
+    with RedisServer() as redis:
+        port = free_port()
+        demo = _demo_cli(
+            "--host", "127.0.0.1", "--port", str(port), "--broker", redis.url,
+            "--speed", "1200", "--seed", "4",
+            env={"REALTIME_ADMIN_TOKEN": ADMIN, "REALTIME_LOG_LEVEL": "warning"},
+        )  # fmt: skip
+        other = None
+        try:
+            health = _wait_healthy(port, demo)
+            assert health.get("broker") == "redis", health
+            other = start_serve_process(env={"REALTIME_BROKER_URL": redis.url})
+            async with await WSClient.connect(other.ws_url) as ws:
+                await ws.subscribe("predictions")
+                await ws.subscribe("matches")
+                events = await ws.events(5, timeout=TIMEOUT * 2)
+            assert {e["source"] for e in events} <= {"data-service", "prediction-service"}
+        finally:
+            if other is not None:
+                other.stop()
+            demo.terminate()
+            demo.communicate(timeout=TIMEOUT * 2)
