@@ -171,8 +171,7 @@ async def test_publisher_only_publishes_into_a_running_service() -> None:
         types = {e["event_type"] for e in events}
         assert types & {"prediction_created", "match_status_changed", "match_started"}
     finally:
-        pub.terminate()
-        out = pub.communicate(timeout=TIMEOUT)[0].decode()
+        out = _stop(pub)
         svc.stop()
     assert f"publishing into {svc.http_url}" in out
 
@@ -198,6 +197,18 @@ def test_publisher_only_stops_on_a_wrong_token() -> None:
         svc.stop()
     assert pub.returncode == 1
     assert "401" in out and "invalid admin token" in out
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> str:
+    """SIGTERM, and the output; a process that does not exit in time fails the test."""
+    proc.terminate()
+    try:
+        out = proc.communicate(timeout=TIMEOUT * 2)[0]
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out = proc.communicate()[0]
+        raise AssertionError("did not exit on SIGTERM:\n" + out.decode()[-3000:]) from None
+    return out.decode()
 
 
 def _wait_healthy(port: int, proc: subprocess.Popen[bytes]) -> dict[str, Any]:
@@ -235,5 +246,4 @@ async def test_demo_on_the_redis_broker_reaches_another_instance() -> None:
         finally:
             if other is not None:
                 other.stop()
-            demo.terminate()
-            demo.communicate(timeout=TIMEOUT * 2)
+            _stop(demo)

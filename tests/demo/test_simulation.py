@@ -278,3 +278,43 @@ def test_config_is_checked() -> None:
         SimConfig(matches=0)
     with pytest.raises(ValueError, match="speed"):
         SimConfig(speed=0)
+
+
+class SwallowingPublisher:
+    """Like redis-py at times: a cancellation surfaces as a connection error."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.entered = asyncio.Event()
+
+    async def publish(self, event: Event) -> None:
+        self.calls += 1
+        self.entered.set()
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            raise PublishError("connection closed") from None
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_runner_stops_when_cancelled_even_if_the_publisher_swallows_it() -> None:
+    clock = FakeClock()
+    publisher = SwallowingPublisher()
+    runner = Runner(Simulation(SimConfig(), random.Random(1), clock.wall), publisher, clock)
+    task = asyncio.create_task(runner.run())
+    await asyncio.wait_for(publisher.entered.wait(), 2)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 2)
+    assert publisher.calls == 1
+
+
+async def test_runner_stop_returns_after_the_current_event() -> None:
+    clock = FakeClock()
+    publisher = FlakyPublisher(fail_from=0, fail_until=0)
+    runner = Runner(Simulation(SimConfig(), random.Random(1), clock.wall), publisher, clock)
+    runner.stop()
+    await asyncio.wait_for(runner.run(), 2)
+    assert runner.ticks == 0 and publisher.calls == 0

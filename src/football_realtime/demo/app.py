@@ -106,6 +106,7 @@ class Demo:
     async def stop(self) -> None:
         task, self._task = self._task, None
         if task is not None:
+            self.runner.stop()
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task

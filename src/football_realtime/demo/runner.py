@@ -40,12 +40,17 @@ class Runner:
         self._unreported_lost = 0
         self._last_error = ""
         self.ticks = 0
+        self.stopping = False
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to return after the event it is publishing."""
+        self.stopping = True
 
     async def run(self, max_ticks: int | None = None) -> None:
         spm = self.sim.config.seconds_per_minute
         await self._publish_all(self.sim.start())
         origin = self.clock.monotonic()
-        while max_ticks is None or self.ticks < max_ticks:
+        while (max_ticks is None or self.ticks < max_ticks) and not self.stopping:
             due = origin + (self.ticks + 1) * spm
             delay = due - self.clock.monotonic()
             if delay > 0:
@@ -61,12 +66,18 @@ class Runner:
 
     async def _publish_all(self, events: list[dict[str, Any]]) -> None:
         for event in events:
+            if self.stopping:
+                return
             await self._publish(event)
 
     async def _publish(self, event: dict[str, Any]) -> None:
         try:
             await self.publisher.publish(event)
         except PublishError as exc:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # a client library turned our cancellation into a connection error
+                raise asyncio.CancelledError from exc
             if self._unreported_lost == 0:
                 log.warning("publishing failed (events are dropped until it works): %s", exc)
             self.lost += 1
