@@ -69,6 +69,8 @@ class RunningServer:
     settings: Settings
     fast: bool = True
     port: int = field(default_factory=free_port)
+    #: builds the ASGI app from the settings (e.g. the demo app); default: the service
+    app_factory: Callable[[Settings], Any] = create_app
     app: Any = None
     server: uvicorn.Server | None = None
     thread: threading.Thread | None = None
@@ -98,7 +100,7 @@ class RunningServer:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> RunningServer:
-        self.app = self.app or create_app(self.settings)
+        self.app = self.app or self.app_factory(self.settings)
         # The options `serve` ships (WebSocket layer, limits, timeouts), on our port.
         config = uvicorn_config(
             self.app,

@@ -1,8 +1,8 @@
-"""Command line: ``football-realtime serve``, ``config`` and ``schema``.
+"""Command line: ``football-realtime serve``, ``config``, ``schema`` and ``demo``.
 
-``serve`` and ``config`` take one flag per setting, generated from :class:`Settings` (secrets are
-environment-only); a flag wins over its ``REALTIME_*`` variable. Invalid values
-are refused with exit code 2 and a message naming the variable.
+``serve``, ``config`` and ``demo`` take one flag per setting, generated from
+:class:`Settings` (secrets are environment-only); a flag wins over its ``REALTIME_*``
+variable. Invalid values are refused with exit code 2 and a message naming the variable.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import SecretStr, ValidationError
 
 from .config import Settings
+from .demo.cli import add_demo_parser, run_demo
 from .docs_config import SettingSpec, setting_specs
 
 EXIT_INVALID_CONFIG = 2
@@ -68,10 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="print the configuration reference table (docs/configuration.md) instead",
     )
+
     p_schema = sub.add_parser(
         "schema", help="print the wire protocol's JSON Schema (sorted, for diffing) and exit"
     )
     p_schema.add_argument("--out", help="write to this file instead of standard output")
+
+    add_demo_parser(sub)
     return parser
 
 
@@ -183,8 +187,12 @@ def print_config(args: argparse.Namespace, settings: Settings, overrides: dict[s
 
 
 def serve(
-    settings: Settings, ssl_certfile: str | None = None, ssl_keyfile: str | None = None
+    settings: Settings,
+    ssl_certfile: str | None = None,
+    ssl_keyfile: str | None = None,
+    app: Any = None,
 ) -> None:
+    """Run ``app`` (default: the plain service) with the settings' server options."""
     import uvicorn
 
     from . import logredact
@@ -193,7 +201,8 @@ def serve(
     from .serving import uvicorn_config
 
     configure_logging(settings)
-    app = create_app(settings)
+    if app is None:
+        app = create_app(settings)
     config = uvicorn_config(
         app,
         settings,
@@ -214,6 +223,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "schema":
         return write_schema(args.out)
+    if args.command == "demo":
+        return run_demo(args)
     if args.command == "config" and args.markdown:
         from .docs_config import reference
 
