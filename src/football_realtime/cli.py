@@ -1,4 +1,4 @@
-"""Command line: ``football-realtime serve`` (more subcommands join as they land)."""
+"""Command line: ``football-realtime serve`` and ``listen`` (more subcommands join as they land)."""
 
 from __future__ import annotations
 
@@ -60,7 +60,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_serve.add_argument("--ssl-certfile")
     p_serve.add_argument("--ssl-keyfile")
 
+    from .client import listen
+
+    listen.add_arguments(sub.add_parser("listen", help="print live events (operators)"))
+
     args = parser.parse_args(argv)
+    if args.command == "listen":
+        return listen.run(args)
     if args.command == "serve":
         try:
             settings = _settings_from(args, ("host", "port", "broker_url", "log_level"))
