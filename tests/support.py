@@ -257,6 +257,8 @@ class ServeProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
 
 
 def start_serve_process(env: dict[str, str] | None = None, port: int | None = None) -> ServeProcess:
@@ -283,6 +285,7 @@ def start_serve_process(env: dict[str, str] | None = None, port: int | None = No
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             out = proc.stdout.read().decode() if proc.stdout else ""
+            sp.stop()
             raise RuntimeError(f"serve exited early: {out}")
         try:
             if httpx.get(f"{sp.http_url}/realtime/health", timeout=0.5).status_code == 200:

@@ -132,9 +132,11 @@ class Realtime:
         user_id: str | None = None,
         connection_id: str | None = None,
         room: str | None = None,
+        everyone: bool = False,
     ) -> int:
-        """Send an event to one user's connections, one connection, or a room on this
-        instance, regardless of subscriptions. Returns the number of recipients."""
+        """Send an event to one user's connections, one connection, a room, or every
+        connection on this instance, regardless of subscriptions. Returns the number of
+        recipients."""
         ev = prepare_published_event(event)
         payload = dumps(ev.to_wire())
         if user_id is not None:
@@ -143,8 +145,10 @@ class Realtime:
             return self.hub.send_to_connection(connection_id, payload)
         if room is not None:
             return self.hub.send_to_room(room, payload)
+        if everyone:
+            return self.hub.send_to_all(payload)
         raise EventValidationError(
-            "send needs user_id, connection_id or room",
+            "send needs user_id, connection_id, room or everyone=True",
             [{"field": "target", "message": "no target", "type": "value_error"}],
         )
 

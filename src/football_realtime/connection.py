@@ -216,7 +216,7 @@ class FastSink:
 class AsgiSink:
     """Portable path for any ASGI server: a writer task awaits ``websocket.send``."""
 
-    __slots__ = ("_close", "_event", "_task", "conn", "websocket", "writable")
+    __slots__ = ("_close", "_event", "_owner", "_task", "aborted", "conn", "websocket", "writable")
 
     def __init__(self, websocket: WebSocket) -> None:
         self.websocket = websocket
@@ -225,9 +225,12 @@ class AsgiSink:
         self._event = asyncio.Event()
         self._close: tuple[int, str] | None = None
         self._task: asyncio.Task[None] | None = None
+        self._owner: asyncio.Task[Any] | None = None
+        self.aborted = False
 
     def start(self, conn: Connection) -> None:
         self.conn = conn
+        self._owner = asyncio.current_task()
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     def item(self, enc: Encoded) -> bytes:
@@ -242,6 +245,13 @@ class AsgiSink:
     def close(self, code: int, reason: str, abort: bool) -> None:
         self._close = (code, reason)
         self._event.set()
+        if abort and self._owner is not None:
+            # The writer may be stuck awaiting a socket that is never drained; the ASGI
+            # app task (the endpoint) is cancelled and returns, so the server drops it.
+            self.aborted = True
+            if self._task is not None:
+                self._task.cancel()
+            self._owner.cancel()
 
     async def _run(self) -> None:
         assert self.conn is not None

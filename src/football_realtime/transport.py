@@ -6,6 +6,7 @@ decided by the hub. This module only moves data between the two.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from typing import TYPE_CHECKING, Any
@@ -132,6 +133,12 @@ class WebSocketEndpoint:
                     conn.close(CloseCode.BAD_REQUEST, exc.message[:120])
             hub.send_payload(conn, self._connected_message(conn))
             code = await self._receive_loop(websocket, conn)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if not (isinstance(sink, AsgiSink) and sink.aborted and task is not None):
+                raise
+            task.uncancel()
+            code = CloseCode.SLOW_CONSUMER
         finally:
             hub.remove(conn, code)
             if isinstance(sink, AsgiSink):

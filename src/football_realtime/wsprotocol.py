@@ -17,6 +17,9 @@ Measured against uvicorn's ASGI send path in docs/performance.md.
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import struct
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -89,7 +92,18 @@ class RealtimeWebSocketProtocol(WebSocketsSansIOProtocol):
         if self.close_timer is not None:
             self.close_timer.cancel()
         timeout = 2.0 if abort else self.close_timeout
-        self.close_timer = self.loop.call_later(timeout, self.transport.abort)
+        self.close_timer = self.loop.call_later(
+            timeout, self.reset if abort else self.transport.abort
+        )
+
+    def reset(self) -> None:
+        """Drop the connection with a TCP reset, discarding what the kernel still holds
+        for a peer that does not read (otherwise close() would trickle it out)."""
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.transport.abort()
 
 
 def protocol_of(scope: Mapping[str, Any]) -> RealtimeWebSocketProtocol | None:

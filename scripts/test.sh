@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Set up (idempotent) and run every test: lint, types, Python tests, JavaScript tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+
+echo "== ruff"
+.venv/bin/ruff format --check src tests
+.venv/bin/ruff check src tests
+echo "== mypy --strict"
+.venv/bin/mypy
+echo "== pytest"
+.venv/bin/python -m pytest -q "$@"
