@@ -523,8 +523,42 @@ class RealtimeClient:
         self._token = token
         conn = self._conn
         if conn is not None and conn.established:
-            await self._request_on(conn, "auth", {"token": token}, self.request_timeout)
+            await self._authenticate(conn, token)
         return token
+
+    async def _authenticate(self, conn: _Conn, token: str) -> dict[str, Any]:
+        fut = await self._send(
+            conn, "auth", {"token": token}, on_ack=lambda r: self._on_auth_ack(conn, r)
+        )
+        try:
+            return await asyncio.wait_for(asyncio.shield(fut), self.request_timeout)
+        except TimeoutError:
+            raise RequestTimeout("no reply to auth within the timeout") from None
+
+    def _on_auth_ack(self, conn: _Conn, result: dict[str, Any]) -> list[_Delivery]:
+        # A refresh may change the tier: the server lists the subscriptions it removed
+        # and the narrowed ones; the client follows so routing matches delivery.
+        removed = result.get("removed")
+        if isinstance(removed, list):
+            gone = {r.get("subscription_id") for r in removed if isinstance(r, dict)}
+            for sub in list(self._subs.values()):
+                if sub._gen == conn.gen and sub.server_id in gone:
+                    log.warning("subscription %s removed by the server after auth", sub.id)
+                    self._drop_sub(
+                        sub,
+                        request_error(
+                            "forbidden", "removed: the token's tier does not allow it", "auth"
+                        ),
+                    )
+        current = result.get("subscriptions")
+        if isinstance(current, list):
+            by_server_id = {s.server_id: s for s in self._subs.values() if s._gen == conn.gen}
+            for desc in current:
+                if isinstance(desc, dict):
+                    found = by_server_id.get(desc.get("subscription_id"))
+                    if found is not None:
+                        found._apply_ack({**desc, "streams": dict.fromkeys(found.streams)})
+        return []
 
     # -- internals: supervisor ---------------------------------------------------
 
@@ -724,9 +758,7 @@ class RealtimeClient:
         try:
             if self.token_transport == "auth_message" and self._token is not None:
                 try:
-                    await self._request_on(
-                        conn, "auth", {"token": self._token}, self.request_timeout
-                    )
+                    await self._authenticate(conn, self._token)
                 except RequestError as exc:
                     conn.fatal = TerminalCloseError(CloseCode.UNAUTHORIZED, str(exc))
                     await conn.ws.close(1000, "client stopping")
@@ -1008,7 +1040,12 @@ class RealtimeClient:
         status = data.get("status")
         if status == "connected":
             self.connection_info = dict(data)
-        elif status == "warning" and self._token_provider is not None and conn.established:
+        elif (
+            status == "warning"
+            and data.get("reason", "token_expiring") == "token_expiring"
+            and self._token_provider is not None
+            and conn.established
+        ):
             # The server warns before the token expires: refresh in-band.
             self._spawn(conn, self._refresh_quietly())
 
