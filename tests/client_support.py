@@ -10,7 +10,30 @@ from typing import Any
 
 from football_realtime.client import Event, RecoveryFailed
 
-from .support import TIMEOUT, RunningServer, free_port
+from .support import TIMEOUT, UNIT, RunningServer, free_port
+
+try:  # Servers that verify tokens (the security layer) get a premium user's token.
+    from .support import token as _signed_token  # type: ignore[attr-defined, unused-ignore]
+except ImportError:  # servers without token checks ignore the token
+    _signed_token = None
+
+
+def valid_token(user_id: str = "user-1", n: int = 0) -> str:
+    """A token the test servers accept for ``user_id`` (premium tier); ``n`` makes
+    tokens for the same user differ."""
+    if _signed_token is None:
+        return f"token-of-{user_id}-{n}"
+    tok: str = _signed_token(user_id, jti=str(n))
+    return tok
+
+
+#: Client options for tests: quick reconnects, a valid token.
+FAST: dict[str, Any] = {
+    "min_reconnect_delay": 0.02 * UNIT,
+    "max_reconnect_delay": 0.1 * UNIT,
+    "request_timeout": TIMEOUT,
+    "token": valid_token(),
+}
 
 PRED = {
     "prediction_id": 1,

@@ -24,19 +24,15 @@ from football_realtime.core.events import (
     PredictionCreated,
 )
 
-from .client_support import apublish, drain, pred, score, take, until
-from .support import TIMEOUT, UNIT, RunningServer
-
-FAST: dict[str, Any] = {
-    "min_reconnect_delay": 0.02 * UNIT,
-    "max_reconnect_delay": 0.1 * UNIT,
-    "request_timeout": TIMEOUT,
-}
+from .client_support import FAST, apublish, drain, pred, score, take, until, valid_token
+from .support import TIMEOUT, RunningServer
 
 
 async def test_subscribe_and_receive_typed_events(any_server: RunningServer) -> None:
     srv = any_server
-    async with RealtimeClient(srv.ws_url, user_id="user123", **FAST) as client:
+    async with RealtimeClient(
+        srv.ws_url, **{**FAST, "user_id": "user123", "token": valid_token("user123")}
+    ) as client:
         assert client.state is ClientState.OPEN
         assert client.connection_info["user_id"] == "user123"
         sub = await client.subscribe("predictions", match_ids=[1, 2, 3], min_confidence=0.7)

@@ -19,6 +19,7 @@ from football_realtime.client import (
 from football_realtime.core.close_codes import CloseCode
 
 from .client_support import (
+    FAST,
     TcpProxy,
     apublish,
     drain,
@@ -28,14 +29,9 @@ from .client_support import (
     score,
     take,
     until,
+    valid_token,
 )
 from .support import TIMEOUT, UNIT, RunningServer, post_broadcast, start_serve_process
-
-FAST: dict[str, Any] = {
-    "min_reconnect_delay": 0.02 * UNIT,
-    "max_reconnect_delay": 0.1 * UNIT,
-    "request_timeout": TIMEOUT,
-}
 
 
 def drop_all(srv: RunningServer, code: int = CloseCode.RECONNECT, abort: bool = True) -> None:
@@ -227,7 +223,7 @@ async def test_close_codes_decide_whether_to_reconnect(
     server: RunningServer, code: int, provider: bool, reconnects: bool
 ) -> None:
     stats = server.realtime.stats
-    kw: dict[str, Any] = {"token_provider": (lambda: "t")} if provider else {}
+    kw: dict[str, Any] = {"token_provider": valid_token} if provider else {}
     async with RealtimeClient(server.ws_url, **kw, **FAST) as client:
         await client.subscribe("matches")
         drop_all(server, code, abort=False)
@@ -249,21 +245,24 @@ async def test_token_provider_is_asked_on_every_connect(server: RunningServer) -
 
     async def provider() -> str:
         await asyncio.sleep(0)
-        issued.append(f"tok-{len(issued) + 1}")
+        issued.append(valid_token("u1", len(issued)))
         return issued[-1]
 
     async with TcpProxy(server.port) as proxy:
         async with RealtimeClient(
-            proxy.url(), user_id="u1", token_provider=provider, **FAST
+            proxy.url(), **{**FAST, "user_id": "u1", "token": None, "token_provider": provider}
         ) as client:
             drop_all(server)
             await until(lambda: client.stats.connections == 2 and client.state is ClientState.OPEN)
-        assert issued == ["tok-1", "tok-2"]
+        assert len(issued) == 2 and issued[0] != issued[1]
         lines = [r.split(b"\r\n", 1)[0] for r in proxy.requests]
-        assert b"token=tok-1" in lines[0] and b"user_id=u1" in lines[0]
-        assert b"token=tok-2" in lines[1]
+        assert f"token={issued[0]}".encode() in lines[0] and b"user_id=u1" in lines[0]
+        assert f"token={issued[1]}".encode() in lines[1]
 
-        async with RealtimeClient(proxy.url(), token="static", token_transport="header", **FAST):
+        tok = valid_token()
+        async with RealtimeClient(
+            proxy.url(), **{**FAST, "token": tok, "token_transport": "header"}
+        ):
             pass
-        assert b"Authorization: Bearer static" in proxy.requests[2]
+        assert f"Authorization: Bearer {tok}".encode() in proxy.requests[2]
         assert b"token=" not in proxy.requests[2].split(b"\r\n", 1)[0]

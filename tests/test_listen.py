@@ -14,7 +14,7 @@ import pytest
 from football_realtime.client.listen import format_json, format_row
 from football_realtime.client.models import RecoveryFailed, parse_event
 
-from .client_support import TcpProxy, pred, refusing_listener
+from .client_support import TcpProxy, pred, refusing_listener, valid_token
 from .support import TIMEOUT, RunningServer, post_broadcast, start_serve_process
 
 
@@ -27,7 +27,7 @@ class Listener:
 
     @classmethod
     async def start(cls, *args: str, env: dict[str, str] | None = None) -> Listener:
-        full_env = {k: v for k, v in os.environ.items() if k != "REALTIME_TOKEN"}
+        full_env = {**os.environ, "REALTIME_TOKEN": valid_token()}
         full_env.update(env or {})
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -151,9 +151,10 @@ async def test_table_rows_and_sigterm(server: RunningServer) -> None:
 
 async def test_token_from_environment_or_flag(server: RunningServer) -> None:
     async with TcpProxy(server.port) as proxy:
+        env_token, flag_token = valid_token("env-user"), valid_token("flag-user")
         for args, env, expect in (
-            ((), {"REALTIME_TOKEN": "from-env"}, b"token=from-env"),
-            (("--token", "from-flag"), {"REALTIME_TOKEN": "from-env"}, b"token=from-flag"),
+            ((), {"REALTIME_TOKEN": env_token}, env_token),
+            (("--token", flag_token), {"REALTIME_TOKEN": env_token}, flag_token),
         ):
             lst = await Listener.start("--url", proxy.url(), "--type", "matches", *args, env=env)
             try:
@@ -162,7 +163,7 @@ async def test_token_from_environment_or_flag(server: RunningServer) -> None:
                 assert code == 0, err
             finally:
                 lst.kill()
-            assert expect in proxy.requests[-1].split(b"\r\n", 1)[0]
+            assert f"token={expect}".encode() in proxy.requests[-1].split(b"\r\n", 1)[0]
 
 
 async def test_bad_arguments_and_refused_subscription_exit_2(server: RunningServer) -> None:
