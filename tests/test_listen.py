@@ -107,7 +107,7 @@ async def test_json_lines_survive_a_server_restart_and_sigint_exits_cleanly() ->
         await broadcast(sp, pred(prediction_id=12, match_id=2, league="德甲"))  # other league
         sent = pred(prediction_id=13, match_id=1)
         await broadcast(sp, sent)
-        got = json.loads(await lst.out_line('"prediction_created"'))
+        got = json.loads(await lst.out_line('"event_type":"prediction_created"'))
         assert got["data"] == sent["data"]
         assert (got["stream"], got["offset"]) == ("predictions", 4)
 
@@ -115,11 +115,11 @@ async def test_json_lines_survive_a_server_restart_and_sigint_exits_cleanly() ->
         await lst.err_line("reconnecting")
         sp = await asyncio.to_thread(start_serve_process, None, sp.port)
         await lst.err_line("connected to")
-        notice = json.loads(await lst.out_line('"recovery_failed"'))
+        notice = json.loads(await lst.out_line('"event_type":"recovery_failed"'))
         assert notice["data"]["streams"] == ["predictions"]
         assert "epoch" in notice["data"]["reason"]
         await broadcast(sp, pred(prediction_id=14, match_id=2))
-        got = json.loads(await lst.out_line('"prediction_created"'))
+        got = json.loads(await lst.out_line('"event_type":"prediction_created"'))
         assert got["data"]["prediction_id"] == 14
 
         code, err = await lst.stop(signal.SIGINT)
