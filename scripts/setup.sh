@@ -22,7 +22,8 @@ apt_install() {
 
 # System packages used by the test suite (see docs/deployment.md for production).
 if command -v apt-get >/dev/null 2>&1; then
-  apt_install ${SYSTEM_PACKAGES:-}
+  # redis-server and nginx: the scale-out tests start their own on free ports.
+  apt_install redis-server nginx ${SYSTEM_PACKAGES:-}
 fi
 
 if [ ! -x .venv/bin/python ]; then

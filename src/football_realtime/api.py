@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from redis.exceptions import RedisError
 
 from . import __version__
 from .brokers.base import BrokerUnavailable
 from .core.events import EventType, EventValidationError
+from .logs import current_correlation_id
 
 if TYPE_CHECKING:
     from .app import Realtime
+
+log = logging.getLogger("football_realtime.api")
 
 
 class Target(BaseModel):
@@ -98,9 +103,17 @@ def build_api_router(rt: Realtime) -> APIRouter:
         }
         return JSONResponse(body, status_code=200 if ok else 503)
 
+    @router.get("/health/live", summary="Liveness (the process answers)", tags=["realtime"])
+    async def live() -> dict[str, str]:
+        # For liveness probes: no broker check, so a Redis outage marks instances
+        # unready (/health) without getting them restarted.
+        return {"status": "alive", "instance_id": rt.settings.instance_id}
+
     @router.get("/stats", summary="Service statistics", tags=["realtime"])
     async def stats() -> dict[str, Any]:
-        return rt.stats_snapshot()
+        snap = rt.stats_snapshot()
+        snap["cluster"] = await rt.cluster.overview()
+        return snap
 
     @router.get(
         "/connections/{connection_id}",
@@ -110,9 +123,23 @@ def build_api_router(rt: Realtime) -> APIRouter:
     )
     async def connection(connection_id: str) -> dict[str, Any]:
         conn = rt.hub.connections.get(connection_id)
-        if conn is None:
+        if conn is not None:
+            d = conn.describe()
+            d["instance_id"] = rt.settings.instance_id
+            d["local"] = True
+            return d
+        try:
+            remote = await rt.cluster.lookup(connection_id)
+        except (RedisError, OSError) as exc:
+            raise HTTPException(
+                503,
+                f"connection {connection_id!r} is not on this instance and the cluster "
+                f"registry is unavailable: {exc}",
+                headers={"Retry-After": "1"},
+            ) from None
+        if remote is None:
             raise HTTPException(404, f"no connection {connection_id!r}")
-        return conn.describe()
+        return remote
 
     @router.post(
         "/broadcast",
@@ -132,10 +159,22 @@ def build_api_router(rt: Realtime) -> APIRouter:
             v = getattr(body, k)
             if v is not None:
                 event[k] = v
+        # The caller's X-Correlation-ID travels on with the event unless it names its own.
+        if "correlation_id" not in event and (cid := current_correlation_id()) is not None:
+            event["correlation_id"] = cid
         try:
             if body.target is not None:
                 tgt = body.target.model_dump(exclude_none=True)
                 n = rt.send(event, **tgt)
+                log.info(
+                    "broadcast sent to target",
+                    extra={
+                        "event_type": body.event_type.value,
+                        "target": tgt,
+                        "recipients": n,
+                        "correlation_id": event.get("correlation_id"),
+                    },
+                )
                 return BroadcastResult(
                     accepted=True, event_type=body.event_type, target=tgt, recipients=n
                 )
@@ -156,6 +195,16 @@ def build_api_router(rt: Realtime) -> APIRouter:
             raise HTTPException(
                 503, f"broker unavailable: {exc}", headers={"Retry-After": "1"}
             ) from None
+        log.info(
+            "broadcast published",
+            extra={
+                "event_type": body.event_type.value,
+                "stream": res.stream.value,
+                "offset": res.offset,
+                "duplicate": res.duplicate,
+                "correlation_id": event.get("correlation_id"),
+            },
+        )
         return BroadcastResult(
             accepted=True,
             event_type=body.event_type,

@@ -7,6 +7,7 @@ Mount the service into an existing FastAPI app::
     app.include_router(realtime.router, prefix="/realtime")
 
 and publish from business code in the same process with ``await realtime.publish(event)``.
+Add ``football_realtime.metrics.mount_metrics(app, realtime)`` for ``GET /metrics``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import logging
 import secrets
 import sys
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -23,18 +25,24 @@ from fastapi import APIRouter, FastAPI
 from . import __version__
 from .api import build_api_router
 from .brokers import Broker, PublishResult, create_broker
+from .brokers.base import BrokerUnavailable, PublishedEvent
+from .brokers.redis import RedisBroker
+from .cluster import ClusterRegistry
 from .config import Settings
 from .connection import Connection
 from .core.close_codes import CloseCode
-from .core.encoding import dumps
+from .core.encoding import dumps, server_message
 from .core.events import (
-    EVENT_STREAM,
+    EventType,
     EventValidationError,
     RealtimeEvent,
     SubscriptionType,
     prepare_published_event,
 )
 from .hub import Hub
+from .logs import CURRENT_EVENT, CorrelationIdMiddleware, bind_correlation_id, reset_correlation_id
+from .metrics import build_registry, metrics_router
+from .publisher import prepare_envelope
 from .stats import ServiceStats
 from .transport import WebSocketEndpoint
 
@@ -58,12 +66,24 @@ class Realtime:
             if broker is not None
             else create_broker(s.broker_url, history_size=s.history_size, history_ttl=s.history_ttl)
         )
+        # Optional broker ability: brokers that count their own failures (e.g. the
+        # consumer loop of a networked broker) take the stats through bind_stats().
+        bind_stats = getattr(self.broker, "bind_stats", None)
+        if bind_stats is not None:
+            bind_stats(self.stats)
+        self.metrics_registry = build_registry(self)
         self._generated_token = s.admin_token is None
         self.admin_token = (
             s.admin_token.get_secret_value()
             if s.admin_token is not None
             else secrets.token_urlsafe(24)
         )
+        self.cluster = ClusterRegistry(
+            self,
+            self.broker.redis if isinstance(self.broker, RedisBroker) else None,
+            s.cluster_heartbeat_interval,
+        )
+        self.hub.on_membership = self.cluster.on_membership
         self.router = self._build_router()
         self.started = False
 
@@ -80,7 +100,8 @@ class Realtime:
     async def start(self) -> None:
         if self.started:
             return
-        await self.broker.start(self.hub.deliver)
+        await self.broker.start(self.on_event, self.on_stream_reset)
+        await self.cluster.start()
         self.started = True
         if self._generated_token:
             print(
@@ -94,8 +115,45 @@ class Realtime:
         if not self.started:
             return
         self.started = False
-        self.hub.close_all(CloseCode.SERVICE_RESTART, "server shutting down")
+        for conn in list(self.hub.connections.values()):
+            self.close_for_shutdown(conn)
+        await self.cluster.stop()
         await self.broker.stop()
+
+    def close_for_shutdown(self, conn: Connection) -> None:
+        """Graceful shutdown of one connection: ``connection_status`` closing, then 1012,
+        so the client reconnects at once (another instance answers) and recovers."""
+        if conn.closing:
+            return
+        self.hub.send_payload(
+            conn,
+            server_message(
+                EventType.CONNECTION_STATUS,
+                {
+                    "status": "closing",
+                    "reason": "server shutting down",
+                    "instance_id": self.settings.instance_id,
+                    "reconnect": True,
+                },
+            ),
+        )
+        conn.close(CloseCode.SERVICE_RESTART, "server shutting down")
+
+    def on_stream_reset(self, stream: SubscriptionType, epoch: str | None) -> None:
+        """The broker lost continuity on ``stream``: with a new ``epoch`` (history lost),
+        connections positioned under another epoch reconnect and are told ``recovered:
+        false``; with None (events trimmed before delivery), every subscriber does."""
+        log.warning("stream %s lost continuity (epoch %s); subscribers recover", stream, epoch)
+        for conn in list(self.hub.connections.values()):
+            if not any(stream in sub.streams for sub in conn.subscriptions.values()):
+                continue
+            known = conn.epochs.get(stream)
+            if epoch is not None and known == epoch:
+                continue  # subscribed under the new epoch already: nothing missed
+            conn.close(
+                CloseCode.INSUFFICIENT_STATE,
+                f"stream {stream.value} lost continuity; reconnect and recover",
+            )
 
     @asynccontextmanager
     async def lifespan(self, app: Any = None) -> AsyncIterator[None]:
@@ -104,6 +162,23 @@ class Realtime:
             yield
         finally:
             await self.stop()
+
+    # -- events from the broker ---------------------------------------------------
+
+    def on_event(self, ev: PublishedEvent) -> int:
+        """The broker's delivery callback: fan one event out on this instance.
+
+        Metrics are taken once per event here, never per recipient.
+        """
+        st = self.stats
+        st.record_consumed(ev.published_at, time.time())
+        token = CURRENT_EVENT.set(ev)
+        try:
+            n = self.hub.deliver(ev)
+        finally:
+            CURRENT_EVENT.reset(token)
+        st.record_fanout(ev.event_type, ev.published_at, len(ev.payload), n)
+        return n
 
     # -- publishing --------------------------------------------------------------
 
@@ -115,14 +190,23 @@ class Realtime:
         Raises :class:`EventValidationError` naming the field at fault, or
         ``BrokerUnavailable`` when the broker cannot take it.
         """
-        ev = prepare_published_event(event)
-        envelope = ev.to_wire()
-        envelope.pop("stream", None)
-        envelope.pop("offset", None)
-        result = await self.broker.publish(envelope, EVENT_STREAM[ev.event_type], idempotency_key)
+        envelope, stream = prepare_envelope(event)
+        cid = envelope.get("correlation_id")
+        token = bind_correlation_id(cid) if cid else None
+        t0 = time.perf_counter()
+        try:
+            result = await self.broker.publish(envelope, stream, idempotency_key)
+        except BrokerUnavailable as exc:
+            self.stats.broker_errors["publish"] += 1
+            log.warning("publish failed: broker unavailable: %s", exc)
+            raise
+        finally:
+            if token is not None:
+                reset_correlation_id(token)
+        self.stats.broker_publish_latency.observe(time.perf_counter() - t0)
         if not result.duplicate:
             self.stats.events_published += 1
-            self.stats.published_by_type[ev.event_type] += 1
+            self.stats.published_by_type[envelope["event_type"]] += 1
         return result
 
     def send(
@@ -164,11 +248,17 @@ class Realtime:
         snap["published_by_event_type"] = dict(self.stats.published_by_type)
         snap["errors_by_code"] = dict(self.stats.errors_by_code)
         snap["closed_by_code"] = {str(k): v for k, v in self.stats.closed_by_code.items()}
+        snap["received_by_type"] = dict(self.stats.received_by_type)
+        snap["broker_errors_by_operation"] = dict(self.stats.broker_errors)
         return snap
 
     def on_slow_consumer(self, conn: Connection) -> None:
         self.stats.slow_consumer_disconnects += 1
-        log.warning("closing slow consumer connection_id=%s user_id=%s", conn.id, conn.user_id)
+        log.warning(
+            "closing slow consumer: outbound buffer over %d bytes",
+            self.settings.outbound_buffer_bytes,
+            extra={"connection_id": conn.id, "user_id": conn.user_id},
+        )
 
 
 def create_app(settings: Settings | None = None, *, broker: Broker | None = None) -> FastAPI:
@@ -182,4 +272,6 @@ def create_app(settings: Settings | None = None, *, broker: Broker | None = None
     )
     app.state.realtime = realtime
     app.include_router(realtime.router, prefix="/realtime")
+    app.include_router(metrics_router(realtime))
+    app.add_middleware(CorrelationIdMiddleware)
     return app

@@ -1,24 +1,169 @@
-"""Command line: ``football-realtime serve`` and ``listen`` (more subcommands join as they land)."""
+"""Command line: ``football-realtime serve``, ``config`` and ``listen``.
+
+``serve`` and ``config`` take one flag per setting, generated from :class:`Settings` (secrets are
+environment-only); a flag wins over its ``REALTIME_*`` variable. Invalid values
+are refused with exit code 2 and a message naming the variable.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
+from .client import listen
 from .config import Settings
+from .docs_config import SettingSpec, setting_specs
+
+EXIT_INVALID_CONFIG = 2
 
 
-def _settings_from(args: argparse.Namespace, names: Sequence[str]) -> Settings:
-    overrides: dict[str, Any] = {}
-    for name in names:
-        value = getattr(args, name, None)
-        if value is not None:
-            overrides[name] = value
-    return Settings(**overrides)
+def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "settings", "each flag overrides its REALTIME_* environment variable"
+    )
+    for spec in setting_specs():
+        if spec.flag is None:
+            continue
+        help_text = f"{spec.description} [{spec.env}]".replace("%", "%%")
+        if spec.is_bool:
+            group.add_argument(
+                spec.flag,
+                dest=spec.name,
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=help_text,
+            )
+        else:
+            group.add_argument(
+                spec.flag, dest=spec.name, default=None, metavar="VALUE", help=help_text
+            )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="football-realtime", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p_serve = sub.add_parser("serve", help="run the service")
+    add_settings_arguments(p_serve)
+    p_serve.add_argument("--ssl-certfile", help="TLS certificate (PEM): serve https and wss")
+    p_serve.add_argument("--ssl-keyfile", help="TLS private key (PEM) for --ssl-certfile")
+
+    p_config = sub.add_parser(
+        "config",
+        help="print the effective configuration (secrets redacted) and exit; "
+        "exit code 2 if a value is invalid",
+    )
+    add_settings_arguments(p_config)
+    fmt = p_config.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="print the configuration as JSON")
+    fmt.add_argument(
+        "--markdown",
+        action="store_true",
+        help="print the configuration reference table (docs/configuration.md) instead",
+    )
+    listen.add_arguments(sub.add_parser("listen", help="print live events (for operators)"))
+    return parser
+
+
+def flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings given as flags (they win over the environment)."""
+    return {
+        s.name: getattr(args, s.name)
+        for s in setting_specs()
+        if getattr(args, s.name, None) is not None
+    }
+
+
+def explain_invalid(exc: ValidationError, overrides: dict[str, Any]) -> list[str]:
+    specs = {s.name: s for s in setting_specs()}
+    lines = []
+    for e in exc.errors(include_url=False):
+        name = str(e["loc"][0]) if e["loc"] else ""
+        spec = specs.get(name)
+        if spec is None:
+            lines.append(f"invalid configuration: {e['msg']}")
+            continue
+        where = spec.env
+        if name in overrides and spec.flag:
+            where += f" (given as {spec.flag})"
+        shown = "" if spec.secret else f" = {e.get('input')!r}"
+        lines.append(f"invalid configuration: {where}{shown}: {e['msg']}")
+    return lines
+
+
+def redact_url(value: str) -> str:
+    """``redis://user:secret@host`` -> ``redis://user:***@host``."""
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return value
+    if parts.password is None:
+        return value
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host += f":{parts.port}"
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+def _display(spec: SettingSpec, value: Any) -> Any:
+    if isinstance(value, SecretStr):
+        return "<redacted>"
+    if isinstance(value, str):
+        return redact_url(value)
+    return value
+
+
+def _source(spec: SettingSpec, overrides: dict[str, Any]) -> str:
+    if spec.name in overrides:
+        return f"flag {spec.flag}"
+    env = {k.upper() for k in os.environ}
+    if spec.env in env:
+        return "environment"
+    return "generated" if spec.field.default_factory is not None else "default"
+
+
+def effective_config(settings: Settings, overrides: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for spec in setting_specs():
+        value = getattr(settings, spec.name)
+        rows.append(
+            {
+                "variable": spec.env,
+                "value": _display(spec, value),
+                "source": _source(spec, overrides),
+            }
+        )
+    return rows
+
+
+def _env_text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
+def print_config(args: argparse.Namespace, settings: Settings, overrides: dict[str, Any]) -> None:
+    rows = effective_config(settings, overrides)
+    if args.json:
+        print(json.dumps({r["variable"]: r["value"] for r in rows}, indent=2, ensure_ascii=False))
+        return
+    print("# football-realtime effective configuration (secrets redacted)")
+    for r in rows:
+        line = f"{r['variable']}={_env_text(r['value'])}"
+        note = r["source"]
+        if r["variable"] == "REALTIME_ADMIN_TOKEN" and r["value"] is None:
+            note += "; unset: a random token is generated at start-up"
+        print(f"{line}  # {note}")
 
 
 def serve(
@@ -27,8 +172,10 @@ def serve(
     import uvicorn
 
     from .app import create_app
+    from .logs import configure_logging
     from .wsprotocol import RealtimeWebSocketProtocol
 
+    configure_logging(settings)
     app = create_app(settings)
     ws: Any = RealtimeWebSocketProtocol if settings.fast_transport else "websockets-sansio"
     uvicorn.run(
@@ -40,44 +187,39 @@ def serve(
         ws_ping_interval=settings.ping_interval,
         ws_ping_timeout=settings.ping_timeout,
         ws_per_message_deflate=False,
+        log_config=None,  # keep the handler configure_logging installed
         log_level=settings.log_level,
         access_log=settings.access_log,
         ssl_certfile=ssl_certfile,
         ssl_keyfile=ssl_keyfile,
-        timeout_graceful_shutdown=10,
+        timeout_graceful_shutdown=settings.shutdown_timeout,
     )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="football-realtime", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    p_serve = sub.add_parser("serve", help="run the service")
-    p_serve.add_argument("--host")
-    p_serve.add_argument("--port", type=int)
-    p_serve.add_argument("--broker-url", dest="broker_url")
-    p_serve.add_argument("--log-level", dest="log_level")
-    p_serve.add_argument("--ssl-certfile")
-    p_serve.add_argument("--ssl-keyfile")
-
-    from .client import listen
-
-    listen.add_arguments(sub.add_parser("listen", help="print live events (operators)"))
-
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "listen":
         return listen.run(args)
+    if args.command == "config" and args.markdown:
+        from .docs_config import reference
+
+        print(reference())
+        return 0
+    overrides = flag_overrides(args)
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        for line in explain_invalid(exc, overrides):
+            print(line, file=sys.stderr)
+        return EXIT_INVALID_CONFIG
+    if args.command == "config":
+        print_config(args, settings, overrides)
+        return 0
     if args.command == "serve":
-        try:
-            settings = _settings_from(args, ("host", "port", "broker_url", "log_level"))
-        except ValidationError as exc:
-            for e in exc.errors(include_url=False):
-                name = "REALTIME_" + str(e["loc"][0]).upper() if e["loc"] else "settings"
-                print(f"invalid configuration: {name}: {e['msg']}", file=sys.stderr)
-            return 2
         serve(settings, args.ssl_certfile, args.ssl_keyfile)
         return 0
-    return 2
+    return EXIT_INVALID_CONFIG
 
 
 if __name__ == "__main__":  # pragma: no cover

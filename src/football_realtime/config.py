@@ -32,6 +32,11 @@ class Settings(BaseSettings):
     history_ttl: Annotated[float, Field(gt=0)] = Field(
         600.0, description="Seconds an event stays in a stream's history."
     )
+    cluster_heartbeat_interval: Annotated[float, Field(gt=0, le=300)] = Field(
+        5.0,
+        description="Seconds between an instance's heartbeats into the cluster registry "
+        "(Redis broker); its registrations expire after three missed heartbeats.",
+    )
     max_message_size: Annotated[int, Field(ge=256, le=16 * 1024 * 1024)] = Field(
         65536, description="Largest client message in bytes; larger closes with 1009."
     )
@@ -67,7 +72,17 @@ class Settings(BaseSettings):
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field(
         "info", description="Log level."
     )
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description="`text`: one readable line per record; `json`: one JSON object per line "
+        "with `connection_id`, `user_id` and `correlation_id` (for log shippers).",
+    )
     access_log: bool = Field(True, description="Write HTTP access log lines (tokens redacted).")
+    shutdown_timeout: Annotated[int, Field(ge=0, le=3600)] = Field(
+        10,
+        description="Seconds `serve` waits on SIGTERM for connections and requests to finish "
+        "before closing them (keep below the orchestrator's grace period).",
+    )
     fast_transport: bool = Field(
         True,
         description="`serve` runs the WebSocket layer that writes pre-built frames "

@@ -69,6 +69,7 @@ class Connection:
         "connected_at",
         "connected_mono",
         "drain_waiter",
+        "epochs",
         "held",
         "id",
         "messages_received",
@@ -115,6 +116,9 @@ class Connection:
         # in progress); the hub releases them in order afterwards.
         self.held: list[Any] | None = None
         self.drain_waiter: asyncio.Future[None] | None = None
+        # Stream -> epoch this connection's subscriptions were positioned under (set by
+        # subscribe); a broker epoch change closes the connections of older epochs.
+        self.epochs: dict[Any, str] = {}
         self.closing = False
         self.on_overflow: Callable[[Connection], None] | None = None
 

@@ -54,6 +54,8 @@ class Hub:
         #: most once per (event, view); connections whose ``view`` is None get the
         #: event as published.
         self.render_view: Callable[[PublishedEvent, Hashable], Encoded | None] | None = None
+        #: Told of every connection added (True) or removed (False): the cluster registry.
+        self.on_membership: Callable[[Connection, bool], None] | None = None
 
     # -- connections -------------------------------------------------------------
 
@@ -62,6 +64,8 @@ class Hub:
         if conn.user_id is not None:
             self.user_connections.setdefault(conn.user_id, set()).add(conn.id)
         self.stats.connections_opened += 1
+        if self.on_membership is not None:
+            self.on_membership(conn, True)
 
     def remove(self, conn: Connection, code: int) -> None:
         """Forget a connection that has gone: its subscriptions, rooms and user entry."""
@@ -87,10 +91,9 @@ class Hub:
                 if not ids:
                     del self.user_connections[conn.user_id]
         conn.out.clear()
-        st = self.stats
-        st.connections_closed += 1
-        st.closed_by_code[code] += 1
-        st.connection_seconds_total += time.monotonic() - conn.connected_mono
+        self.stats.record_close(code, time.monotonic() - conn.connected_mono)
+        if self.on_membership is not None:
+            self.on_membership(conn, False)
 
     # -- subscriptions -----------------------------------------------------------
 

@@ -1,5 +1,14 @@
-"""``uvicorn football_realtime.main:app``: the service configured from the environment."""
+"""``uvicorn football_realtime.main:app``: the service configured from the environment.
+
+Logging follows REALTIME_LOG_FORMAT / REALTIME_LOG_LEVEL here too (uvicorn's loggers
+are routed through the same handler); ``football-realtime serve`` does the same and
+also applies the WebSocket settings to uvicorn, so prefer it.
+"""
 
 from .app import create_app
+from .config import Settings
+from .logs import configure_logging
 
-app = create_app()
+settings = Settings()
+configure_logging(settings)
+app = create_app(settings)

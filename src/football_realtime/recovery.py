@@ -17,7 +17,7 @@ from __future__ import annotations
 import heapq
 from typing import TYPE_CHECKING
 
-from .brokers.base import PublishedEvent
+from .brokers.base import BrokerUnavailable, PublishedEvent
 from .core import protocol as proto
 from .core.close_codes import CloseCode
 from .core.events import SubscriptionType
@@ -65,6 +65,8 @@ async def subscribe(rt: Realtime, conn: Connection, msg: proto.Subscribe) -> Non
         result["streams"] = {
             st.value: {"epoch": e, "offset": o} for st, (e, o) in positions.items()
         }
+        for st, (e, _) in positions.items():
+            conn.epochs[st] = e
         backlog: list[PublishedEvent] = []
         recovered = False
         if since is not None:
@@ -107,6 +109,13 @@ async def subscribe(rt: Realtime, conn: Connection, msg: proto.Subscribe) -> Non
                 stats.replayed_events += sent
             elif msg.snapshot:
                 stats.snapshot_events += sent
+    except BrokerUnavailable as exc:
+        # Nothing was acked yet: undo the subscription so a retry starts clean.
+        if sub.id in conn.subscriptions:
+            hub.unsubscribe(conn, sub.id, None)
+        raise ProtocolError(
+            "unavailable", f"the broker is unavailable, retry shortly ({exc})", msg.id, msg.type
+        ) from None
     finally:
         conn.held = None
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from typing import TYPE_CHECKING, Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -22,6 +23,7 @@ from .core.events import EventType, SubscriptionType, utc_now_iso
 from .core.protocol import ProtocolError
 from .core.subscriptions import SubscriptionFilter
 from .hub import new_connection_id
+from .logs import bind_connection
 from .wsprotocol import protocol_of
 
 if TYPE_CHECKING:
@@ -83,6 +85,10 @@ class WebSocketEndpoint:
     async def __call__(self, websocket: WebSocket) -> None:
         rt = self.rt
         hub = rt.hub
+        # This task is the connection's: everything logged in it, from uvicorn's
+        # "[accepted]" line on, carries the connection (and later user) id.
+        conn_id = new_connection_id()
+        bind_connection(conn_id)
         await websocket.accept()
         try:
             user_id = _ident(websocket, "user_id")
@@ -101,7 +107,7 @@ class WebSocketEndpoint:
         sink: Sink = FastSink(fast) if fast is not None else AsgiSink(websocket)
         client = websocket.client
         conn = Connection(
-            new_connection_id(),
+            conn_id,
             user_id,
             session_id,
             sink,
@@ -118,10 +124,16 @@ class WebSocketEndpoint:
                     conn.flush()
 
             fast.on_writable = on_writable
+            fast.on_shutdown = lambda: rt.close_for_shutdown(conn)
         elif isinstance(sink, AsgiSink):
             sink.start(conn)
 
         hub.add(conn)
+        bind_connection(conn)
+        log.info(
+            "connection opened",
+            extra={"path": websocket.url.path, "client_addr": conn.client_addr},
+        )
         code: int = CloseCode.ABNORMAL
         try:
             if self.preset is not None:
@@ -143,6 +155,15 @@ class WebSocketEndpoint:
             hub.remove(conn, code)
             if isinstance(sink, AsgiSink):
                 await sink.stop()
+            log.info(
+                "connection closed",
+                extra={
+                    "code": code,
+                    "duration_seconds": round(time.monotonic() - conn.connected_mono, 3),
+                    "messages_sent": conn.messages_sent,
+                    "messages_received": conn.messages_received,
+                },
+            )
 
     def _connected_message(self, conn: Connection) -> bytes:
         return server_message(
@@ -183,10 +204,9 @@ class WebSocketEndpoint:
                 conn.close(CloseCode.UNSUPPORTED_DATA, "binary frames are not supported")
                 continue
             conn.messages_received += 1
-            size = len(text)
+            size = len(text.encode())  # bytes, not characters
             conn.bytes_received += size
-            stats.messages_received += 1
-            stats.bytes_received += size
+            stats.record_received(size)
             if conn.closing:
                 continue
             await handle_client_text(self.rt, conn, text)
@@ -197,6 +217,7 @@ async def handle_client_text(rt: Realtime, conn: Connection, text: str) -> None:
     hub = rt.hub
     try:
         msg = proto.parse_client_message(text)
+        rt.stats.received_by_type[msg.type] += 1
         if isinstance(msg, proto.Subscribe):
             await recovery.subscribe(rt, conn, msg)
             return

@@ -34,6 +34,8 @@ class RealtimeWebSocketProtocol(WebSocketsSansIOProtocol):
         super().__init__(*args, **kwargs)
         self.write_paused = False
         self.on_writable: Callable[[bool], None] | None = None
+        # Graceful shutdown (SIGTERM): lets the app say goodbye before uvicorn's 1012.
+        self.on_shutdown: Callable[[], None] | None = None
         self.last_received = 0.0
 
     def handle_connect(self, event: Request) -> None:
@@ -62,7 +64,14 @@ class RealtimeWebSocketProtocol(WebSocketsSansIOProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.on_writable = None
+        self.on_shutdown = None
         super().connection_lost(exc)
+
+    def shutdown(self) -> None:
+        cb, self.on_shutdown = self.on_shutdown, None
+        if cb is not None and self.handshake_complete and not self.close_sent:
+            cb()  # sends connection_status closing, then closes with 1012
+        super().shutdown()
 
     def keepalive_timeout(self) -> None:
         # Anything received since the ping proves the peer alive (browsers cannot send

@@ -11,5 +11,7 @@ def create_broker(url: str, *, history_size: int, history_ttl: float) -> Broker:
     if url.startswith("memory://") or url == "memory":
         return MemoryBroker(history_size=history_size, history_ttl=history_ttl)
     if url.startswith(("redis://", "rediss://", "unix://")):
-        raise ValueError("the redis broker is not available in this build")
+        from .redis import RedisBroker
+
+        return RedisBroker(url, history_size=history_size, history_ttl=history_ttl)
     raise ValueError(f"unsupported broker URL scheme in {url!r}; use memory:// or redis://")

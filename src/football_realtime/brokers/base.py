@@ -47,13 +47,19 @@ class PublishResult:
 
 
 Deliver = Callable[[PublishedEvent], object]
+#: Called when a stream's delivery lost continuity on this instance: ``(stream, epoch)``
+#: when its history was lost and it now has a new epoch (subscribers positioned under
+#: another epoch must reconnect and recover), ``(stream, None)`` when events were
+#: trimmed before this instance could deliver them (every subscriber of the stream must).
+Reset = Callable[[SubscriptionType, str | None], object]
 
 
 class Broker(Protocol):
     name: str
 
-    async def start(self, deliver: Deliver) -> None:
-        """Begin delivering every stream's events to ``deliver`` (called on the loop)."""
+    async def start(self, deliver: Deliver, on_reset: Reset | None = None) -> None:
+        """Begin delivering every stream's events to ``deliver`` (called on the loop);
+        ``on_reset`` hears of lost continuity (never called by a one-process broker)."""
 
     async def stop(self) -> None: ...
 

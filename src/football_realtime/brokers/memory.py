@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 
 from ..core.events import EventType, SubscriptionType
-from .base import Deliver, PublishedEvent, PublishResult
+from .base import Deliver, PublishedEvent, PublishResult, Reset
 
 IDEMPOTENCY_WINDOW = 300.0
 SNAPSHOT_KEYS = 10_000  # (event_type, match) entries kept per stream
@@ -33,7 +33,7 @@ class MemoryBroker:
             SubscriptionType, OrderedDict[tuple[str, int | None], PublishedEvent]
         ] = {st: OrderedDict() for st in SubscriptionType}
 
-    async def start(self, deliver: Deliver) -> None:
+    async def start(self, deliver: Deliver, on_reset: Reset | None = None) -> None:
         self._deliver = deliver
 
     async def stop(self) -> None:

@@ -36,6 +36,8 @@ ERROR_CODES: Final[dict[str, str]] = {
     "rate_limited": "Too many messages; slow down (continued flooding closes with 1008).",
     "unauthorized": "The token in `auth` is invalid.",
     "internal_error": "The server failed to handle the request; it was logged.",
+    "unavailable": "The broker (Redis) is unreachable right now; nothing changed, retry the "
+    "request after a short backoff.",
 }
 
 MESSAGE_TYPES: Final = ("subscribe", "unsubscribe", "heartbeat", "get_stats", "join", "leave")

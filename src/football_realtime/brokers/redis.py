@@ -1,0 +1,532 @@
+"""The Redis broker: many instances, one ordered history per stream.
+
+Layout, per stream (subscription type) ``S``; the ``{frt:S}`` hash tag keeps a
+stream's keys in one slot, so the publish script also runs on Redis Cluster:
+
+* ``{frt:S}:meta``   hash ``epoch`` (random string), ``offset`` (last assigned).
+* ``{frt:S}:log``    Redis Stream; entry id ``<offset>-0``, fields ``p`` (envelope
+  JSON with ``stream`` and ``offset``), ``t`` (Redis time, ms), ``e`` (epoch).
+  Trimmed to ``history_size`` entries and ``history_ttl`` seconds.
+* ``{frt:S}:snap``   hash ``<event_type>:<match_id>`` -> ``<offset>|<payload>``: the
+  latest event per (event type, match), for ``snapshot: true``.
+* ``{frt:S}:idem:K`` idempotency record ``<offset>|<epoch>`` with a TTL.
+
+Publishing is one Lua script (atomic on the server): create the epoch if the
+stream has none, answer an idempotent retry from its record, else ``HINCRBY`` the
+offset, ``XADD`` the entry with that offset as its id, trim, update the snapshot
+and record the idempotency key. Offsets are therefore gapless and totally ordered
+per stream whichever instance or process publishes.
+
+Delivery: every instance runs one reader task that ``XREAD BLOCK``s all streams
+from the last id it delivered, so each instance hands the hub every event of a
+stream in offset order, exactly once, including its own publishes (there is no
+local short cut, so all instances see one order). After a Redis outage the reader
+resumes from its last id: with persistence nothing is lost. When the epoch in
+Redis changes (FLUSHALL, a new Redis without persistence) or the reader finds an
+offset gap it cannot fill, it calls ``on_reset`` so the service can tell that
+stream's subscribers to reconnect and recover (they get ``recovered: false``). After an
+epoch change it delivers the new epoch from its first offset, so a client that
+subscribed under the new epoch before this instance noticed misses nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import secrets
+from collections.abc import Awaitable
+from typing import Any, TypeVar
+
+import orjson
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from ..core.encoding import dumps
+from ..core.events import EventType, SubscriptionType
+from .base import BrokerUnavailable, Deliver, PublishedEvent, PublishResult, Reset
+
+log = logging.getLogger("football_realtime.brokers.redis")
+
+PREFIX = "frt"
+#: How long a client-supplied ``Idempotency-Key`` is remembered (seconds).
+IDEMPOTENCY_WINDOW = 300
+#: Every publish also carries an internal id remembered this long, so that the one
+#: automatic retry after a connection error cannot publish twice.
+RETRY_WINDOW = 10
+#: The snapshot hash of a stream expires after this long without any publish.
+SNAPSHOT_TTL = 24 * 3600
+COMMAND_TIMEOUT = 2.0
+CONNECT_TIMEOUT = 1.0
+READ_BLOCK_MS = 1000
+READ_COUNT = 1000
+BACKOFF_MIN = 0.05
+BACKOFF_MAX = 2.0
+#: history() waits at most this long for this instance's reader to reach a client's
+#: offset (the client came from an instance that was a few milliseconds ahead).
+CATCH_UP_TIMEOUT = 2.0
+
+_T = TypeVar("_T")
+_STALE = object()  # history read under an epoch the reader has not adopted yet
+
+# KEYS: meta, log, snap, idem
+# ARGV: epoch candidate, envelope JSON without its closing brace, stream name,
+#       history size, history ttl ms, idem ttl s, snapshot field ('' = none),
+#       snapshot ttl s
+_PUBLISH = """
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('DEL', KEYS[2], KEYS[3])
+  redis.call('HSET', KEYS[1], 'epoch', epoch, 'offset', 0)
+end
+local seen = redis.call('GET', KEYS[4])
+if seen then
+  local sep = string.find(seen, '|', 1, true)
+  return {tonumber(string.sub(seen, 1, sep - 1)), string.sub(seen, sep + 1), 1}
+end
+local offset = redis.call('HINCRBY', KEYS[1], 'offset', 1)
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local payload = ARGV[2] .. ',"stream":"' .. ARGV[3] .. '","offset":' .. offset .. '}'
+redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[4], offset .. '-0', 'p', payload, 't', now, 'e', epoch)
+local cutoff = now - tonumber(ARGV[5])
+local first = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)
+if #first > 0 and tonumber(first[1][2][4]) < cutoff then
+  -- Age trim, bounded per publish; history() also filters by age when reading.
+  for _ = 1, 8 do
+    local head = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 32)
+    local keep = nil
+    for _, entry in ipairs(head) do
+      if tonumber(entry[2][4]) >= cutoff then keep = entry[1] break end
+    end
+    if keep == nil then
+      if #head == 0 then break end
+      local last = head[#head][1]
+      redis.call('XTRIM', KEYS[2], 'MINID', (tonumber(string.match(last, '^(%d+)')) + 1) .. '-0')
+    else
+      redis.call('XTRIM', KEYS[2], 'MINID', keep)
+      break
+    end
+  end
+end
+redis.call('PEXPIRE', KEYS[2], ARGV[5])
+if ARGV[7] ~= '' then
+  redis.call('HSET', KEYS[3], ARGV[7], offset .. '|' .. payload)
+  redis.call('EXPIRE', KEYS[3], ARGV[8])
+end
+redis.call('SET', KEYS[4], offset .. '|' .. epoch, 'EX', ARGV[6])
+return {offset, epoch, 0}
+"""
+
+# KEYS: meta, log, snap.  ARGV: epoch candidate, epoch this instance knows, the last
+# offset it delivered. Creates the epoch if missing; rotates it when the counter went
+# backwards under the same epoch (Redis restored from an older snapshot: those
+# offsets would be handed out twice). Returns {epoch, offset}.
+_ENSURE = """
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+local offset = tonumber(redis.call('HGET', KEYS[1], 'offset') or '0')
+if (not epoch) or (epoch == ARGV[2] and offset < tonumber(ARGV[3])) then
+  epoch = ARGV[1]
+  redis.call('DEL', KEYS[2], KEYS[3])
+  redis.call('HSET', KEYS[1], 'epoch', epoch, 'offset', offset)
+end
+return {epoch, offset}
+"""
+
+
+def _keys(stream: SubscriptionType) -> tuple[str, str, str]:
+    tag = f"{{{PREFIX}:{stream.value}}}"
+    return f"{tag}:meta", f"{tag}:log", f"{tag}:snap"
+
+
+def _idem_key(stream: SubscriptionType, key: str) -> str:
+    return f"{{{PREFIX}:{stream.value}}}:idem:{key}"
+
+
+def snapshot_field(event_type: str, data: dict[str, Any]) -> str:
+    """The snapshot slot of an event: one per (event type, match)."""
+    match_id = data.get("match_id")
+    return f"{event_type}:{match_id if isinstance(match_id, int) else ''}"
+
+
+def _event(stream: SubscriptionType, payload: bytes, t_ms: float) -> PublishedEvent:
+    env = orjson.loads(payload)
+    return PublishedEvent(
+        stream=stream,
+        offset=int(env["offset"]),
+        event_type=EventType(env["event_type"]),
+        data=env["data"],
+        payload=payload,
+        published_at=t_ms / 1000.0,
+    )
+
+
+def _s(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def cancelling() -> bool:
+    """Whether the current task is being cancelled (redis-py may turn a cancellation
+    during a read into a ConnectionError; the loops must not retry then)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+async def stop_task(task: asyncio.Task[None]) -> None:
+    """Cancel a background loop and wait for it, cancelling again if a library swallowed
+    the first cancellation."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=1.0)
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        task.result()
+
+
+class RedisBroker:
+    """Broker over one Redis (or one shard per stream); see the module docstring.
+
+    ``reader=False`` (the standalone :class:`~football_realtime.publisher.Publisher`)
+    publishes and reads history but delivers nothing.
+    """
+
+    name = "redis"
+
+    def __init__(
+        self, url: str, *, history_size: int, history_ttl: float, reader: bool = True
+    ) -> None:
+        self.url = url
+        self.history_size = max(1, history_size)  # delivery itself runs through the stream
+        self.history_ttl_ms = max(1, int(history_ttl * 1000))
+        self.redis: Redis = Redis.from_url(
+            url,
+            socket_timeout=COMMAND_TIMEOUT,
+            socket_connect_timeout=CONNECT_TIMEOUT,
+            retry=Retry(NoBackoff(), 1),
+        )
+        self._reader_redis: Redis | None = (
+            Redis.from_url(
+                url,
+                socket_timeout=READ_BLOCK_MS / 1000 + COMMAND_TIMEOUT,
+                socket_connect_timeout=CONNECT_TIMEOUT,
+                retry=Retry(NoBackoff(), 0),
+            )
+            if reader
+            else None
+        )
+        self._publish = self.redis.register_script(_PUBLISH)
+        self._ensure = self.redis.register_script(_ENSURE)
+        self._deliver: Deliver | None = None
+        self.on_reset: Reset | None = None
+        # Per stream: the epoch this instance delivers under and the last offset it
+        # delivered. Valid while self._live.
+        self._epoch: dict[SubscriptionType, str] = {}
+        self._last: dict[SubscriptionType, int] = {}
+        self._live = False
+        self._stopping = False
+        self._fresh: set[SubscriptionType] = set()  # new epoch, nothing delivered yet
+        self._resync = asyncio.Event()
+        self._progress = asyncio.Condition()
+        self._task: asyncio.Task[None] | None = None
+        self._ready: asyncio.Future[None] | None = None
+        self.resets = 0
+        self.outages = 0
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    async def start(self, deliver: Deliver, on_reset: Reset | None = None) -> None:
+        """Start the reader; returns once it is positioned at the current end of every
+        stream, or after ``CONNECT_TIMEOUT`` when Redis is down (the reader keeps
+        retrying with backoff and ``healthy()`` says False meanwhile)."""
+        self._deliver = deliver
+        if on_reset is not None:
+            self.on_reset = on_reset
+        if self._reader_redis is None or self._task is not None:
+            return
+        self._ready = asyncio.get_running_loop().create_future()
+        self._task = asyncio.create_task(self._read_loop(), name="redis-broker-reader")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._ready), CONNECT_TIMEOUT * 3)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        task, self._task = self._task, None
+        if task is not None:
+            await stop_task(task)
+        self._live = False
+        self._deliver = None
+        await self.redis.aclose()
+        if self._reader_redis is not None:
+            await self._reader_redis.aclose()
+
+    async def healthy(self) -> bool:
+        if self._reader_redis is not None:
+            return self._live
+        try:
+            return bool(await self.redis.ping())
+        except (RedisError, OSError):
+            return False
+
+    # -- publishing --------------------------------------------------------------
+
+    async def publish(
+        self, envelope: dict[str, Any], stream: SubscriptionType, idempotency_key: str | None
+    ) -> PublishResult:
+        envelope.pop("stream", None)
+        envelope.pop("offset", None)
+        body = dumps(envelope)
+        meta, log_key, snap = _keys(stream)
+        if idempotency_key is not None:
+            idem, ttl = _idem_key(stream, "k:" + idempotency_key), IDEMPOTENCY_WINDOW
+        else:
+            idem, ttl = _idem_key(stream, "r:" + secrets.token_hex(8)), RETRY_WINDOW
+        field = snapshot_field(str(envelope["event_type"]), envelope.get("data") or {})
+        res = await self._call(
+            self._publish(
+                keys=[meta, log_key, snap, idem],
+                args=[
+                    secrets.token_hex(6),
+                    body[:-1],
+                    stream.value,
+                    self.history_size,
+                    self.history_ttl_ms,
+                    ttl,
+                    field,
+                    max(SNAPSHOT_TTL, self.history_ttl_ms // 1000),
+                ],
+            )
+        )
+        offset, epoch, dup = int(res[0]), _s(res[1]), bool(int(res[2]))
+        if self._live and epoch != self._epoch.get(stream):
+            self._resync.set()  # our reader has not noticed the new epoch yet
+        return PublishResult(stream, offset, epoch, duplicate=dup)
+
+    async def _call(self, aw: Awaitable[_T]) -> _T:
+        try:
+            return await aw
+        except (RedisError, OSError) as exc:
+            raise BrokerUnavailable(f"redis: {type(exc).__name__}: {exc}") from exc
+
+    # -- positions and history -----------------------------------------------------
+
+    async def position(self, stream: SubscriptionType) -> tuple[str, int]:
+        """The stream's epoch and newest offset in Redis (this instance's reader may be
+        a few milliseconds behind: :meth:`history` waits for it)."""
+        meta, log_key, snap = _keys(stream)
+        res = await self._call(
+            self._ensure(keys=[meta, log_key, snap], args=[secrets.token_hex(6), "", 0])
+        )
+        epoch = _s(res[0])
+        if self._live and self._epoch.get(stream) != epoch:
+            self._resync.set()  # Redis has a new epoch our reader has not seen yet
+        return epoch, int(res[1])
+
+    def _require_live(self) -> None:
+        if not self._live:
+            raise BrokerUnavailable("redis: not connected (reconnecting)")
+
+    async def history(self, stream: SubscriptionType, after: int) -> list[PublishedEvent] | None:
+        res = await self._history(stream, after)
+        if res is _STALE:
+            await self._await_resync(stream)
+            res = await self._history(stream, after)
+        return None if res is _STALE else res
+
+    async def _await_resync(self, stream: SubscriptionType) -> None:
+        """Our reader still delivers under an epoch Redis no longer has: let it resync."""
+        old = self._epoch.get(stream)
+        self._resync.set()
+        try:
+            async with asyncio.timeout(CATCH_UP_TIMEOUT), self._progress:
+                await self._progress.wait_for(
+                    lambda: not self._live or self._epoch.get(stream) != old
+                )
+        except TimeoutError:
+            raise BrokerUnavailable("redis: this instance's reader is resyncing") from None
+        self._require_live()
+
+    async def _history(self, stream: SubscriptionType, after: int) -> Any:
+        """Events after ``after`` up to what this instance has delivered: later ones reach
+        the caller live (the recovery flow holds them), so replay plus live has neither
+        gap nor overlap. When ``after`` is beyond what this instance has delivered (the
+        client came from an instance a few milliseconds ahead), waits for the reader."""
+        if self._reader_redis is None:
+            _, top = await self.position(stream)
+            epoch = None
+        else:
+            self._require_live()
+            epoch, top = self._epoch[stream], self._last[stream]
+            if after > top:
+                return await self._catch_up(stream, epoch, after)
+        if after >= top:
+            return []
+        _, log_key, _ = _keys(stream)
+        out: list[PublishedEvent] = []
+        start = after + 1
+        while start <= top:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.time()
+                pipe.xrange(log_key, f"{start}-0", f"{top}-0", count=READ_COUNT)
+                now, entries = await self._call(pipe.execute())
+            if not entries:
+                return None
+            cutoff = (int(now[0]) * 1000 + int(now[1]) // 1000) - self.history_ttl_ms
+            for entry_id, fields in entries:
+                off = int(_s(entry_id).split("-", 1)[0])
+                if off != start or float(fields[b"t"]) < cutoff:
+                    return None  # trimmed by length or age: never a partial replay
+                if epoch is not None and _s(fields[b"e"]) != epoch:
+                    return _STALE
+                out.append(_event(stream, fields[b"p"], float(fields[b"t"])))
+                start += 1
+        return out
+
+    async def _catch_up(
+        self, stream: SubscriptionType, epoch: str, after: int
+    ) -> list[PublishedEvent] | None:
+        """The client has seen offsets this instance has not delivered yet: wait for the
+        reader (milliseconds behind the instance the client came from)."""
+        meta, _, _ = _keys(stream)
+        top = await self._call(self.redis.hget(meta, "offset"))
+        if top is None or int(top) < after:
+            return None  # an offset this stream never had: not a continuation
+        try:
+            async with asyncio.timeout(CATCH_UP_TIMEOUT), self._progress:
+                await self._progress.wait_for(
+                    lambda: (
+                        not self._live
+                        or self._epoch[stream] != epoch
+                        or self._last[stream] >= after
+                    )
+                )
+        except TimeoutError:
+            raise BrokerUnavailable("redis: this instance's reader is lagging") from None
+        self._require_live()
+        return [] if self._epoch[stream] == epoch else None
+
+    async def snapshot(self, stream: SubscriptionType) -> list[PublishedEvent]:
+        """The latest event per (event type, match) already delivered by this instance,
+        oldest first."""
+        _, _, snap = _keys(stream)
+        if self._reader_redis is not None:
+            self._require_live()
+            top = self._last[stream]
+        else:
+            top = (await self.position(stream))[1]
+        raw: dict[Any, Any] = await self._call(self.redis.hgetall(snap))
+        events = []
+        for value in raw.values():
+            off, _, payload = value.partition(b"|")
+            if int(off) <= top:
+                events.append(_event(stream, payload, 0.0))
+        events.sort(key=lambda ev: ev.offset)
+        return events
+
+    # -- the reader ----------------------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        backoff = BACKOFF_MIN
+        need_sync = True
+        while not self._stopping:
+            try:
+                if need_sync or self._resync.is_set():
+                    self._resync.clear()
+                    await self._sync()
+                    need_sync = False
+                    backoff = BACKOFF_MIN
+                    if self._ready is not None and not self._ready.done():
+                        self._ready.set_result(None)
+                got = await self._read_once()
+                if not got:
+                    need_sync = True  # idle second: re-check epochs (FLUSHALL while idle)
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError) as exc:
+                if self._stopping or cancelling():
+                    raise asyncio.CancelledError from exc  # redis-py wrapped our cancel
+                if self._live:
+                    self.outages += 1
+                    log.warning("redis unavailable (%s); reconnecting with backoff", exc)
+                await self._set_live(False)
+                need_sync = True
+                await asyncio.sleep(random.uniform(0, backoff))
+                backoff = min(BACKOFF_MAX, backoff * 2)
+            except Exception:
+                log.exception("redis reader failed; restarting it")
+                await self._set_live(False)
+                need_sync = True
+                await asyncio.sleep(BACKOFF_MAX)
+
+    async def _set_live(self, live: bool) -> None:
+        self._live = live
+        async with self._progress:
+            self._progress.notify_all()
+
+    async def _sync(self) -> None:
+        """Compare every stream's epoch in Redis with the one we deliver under."""
+        assert self._reader_redis is not None
+        first = not self._epoch
+        async with self._reader_redis.pipeline(transaction=False) as pipe:
+            for st in SubscriptionType:
+                meta, log_key, snap = _keys(st)
+                await self._ensure(
+                    keys=[meta, log_key, snap],
+                    args=[secrets.token_hex(6), self._epoch.get(st, ""), self._last.get(st, 0)],
+                    client=pipe,
+                )
+            results = await pipe.execute()
+        reset: list[SubscriptionType] = []
+        for st, (epoch_b, offset) in zip(SubscriptionType, results, strict=True):
+            epoch = _s(epoch_b)
+            if first:
+                self._epoch[st], self._last[st] = epoch, int(offset)
+            elif epoch != self._epoch[st]:
+                # History lost. Subscribers positioned under the old epoch reconnect (their
+                # `since` names it, so they learn it). Deliver the new epoch from its start:
+                # clients may already have subscribed under it through Redis's position.
+                log.warning("stream %s: epoch changed %s -> %s", st, self._epoch[st], epoch)
+                self._epoch[st], self._last[st] = epoch, 0
+                self._fresh.add(st)
+                reset.append(st)
+        for st in reset:
+            self._reset(st, self._epoch[st])
+        await self._set_live(True)
+
+    def _reset(self, stream: SubscriptionType, epoch: str | None) -> None:
+        self.resets += 1
+        if self.on_reset is not None:
+            self.on_reset(stream, epoch)
+
+    async def _read_once(self) -> bool:
+        assert self._reader_redis is not None
+        streams: dict[Any, Any] = {_keys(st)[1]: f"{self._last[st]}-0" for st in SubscriptionType}
+        resp: Any = await self._reader_redis.xread(streams, count=READ_COUNT, block=READ_BLOCK_MS)
+        if not resp:
+            return False
+        by_key = {_keys(st)[1]: st for st in SubscriptionType}
+        for key, entries in resp:
+            st = by_key[_s(key)]
+            for entry_id, fields in entries:
+                off = int(_s(entry_id).split("-", 1)[0])
+                if _s(fields[b"e"]) != self._epoch[st]:
+                    self._resync.set()  # a new epoch's entries: resync before going on
+                    break
+                if off <= self._last[st]:
+                    continue
+                if off != self._last[st] + 1 and st not in self._fresh:
+                    # Trimmed before we read it (we lagged by more than the history).
+                    log.warning("stream %s: gap %d..%d", st, self._last[st] + 1, off - 1)
+                    self._reset(st, None)
+                self._fresh.discard(st)
+                self._last[st] = off
+                if self._deliver is not None:
+                    try:
+                        self._deliver(_event(st, fields[b"p"], float(fields[b"t"])))
+                    except Exception:
+                        log.exception("delivering %s offset %d failed", st, off)
+        async with self._progress:
+            self._progress.notify_all()
+        return True

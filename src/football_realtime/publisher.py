@@ -1,0 +1,98 @@
+"""Publish events from a business service that runs elsewhere and has no web server.
+
+::
+
+    from football_realtime.publisher import Publisher
+
+    async with Publisher("redis://redis:6379/0") as p:
+        result = await p.publish(
+            {"event_type": "match_score_changed",
+             "data": {"match_id": 456, "home_score": 1, "away_score": 0, "minute": 25}},
+            idempotency_key="score-456-25",  # optional: a retry publishes nothing new
+        )
+        print(result.stream, result.offset)
+
+Events are validated exactly as ``Realtime.publish`` and ``POST /realtime/broadcast``
+validate them (:class:`EventValidationError` names the field at fault) and written
+through the same broker code, so every instance of the service delivers them to
+its subscribers in the stream's order. :class:`BrokerUnavailable` is raised when
+Redis cannot take the event; nothing is dropped silently. History limits come from
+the same ``REALTIME_HISTORY_SIZE`` / ``REALTIME_HISTORY_TTL`` settings as the service
+(give both the same environment).
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Any
+
+from .brokers.base import BrokerUnavailable, PublishResult
+from .brokers.redis import RedisBroker
+from .config import Settings
+from .core.events import (
+    EVENT_STREAM,
+    EventValidationError,
+    RealtimeEvent,
+    SubscriptionType,
+    prepare_published_event,
+)
+
+__all__ = ["BrokerUnavailable", "EventValidationError", "Publisher", "prepare_envelope"]
+
+
+def prepare_envelope(
+    event: RealtimeEvent | dict[str, Any],
+) -> tuple[dict[str, Any], SubscriptionType]:
+    """Validate an event and return its envelope (without stream and offset, which
+    publishing assigns) and the stream it belongs to."""
+    ev = prepare_published_event(event)
+    envelope = ev.to_wire()
+    envelope.pop("stream", None)
+    envelope.pop("offset", None)
+    return envelope, EVENT_STREAM[ev.event_type]
+
+
+class Publisher:
+    """An async context manager holding one connection pool to the broker."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        history_size: int | None = None,
+        history_ttl: float | None = None,
+    ) -> None:
+        settings = Settings()
+        url = url if url is not None else settings.broker_url
+        if not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(
+                f"the publisher needs a shared broker (redis://host:port/db), not {url!r}: "
+                "a memory:// broker lives inside one service process"
+            )
+        self.broker = RedisBroker(
+            url,
+            history_size=history_size if history_size is not None else settings.history_size,
+            history_ttl=history_ttl if history_ttl is not None else settings.history_ttl,
+            reader=False,
+        )
+
+    async def publish(
+        self, event: RealtimeEvent | dict[str, Any], *, idempotency_key: str | None = None
+    ) -> PublishResult:
+        """Validate and publish one event; returns its stream, offset and epoch."""
+        envelope, stream = prepare_envelope(event)
+        return await self.broker.publish(envelope, stream, idempotency_key)
+
+    async def close(self) -> None:
+        await self.broker.stop()
+
+    async def __aenter__(self) -> Publisher:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
