@@ -96,6 +96,25 @@ async def drain(source: Any, timeout: float = TIMEOUT) -> list[Any]:
     return out
 
 
+async def drain_until(
+    source: Any, stop: Callable[[Any], bool], timeout: float = TIMEOUT
+) -> list[Any]:
+    """Items of an async iterator up to and including the first for which ``stop`` holds."""
+    out: list[Any] = []
+
+    async def run() -> None:
+        async for item in source:
+            out.append(item)
+            if stop(item):
+                return
+
+    try:
+        await asyncio.wait_for(run(), timeout)
+    except TimeoutError:
+        raise AssertionError(f"stop condition not met; last items: {out[-5:]}") from None
+    return out
+
+
 async def until(cond: Callable[[], bool], timeout: float = TIMEOUT) -> None:
     """Wait until ``cond()`` holds (checked every few milliseconds), or fail."""
     loop = asyncio.get_running_loop()

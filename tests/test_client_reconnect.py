@@ -266,3 +266,52 @@ async def test_token_provider_is_asked_on_every_connect(server: RunningServer) -
             pass
         assert f"Authorization: Bearer {tok}".encode() in proxy.requests[2]
         assert b"token=" not in proxy.requests[2].split(b"\r\n", 1)[0]
+
+
+async def test_replay_from_an_older_position_skips_what_predates_a_subscription(
+    server: RunningServer,
+) -> None:
+    async with TcpProxy(server.port) as proxy, RealtimeClient(proxy.url(), **FAST) as client:
+        first = await client.subscribe("matches", match_ids=[1])
+        await apublish(server, score(1))  # offset 1, seen
+        await take(client, 1)
+        await apublish(server, score(2))  # offsets 2, 3: before `later` exists
+        await apublish(server, score(2))
+        later = await client.subscribe("matches", match_ids=[2])
+        # The client's recovery point stays at 1 (the ack's offset is trusted only a
+        # heartbeat round later), so the resubscription replays 2 and 3 for `later`.
+        proxy.cut()
+        await until(lambda: client.stats.connections == 2 and client.state is ClientState.OPEN)
+        assert first.recovered is True and later.recovered is True
+        await apublish(server, score(2))  # offset 4
+        (ev,) = await take(client, 1)
+        assert ev.offset == 4
+        assert [e.offset for e in await take(later, 1)] == [4]
+
+
+async def test_dedicated_endpoint_events_reach_the_client(server: RunningServer) -> None:
+    url = server.ws_url + "/matches?match_ids=1"
+    async with RealtimeClient(url, **FAST) as client:
+        await until(lambda: len(server.realtime.hub.index) == 1)
+        await apublish(server, score(2))
+        await apublish(server, score(1))
+        (ev,) = await take(client, 1)
+        assert (ev.offset, ev.raw["data"]["match_id"]) == (2, 1)
+
+
+async def test_positions_advance_to_acked_offsets_after_a_heartbeat_round(
+    server: RunningServer,
+) -> None:
+    opts = {**FAST, "heartbeat_interval": 0.05 * UNIT}
+    async with RealtimeClient(server.ws_url, **opts) as client:
+        await client.subscribe("matches", match_ids=[1])
+        assert client.positions["matches"]["offset"] == 0
+        for _ in range(3):
+            await apublish(server, score(2))  # not for this client
+        await client.subscribe("matches", match_ids=[3])
+        assert client.positions["matches"]["offset"] == 0
+        cid = client.connection_info["connection_id"]
+        beats = server.realtime.hub.connections[cid].messages_received
+        await until(lambda: client.positions["matches"]["offset"] == 3)
+        # Not before two heartbeat replies (the ack's offset may be ahead of delivery).
+        assert server.realtime.hub.connections[cid].messages_received >= beats + 2

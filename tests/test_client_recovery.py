@@ -19,10 +19,13 @@ def test_position_from_acks_and_events_feeds_since() -> None:
     assert t.since(["matches", "odds"]) == {"matches": {"epoch": "e1", "offset": 4}}
     assert t.accept("matches", 6)
     assert t.since(["matches"]) == {"matches": {"epoch": "e1", "offset": 6}}
-    # A later ack never moves the position back.
-    assert t.on_ack(ack("e1", 5)) == []
-    assert t.since(["matches"]) == {"matches": {"epoch": "e1", "offset": 6}}
+    # A later ack does not move a known position by itself...
     assert t.on_ack(ack("e1", 9)) == []
+    assert t.since(["matches"]) == {"matches": {"epoch": "e1", "offset": 6}}
+    # ...advance() does, never backwards, and only within the epoch.
+    t.advance("matches", "e1", 9)
+    t.advance("matches", "e1", 5)
+    t.advance("matches", "other", 50)
     assert t.snapshot() == {"matches": {"epoch": "e1", "offset": 9}}
 
 
@@ -56,7 +59,7 @@ def test_event_before_its_ack_then_ack_adopts_epoch_without_a_reset() -> None:
     t = StreamTracker()
     assert t.accept("odds", 5)
     assert t.since(["odds"]) is None  # no epoch known yet
-    assert t.on_ack(ack("e1", 5, "odds")) == []
+    assert t.on_ack(ack("e1", 8, "odds")) == []
     assert not t.accept("odds", 5)
     assert t.since(["odds"]) == {"odds": {"epoch": "e1", "offset": 5}}
 
@@ -97,6 +100,18 @@ def test_resync_keeps_items_without_stream_and_other_streams_in_place() -> None:
     buf.add("snap", None)
     out = buf.drain(t)
     assert out == ["notice", "o1", "m3", "o2", "snap"]
+
+
+def test_resync_snapshot_items_already_seen_stay_in_place() -> None:
+    t = StreamTracker()
+    t.on_ack(ack("e1", 0))
+    assert t.accept("matches", 6)
+    buf: ResyncBuffer[str] = ResyncBuffer(100)
+    buf.add("s3", "matches", 3, if_seen="s3-state")  # older than seen: state only
+    buf.add("s7", "matches", 7, if_seen="s7-state")  # newer: a normal event
+    buf.add("m8", "matches", 8)
+    buf.add("m5", "matches", 5)  # a plain duplicate
+    assert buf.drain(t) == ["s3-state", "s7", "m8"]
 
 
 def test_resync_buffer_limit() -> None:

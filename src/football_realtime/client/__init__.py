@@ -25,6 +25,7 @@ from .errors import (
     RequestError,
     RequestTimeout,
     TerminalCloseError,
+    UnavailableError,
 )
 from .models import ClientState, Event, RecoveryFailed
 from .realtime import ClientStats, RealtimeClient, Subscription
@@ -48,4 +49,5 @@ __all__ = [
     "RequestTimeout",
     "Subscription",
     "TerminalCloseError",
+    "UnavailableError",
 ]

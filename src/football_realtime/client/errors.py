@@ -7,7 +7,8 @@
     │   ├── InvalidFilterError      invalid_filter, unknown_subscription_type
     │   ├── ForbiddenError          forbidden, unauthorized
     │   ├── LimitExceededError      limit_exceeded, rate_limited
-    │   └── NotFoundError           not_found
+    │   ├── NotFoundError           not_found
+    │   └── UnavailableError        unavailable (the broker is unreachable; retry later)
     ├── RequestTimeout          no reply within ``request_timeout`` (also a TimeoutError)
     ├── ClientClosed            the client is closed; nothing more will arrive
     │   ├── TerminalCloseError      the server closed with a code that forbids retrying
@@ -52,7 +53,12 @@ class NotFoundError(RequestError):
     pass
 
 
+class UnavailableError(RequestError):
+    pass
+
+
 _BY_CODE: dict[str, type[RequestError]] = {
+    "unavailable": UnavailableError,
     "invalid_filter": InvalidFilterError,
     "unknown_subscription_type": InvalidFilterError,
     "forbidden": ForbiddenError,

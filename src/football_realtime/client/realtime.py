@@ -22,6 +22,7 @@ import contextlib
 import inspect
 import itertools
 import logging
+import random
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypeAlias
@@ -47,7 +48,7 @@ from .errors import (
 )
 from .feed import Feed
 from .models import ClientState, Event, RecoveryFailed, parse_event
-from .recovery import ResyncBuffer, StreamTracker
+from .recovery import ResyncBuffer, StreamTracker, positions
 
 log = logging.getLogger("football_realtime.client")
 
@@ -78,9 +79,9 @@ class _Pending:
     on_error: Callable[[RequestError], list[_Delivery]] | None = None
 
 
-# An item and, for snapshot events, the one subscription it is for (None: route by
-# matching every subscription).
-_Delivery: TypeAlias = "tuple[Item, Subscription | None]"
+# An item; for snapshot events the subscription that asked for it; and whether it is
+# for that subscription only (state the application has already seen elsewhere).
+_Delivery: TypeAlias = "tuple[Item, Subscription | None, bool]"
 
 
 @dataclass(slots=True)
@@ -103,6 +104,16 @@ class _Conn:
     close_reason: str = ""
     fatal: BaseException | None = None
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    # Resubscription: subscriptions not yet acked, and whether a barrier reply came
+    # after every ack sent so far (then all replays are in).
+    resync_subs: set[str] = field(default_factory=set)
+    barrier_passed: bool = False
+    # Stream positions from acks, applied when safe: at the end of the resync (acks
+    # with `since`: their replay covers everything up to them), or one heartbeat
+    # round later (plain acks, whose offset may be ahead of delivery).
+    resync_advance: dict[str, tuple[str, int]] = field(default_factory=dict)
+    advance: dict[str, tuple[str, int]] = field(default_factory=dict)
+    advance_ready: dict[str, tuple[str, int]] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -150,6 +161,10 @@ class Subscription:
         self.active = True
         self._matcher: _Matcher | None = None
         self._gen = -1
+        self._retries = 0
+        # Per stream, (epoch, offset) when this subscription began: events at or
+        # below it predate it (a replay from an older position may carry them).
+        self._start: dict[str, tuple[str, int]] = {}
         self._ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._feed: Feed[Item] | None = (
             Feed(max_queue, f"subscription {sid}") if max_queue > 0 else None
@@ -171,6 +186,10 @@ class Subscription:
         except ValueError:
             return False
         return m.matches(EventAttributes.of(et, event.raw.get("data") or {}))
+
+    def _after_start(self, event: Event[Any]) -> bool:
+        start = self._start.get(event.stream or "")
+        return start is None or event.offset is None or event.offset > start[1]
 
     def _apply_ack(self, result: Mapping[str, Any]) -> None:
         sid = result.get("subscription_id")
@@ -604,6 +623,7 @@ class RealtimeClient:
         failures = 0
         last_error: BaseException | None = None
         first = True
+        quick = False
         try:
             while True:
                 if not first:
@@ -612,7 +632,11 @@ class RealtimeClient:
                     ):
                         raise ReconnectFailed(failures, last_error)
                     self._set_state(ClientState.RECONNECTING)
-                    await asyncio.sleep(self.backoff.delay(max(failures, 1)))
+                    if quick:  # 1012: another instance answers at once; spread a little
+                        await asyncio.sleep(random.random() * self.backoff.min_delay)
+                    else:
+                        await asyncio.sleep(self.backoff.delay(max(failures, 1)))
+                    quick = False
                     self.stats.reconnects += 1
                 first = False
                 if self.state is not ClientState.RECONNECTING:
@@ -640,6 +664,7 @@ class RealtimeClient:
                     raise conn.fatal
                 if conn.established:
                     failures = 0
+                    quick = conn.close_code == CloseCode.SERVICE_RESTART
                 else:
                     failures += 1
                     last_error = ConnectionError(
@@ -765,10 +790,11 @@ class RealtimeClient:
                     return
             for sub in list(self._subs.values()):
                 if sub.active and sub._gen != conn.gen:
+                    conn.resync_subs.add(sub.id)
                     await self._send_subscribe(conn, sub)
             for room in sorted(self._rooms):
                 await self._fire(conn, "join", {"room": room})
-            barrier = await self._send(conn, "heartbeat", None, on_ack=self._resync_done(conn))
+            barrier = await self._send_barrier(conn)
             try:
                 await asyncio.wait_for(asyncio.shield(barrier), self.request_timeout)
             except TimeoutError:
@@ -776,24 +802,54 @@ class RealtimeClient:
         except _Lost:
             return
 
-    def _resync_done(self, conn: _Conn) -> Callable[[dict[str, Any]], list[_Delivery]]:
-        def done(result: dict[str, Any]) -> list[_Delivery]:
-            buf = conn.resync
-            conn.resync = None
-            conn.established = True
-            self._set_state(ClientState.OPEN)
-            if self._established is not None:
-                self._established.set()
-            if self._open_event is not None:
-                self._open_event.set()
-            if buf is None:
-                return []
-            held = len(buf)
-            out = buf.drain(self._tracker)
-            self.stats.duplicates_dropped += held - len(out)
-            return out
+    async def _send_barrier(self, conn: _Conn) -> asyncio.Future[dict[str, Any]]:
+        # Replies come in request order, each after its request's replay: the reply
+        # to this heartbeat means every replay requested before it has arrived.
+        def passed(result: dict[str, Any]) -> list[_Delivery]:
+            conn.barrier_passed = True
+            return self._finish_resync(conn)
 
-        return done
+        return await self._send(conn, "heartbeat", None, on_ack=passed)
+
+    def _resync_settled(self, conn: _Conn, sub: Subscription) -> None:
+        """``sub`` no longer awaits its resubscribe ack."""
+        if sub.id not in conn.resync_subs:
+            return
+        conn.resync_subs.discard(sub.id)
+        if not conn.resync_subs and conn.barrier_passed and conn.resync is not None:
+            # Its replay follows its ack: one more barrier before releasing events.
+            conn.barrier_passed = False
+            self._spawn(conn, self._send_barrier(conn))
+
+    def _finish_resync(self, conn: _Conn) -> list[_Delivery]:
+        buf = conn.resync
+        if buf is None or conn.resync_subs or not conn.barrier_passed:
+            return []
+        conn.resync = None
+        held = len(buf)
+        out = buf.drain(self._tracker)
+        self.stats.duplicates_dropped += held - len(out)
+        for stream, (epoch, offset) in conn.resync_advance.items():
+            self._tracker.advance(stream, epoch, offset)
+        conn.resync_advance.clear()
+        conn.established = True
+        self._set_state(ClientState.OPEN)
+        if self._established is not None:
+            self._established.set()
+        if self._open_event is not None:
+            self._open_event.set()
+        return out
+
+    def _heartbeat_reply(self, conn: _Conn) -> Callable[[dict[str, Any]], list[_Delivery]]:
+        def reply(result: dict[str, Any]) -> list[_Delivery]:
+            # Positions from plain acks at least one heartbeat round old are safe now.
+            for stream, (epoch, offset) in conn.advance_ready.items():
+                self._tracker.advance(stream, epoch, offset)
+            conn.advance_ready = conn.advance
+            conn.advance = {}
+            return []
+
+        return reply
 
     async def _keepalive(self, conn: _Conn) -> None:
         assert self.heartbeat_interval is not None
@@ -814,7 +870,8 @@ class RealtimeClient:
                 next_beat = now + interval
                 try:
                     await asyncio.wait_for(
-                        self._fire(conn, "heartbeat", None), self.heartbeat_timeout
+                        self._send(conn, "heartbeat", None, on_ack=self._heartbeat_reply(conn)),
+                        self.heartbeat_timeout,
                     )
                 except (_Lost, TimeoutError):
                     return
@@ -904,8 +961,22 @@ class RealtimeClient:
                 self._spawn(conn, self._fire(conn, "unsubscribe", {"subscription_id": sid}))
             return []
         sub._apply_ack(result)
+        sub._retries = 0
         streams = result.get("streams")
-        changed = self._tracker.on_ack(streams if isinstance(streams, Mapping) else {})
+        streams = streams if isinstance(streams, Mapping) else {}
+        changed = self._tracker.on_ack(streams)
+        for stream, pos in positions(streams).items():
+            start = sub._start.get(stream)
+            if start is None or start[0] != pos[0]:
+                sub._start[stream] = pos
+        later = (
+            conn.resync_advance if since is not None and conn.resync is not None else conn.advance
+        )
+        for stream, (epoch, offset) in positions(streams).items():
+            prev = later.get(stream)
+            if prev is not None and prev[0] == epoch:
+                offset = max(offset, prev[1])
+            later[stream] = (epoch, offset)
         recovered = result.get("recovered")
         out: list[_Delivery] = []
         if since is not None:
@@ -918,15 +989,12 @@ class RealtimeClient:
         elif changed and set(changed) & set(sub.streams):
             moved = tuple(s for s in changed if s in sub.streams)
             out.append(self._notice(sub, moved, None, "the stream's epoch changed"))
-        if sub.snapshot and recovered is not True and isinstance(streams, Mapping):
-            offsets = {
-                k: v["offset"]
-                for k, v in streams.items()
-                if isinstance(v, Mapping) and type(v.get("offset")) is int
-            }
+        if sub.snapshot and recovered is not True:
+            offsets = {k: o for k, (_, o) in positions(streams).items()}
             conn.snapshot = _SnapshotWindow(sub, offsets)
         if not sub._ready.done():
             sub._ready.set_result(None)
+        self._resync_settled(conn, sub)
         return out
 
     def _notice(
@@ -935,11 +1003,16 @@ class RealtimeClient:
         self.stats.recoveries_failed += 1
         text = reason if isinstance(reason, str) and reason else default
         log.info("subscription %s not recovered: %s", sub.id, text)
-        return (RecoveryFailed(sub, streams, text), None)
+        return (RecoveryFailed(sub, streams, text), None, False)
 
     def _on_subscribe_error(
         self, conn: _Conn, sub: Subscription, exc: RequestError, since: dict[str, Any] | None
     ) -> list[_Delivery]:
+        if exc.code == "unavailable" and sub.active:
+            # The broker is unreachable for now: ask again after a backoff delay; the
+            # resubscription (and the events held meanwhile) waits for the answer.
+            self._spawn(conn, self._retry_subscribe(conn, sub))
+            return []
         if exc.code == "invalid_since" and since is not None and sub.active:
             # The server's idea of the subscription's streams changed (e.g. the tier
             # narrowed it): subscribe afresh and say that nothing was recovered.
@@ -951,7 +1024,14 @@ class RealtimeClient:
         self._drop_sub(sub, exc)
         if not sub._ready.done():
             sub._ready.set_exception(exc)
+        self._resync_settled(conn, sub)
         return []
+
+    async def _retry_subscribe(self, conn: _Conn, sub: Subscription) -> None:
+        sub._retries += 1
+        await asyncio.sleep(self.backoff.delay(sub._retries))
+        if sub.active and self._conn is conn:
+            await self._send_subscribe(conn, sub)
 
     def _drop_sub(self, sub: Subscription, exc: BaseException | None) -> None:
         sub.active = False
@@ -1004,20 +1084,22 @@ class RealtimeClient:
     async def _on_event(self, conn: _Conn, msg: dict[str, Any]) -> None:
         ev = parse_event(msg, self._warned)
         self.stats.events += 1
-        target: Subscription | None = None
         stream = ev.stream
         offset = ev.offset
+        target: Subscription | None = None
+        if_seen: _Delivery | None = None
         if stream is not None and offset is not None:
             w = conn.snapshot
             if w is not None and offset <= w.offsets.get(stream, -1):
-                # State from before the subscription, not a new event: outside the
-                # duplicate bookkeeping, and only for the subscription that asked.
+                # Sent as the subscription's initial state. If the application has
+                # seen this offset already, it is state for that subscription only,
+                # outside the duplicate bookkeeping; otherwise it is news for all.
                 ev = replace(ev, snapshot=True)
                 target = w.sub
-                stream = None
+                if_seen = (ev, target, True)
         elif ev.event_type == EventType.CONNECTION_STATUS:
             self._on_status(conn, ev)
-        delivery: _Delivery = (ev, target)
+        delivery: _Delivery = (ev, target, False)
         if conn.resync is not None:
             if conn.resync.full:
                 conn.fatal = ClientClosed(
@@ -1026,13 +1108,15 @@ class RealtimeClient:
                 )
                 return
             if stream is not None and offset is not None:
-                conn.resync.add(delivery, stream, offset)
+                conn.resync.add(delivery, stream, offset, if_seen)
             else:
                 conn.resync.add(delivery)
             return
         if stream is not None and offset is not None and not self._tracker.accept(stream, offset):
-            self.stats.duplicates_dropped += 1
-            return
+            if if_seen is None:
+                self.stats.duplicates_dropped += 1
+                return
+            delivery = if_seen
         await self._emit(conn, delivery)
 
     def _on_status(self, conn: _Conn, ev: Event[Payload]) -> None:
@@ -1087,10 +1171,23 @@ class RealtimeClient:
                 for h in list(self._handlers.get(CLIENT_STATE, ())):
                     await self._call(h, entry)
                 continue
-            item, target = entry
-            await self._deliver(item, target)
+            await self._deliver(*entry)
 
-    async def _deliver(self, item: Item, target: Subscription | None) -> None:
+    async def _deliver(self, item: Item, target: Subscription | None, only: bool) -> None:
+        subs: list[Subscription] = []
+        if isinstance(item, RecoveryFailed):
+            subs = [item.subscription]
+        elif only and target is not None:
+            subs = [target]
+        elif item.stream is not None:
+            matching = [s for s in self._subs.values() if s.matches(item)]
+            subs = [s for s in matching if s._after_start(item)]
+            if target is not None and target not in subs:
+                subs.append(target)
+            if matching and not subs:
+                # Replayed from a position older than the subscriptions it matches:
+                # it predates them, nobody asked for it.
+                return
         handlers = [*self._handlers.get(item.event_type, ()), *self._handlers.get(ANY, ())]
         for h in handlers:
             await self._call(h, item)
@@ -1098,14 +1195,6 @@ class RealtimeClient:
             await self._call(self.on_recovery_failed, item)
         if self._feed is not None:
             await self._feed.put(item)
-        if isinstance(item, RecoveryFailed):
-            subs: list[Subscription] = [item.subscription]
-        elif target is not None:
-            subs = [target]
-        elif item.stream is not None:
-            subs = [s for s in self._subs.values() if s.matches(item)]
-        else:
-            subs = []
         for s in subs:
             if s._feed is not None and s.active:
                 await s._feed.put(item)

@@ -42,6 +42,18 @@ class StreamPosition:
     seen: int | None = None
 
 
+def positions(streams: Mapping[str, Any]) -> dict[str, tuple[str, int]]:
+    """The well-formed ``{"stream": {"epoch": str, "offset": int}}`` entries of an ack."""
+    out: dict[str, tuple[str, int]] = {}
+    for name, pos in streams.items():
+        if isinstance(pos, Mapping):
+            epoch = pos.get("epoch")
+            offset = pos.get("offset")
+            if type(epoch) is str and type(offset) is int:
+                out[name] = (epoch, offset)
+    return out
+
+
 class StreamTracker:
     """Per-stream epoch and offsets for one client, across its connections."""
 
@@ -73,32 +85,33 @@ class StreamTracker:
         return out or None
 
     def on_ack(self, streams: Mapping[str, Any]) -> list[str]:
-        """Apply a subscribe ack's ``result.streams``.
+        """Apply a subscribe ack's ``result.streams``: adopt the position of a stream
+        seen for the first time, and restart a stream whose epoch changed.
 
         Returns the streams whose epoch differs from the one known before: their
         history is gone, the position restarts at the ack's, and duplicate
-        suppression starts afresh. Malformed entries are ignored.
+        suppression starts afresh. A known position in the same epoch is not moved:
+        the ack's offset may be ahead of what has reached the client (an instance
+        a few milliseconds behind the broker), so :meth:`advance` moves it once
+        that cannot be the case any more. Malformed entries are ignored.
         """
         changed: list[str] = []
-        for name, pos in streams.items():
-            if not isinstance(pos, Mapping):
-                continue
-            epoch = pos.get("epoch")
-            offset = pos.get("offset")
-            if type(epoch) is not str or type(offset) is not int:
-                continue
+        for name, (epoch, offset) in positions(streams).items():
             cur = self._streams.get(name)
             if cur is None:
                 self._streams[name] = StreamPosition(epoch, offset)
             elif cur.epoch is None:
                 cur.epoch = epoch
-                cur.offset = max(cur.offset, offset)
             elif cur.epoch != epoch:
                 self._streams[name] = StreamPosition(epoch, offset)
                 changed.append(name)
-            else:
-                cur.offset = max(cur.offset, offset)
         return changed
+
+    def advance(self, stream: str, epoch: str, offset: int) -> None:
+        """Raise the recovery point of ``stream`` to ``offset`` (same epoch only)."""
+        cur = self._streams.get(stream)
+        if cur is not None and cur.epoch == epoch and offset > cur.offset:
+            cur.offset = offset
 
     def accept(self, stream: str, offset: int) -> bool:
         """Whether an event is new (True) or a duplicate (False); records it if new."""
@@ -129,7 +142,7 @@ class ResyncBuffer(Generic[T]):
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self._items: list[tuple[str | None, int, T]] = []
+        self._items: list[tuple[str | None, int, T, T | None]] = []
 
     def __len__(self) -> int:
         return len(self._items)
@@ -138,30 +151,45 @@ class ResyncBuffer(Generic[T]):
     def full(self) -> bool:
         return len(self._items) >= self.limit
 
-    def add(self, item: T, stream: str | None = None, offset: int = 0) -> None:
-        self._items.append((stream, offset, item))
+    def add(
+        self, item: T, stream: str | None = None, offset: int = 0, if_seen: T | None = None
+    ) -> None:
+        """Hold ``item``. A stream item that turns out to be already seen is dropped,
+        or replaced by ``if_seen`` in its arrival place when given (snapshot state)."""
+        self._items.append((stream, offset, item, if_seen))
 
     def drain(self, tracker: StreamTracker) -> list[T]:
         """Everything held, in delivery order, duplicates removed; empties the buffer."""
         items = self._items
         self._items = []
         per_stream: dict[str, list[tuple[int, int]]] = {}
-        for i, (stream, offset, _) in enumerate(items):
+        for i, (stream, offset, _, _) in enumerate(items):
             if stream is not None:
                 per_stream.setdefault(stream, []).append((offset, i))
         kept: dict[str, list[int]] = {}
+        in_place: dict[int, T] = {}
         for stream, entries in per_stream.items():
             entries.sort()
-            kept[stream] = [i for offset, i in entries if tracker.accept(stream, offset)]
+            order: list[int] = []
+            for offset, i in entries:
+                if tracker.accept(stream, offset):
+                    order.append(i)
+                else:
+                    fallback = items[i][3]
+                    if fallback is not None:
+                        in_place[i] = fallback
+            kept[stream] = order
         cursors = dict.fromkeys(kept, 0)
         out: list[T] = []
-        for stream, _, item in items:
+        for i, (stream, _, item, _) in enumerate(items):
             if stream is None:
                 out.append(item)
-                continue
-            k = cursors[stream]
-            order = kept[stream]
-            if k < len(order):
-                out.append(items[order[k]][2])
-                cursors[stream] = k + 1
+            elif i in in_place:
+                out.append(in_place[i])
+            else:
+                k = cursors[stream]
+                order = kept[stream]
+                if k < len(order):
+                    out.append(items[order[k]][2])
+                    cursors[stream] = k + 1
         return out
