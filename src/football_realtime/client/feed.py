@@ -56,7 +56,9 @@ class Feed(Generic[T]):
             if not self._read:
                 self._disabled = True
                 self._items.clear()
-                log.warning(
+                # Usual for feeds an application does not use (it reads the client's
+                # iterator, or handlers): iterating it later raises FeedDisabled.
+                log.info(
                     "%s: %d items buffered and never read; buffering for it is switched "
                     "off (iterate it from the start, or use handlers)",
                     self.name,
