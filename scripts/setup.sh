@@ -31,3 +31,9 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 .venv/bin/python -m pip install -q -e '.[test]'
+
+# JavaScript: the TypeScript client and React hooks.
+if ! command -v npm >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  apt_install nodejs npm
+fi
+(cd clients/js && npm ci --no-audit --no-fund --loglevel=error)

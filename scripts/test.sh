@@ -11,3 +11,5 @@ echo "== mypy --strict"
 .venv/bin/mypy
 echo "== pytest"
 .venv/bin/python -m pytest -q "$@"
+echo "== clients/js (vitest: unit, integration against the real server, React hooks)"
+(cd clients/js && npm test)

@@ -244,8 +244,13 @@ class Realtime:
         snap["rooms"] = len(self.hub.rooms)
         snap["instance_id"] = self.settings.instance_id
         snap["broker"] = self.broker.name
-        snap["delivered_by_event_type"] = dict(self.stats.delivered_by_type)
-        snap["published_by_event_type"] = dict(self.stats.published_by_type)
+        # str keys: orjson (the WebSocket get_stats reply) refuses str subclasses like EventType.
+        snap["delivered_by_event_type"] = {
+            str(k): v for k, v in self.stats.delivered_by_type.items()
+        }
+        snap["published_by_event_type"] = {
+            str(k): v for k, v in self.stats.published_by_type.items()
+        }
         snap["errors_by_code"] = dict(self.stats.errors_by_code)
         snap["closed_by_code"] = {str(k): v for k, v in self.stats.closed_by_code.items()}
         snap["received_by_type"] = dict(self.stats.received_by_type)

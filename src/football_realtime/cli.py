@@ -1,4 +1,4 @@
-"""Command line: ``football-realtime serve``, ``config`` and ``listen``.
+"""Command line: ``football-realtime serve``, ``config``, ``schema`` and ``listen``.
 
 ``serve`` and ``config`` take one flag per setting, generated from :class:`Settings` (secrets are
 environment-only); a flag wins over its ``REALTIME_*`` variable. Invalid values
@@ -68,8 +68,25 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="print the configuration reference table (docs/configuration.md) instead",
     )
+    p_schema = sub.add_parser(
+        "schema", help="print the wire protocol's JSON Schema (sorted, for diffing) and exit"
+    )
+    p_schema.add_argument("--out", help="write to this file instead of standard output")
     listen.add_arguments(sub.add_parser("listen", help="print live events (for operators)"))
     return parser
+
+
+def write_schema(out: str | None) -> int:
+    from .schema import schema_json
+
+    text = schema_json()
+    if out is None:
+        sys.stdout.buffer.write(text)
+        sys.stdout.buffer.flush()
+    else:
+        with open(out, "wb") as f:
+            f.write(text)
+    return 0
 
 
 def flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -199,6 +216,8 @@ def serve(
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "schema":
+        return write_schema(args.out)
     if args.command == "listen":
         return listen.run(args)
     if args.command == "config" and args.markdown:

@@ -247,8 +247,9 @@ class ServiceStats:
             "broker_errors": sum(self.broker_errors.values()),
             # Percentiles interpolated from the same buckets /metrics exports.
             "latency_ms": self.latency_overall().summary(1000.0),
+            # str(): orjson (the WebSocket get_stats reply) refuses EventType keys.
             "latency_ms_by_event_type": {
-                et: h.summary(1000.0) for et, h in sorted(self.delivery_latency.items())
+                str(et): h.summary(1000.0) for et, h in sorted(self.delivery_latency.items())
             },
             "broker_publish_latency_ms": self.broker_publish_latency.summary(1000.0),
             "broker_consume_latency_ms": self.broker_consume_latency.summary(1000.0),

@@ -215,6 +215,7 @@ class WebSocketEndpoint:
 async def handle_client_text(rt: Realtime, conn: Connection, text: str) -> None:
     """Parse one client message, act on it, and send exactly one reply."""
     hub = rt.hub
+    msg: proto.ClientMessage | None = None
     try:
         msg = proto.parse_client_message(text)
         rt.stats.received_by_type[msg.type] += 1
@@ -259,5 +260,12 @@ async def handle_client_text(rt: Realtime, conn: Connection, text: str) -> None:
         rt.stats.errors_by_code["internal_error"] += 1
         hub.send_payload(
             conn,
-            proto.error_reply(ProtocolError("internal_error", "the server failed to handle this")),
+            proto.error_reply(
+                ProtocolError(
+                    "internal_error",
+                    "the server failed to handle this",
+                    msg.id if msg is not None else None,
+                    msg.type if msg is not None else None,
+                )
+            ),
         )

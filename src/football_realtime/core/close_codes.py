@@ -61,7 +61,7 @@ CLOSE_CODE_DOCS: dict[CloseCode, tuple[str, str]] = {
     CloseCode.INVALID_PAYLOAD: ("Text frame that is not valid UTF-8.", "Fix the client."),
     CloseCode.POLICY_VIOLATION: (
         "Policy violation, e.g. continued flooding after `rate_limited` errors.",
-        "Reconnect only after a long backoff.",
+        "Do not reconnect automatically; fix what the client does.",
     ),
     CloseCode.MESSAGE_TOO_BIG: ("Client message over the size limit.", "Fix the client."),
     CloseCode.INTERNAL_ERROR: ("Unexpected server error.", "Reconnect with backoff."),

@@ -261,15 +261,27 @@ class AnalyticsUpdated(Payload):
 
 
 class UserSubscriptionChanged(Payload):
+    """Sent to every connection of a user when one of them subscribes or unsubscribes."""
+
     user_id: str
     connection_id: str
     action: Literal["subscribed", "unsubscribed"]
     subscription_id: str
+    subscription: dict[str, Any] | None = None
     subscriptions: list[dict[str, Any]]
 
 
 class ConnectionStatus(Payload):
+    """Server-side connection state; ``connected`` carries the connection's details."""
+
     status: Literal["connected", "closing", "warning", "authenticated"]
+    connection_id: str | None = None
+    user_id: str | None = None
+    session_id: str | None = None
+    subscriptions: list[dict[str, Any]] | None = None
+    heartbeat_interval: float | None = None
+    server_time: str | None = None
+    instance_id: str | None = None
 
 
 PAYLOAD_MODELS: dict[EventType, type[Payload]] = {
