@@ -84,3 +84,17 @@ async def test_subscribe_during_a_redis_outage_is_retried_until_redis_returns() 
             got = await take(client, 2)
             assert [e.raw["data"]["match_id"] for e in got] == [2, 1]
             assert got[0].offset == first.offset + 1
+
+
+async def test_unsubscribing_while_the_resubscription_waits_releases_it() -> None:
+    with RedisServer() as redis, running_server(broker_url=redis.url) as srv:
+        async with TcpProxy(srv.port) as proxy, RealtimeClient(proxy.url(), **FAST) as client:
+            sub = await client.subscribe("matches", match_ids=[1])
+            redis.stop()
+            proxy.cut()
+            await until(lambda: srv.realtime.stats.errors_by_code.get("unavailable", 0) >= 1)
+            assert client.state is not ClientState.OPEN
+            await sub.unsubscribe()
+            # Nothing left to wait for: the connection is open, without Redis.
+            await until(lambda: client.state is ClientState.OPEN)
+            assert client.subscriptions == []

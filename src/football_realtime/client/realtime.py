@@ -475,9 +475,8 @@ class RealtimeClient:
         try:
             await asyncio.wait_for(asyncio.shield(sub._ready), wait)
         except TimeoutError:
+            # A late ack finds the subscription inactive and removes it on the server.
             self._drop_sub(sub, None)
-            if self._conn is not None and sub.server_id is not None:
-                await self._fire(self._conn, "unsubscribe", {"subscription_id": sub.server_id})
             raise RequestTimeout(f"no answer to subscribe within {wait} s") from None
         except BaseException:
             self._drop_sub(sub, None)
@@ -1039,6 +1038,9 @@ class RealtimeClient:
             del self._subs[sub.id]
         if sub._feed is not None:
             sub._feed.end(exc)
+        conn = self._conn
+        if conn is not None:
+            self._resync_settled(conn, sub)  # the resubscription no longer waits for it
 
     def _spawn(self, conn: _Conn, coro: Awaitable[Any]) -> None:
         async def run() -> None:
