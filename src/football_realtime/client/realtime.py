@@ -867,6 +867,8 @@ class RealtimeClient:
                 return
             if now >= next_beat:
                 next_beat = now + interval
+                if not conn.established:
+                    continue  # setup (auth first, where required) owns the connection
                 try:
                     await asyncio.wait_for(
                         self._send(conn, "heartbeat", None, on_ack=self._heartbeat_reply(conn)),
