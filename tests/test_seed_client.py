@@ -7,11 +7,13 @@ import json
 
 import websockets
 
-from .support import RunningServer, post_broadcast
+from .support import RunningServer, post_broadcast, token
 
 
 async def test_seed_python_client_receives_broadcast(any_server: RunningServer) -> None:
-    uri = any_server.ws_url + "?user_id=user123"
+    # The seed's query parameters; a premium token, since the free tier (anonymous
+    # default) receives neither expected_value nor strategy.
+    uri = any_server.ws_url + "?user_id=user123&token=" + token("user123")
     received: list[dict] = []
 
     async def websocket_client() -> None:

@@ -8,6 +8,7 @@ are refused with exit code 2 and a message naming the variable.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -188,29 +189,26 @@ def serve(
 ) -> None:
     import uvicorn
 
+    from . import logredact
     from .app import create_app
     from .logs import configure_logging
-    from .wsprotocol import RealtimeWebSocketProtocol
+    from .serving import uvicorn_config
 
     configure_logging(settings)
     app = create_app(settings)
-    ws: Any = RealtimeWebSocketProtocol if settings.fast_transport else "websockets-sansio"
-    uvicorn.run(
+    config = uvicorn_config(
         app,
-        host=settings.host,
-        port=settings.port,
-        ws=ws,
-        ws_max_size=settings.max_message_size,
-        ws_ping_interval=settings.ping_interval,
-        ws_ping_timeout=settings.ping_timeout,
-        ws_per_message_deflate=False,
-        log_config=None,  # keep the handler configure_logging installed
-        log_level=settings.log_level,
-        access_log=settings.access_log,
+        settings,
         ssl_certfile=ssl_certfile,
         ssl_keyfile=ssl_keyfile,
-        timeout_graceful_shutdown=settings.shutdown_timeout,
+        log_config=None,  # keep the handler configure_logging installed
     )
+    logredact.install()  # after logging is configured: tokens never reach a log
+    server = uvicorn.Server(config)
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run()
+    if not server.started:
+        sys.exit(3)  # uvicorn's STARTUP_FAILURE, as uvicorn.run does
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -77,6 +77,7 @@ class Connection:
         "on_overflow",
         "out",
         "rooms",
+        "session",
         "session_id",
         "sink",
         "stamp",
@@ -121,6 +122,9 @@ class Connection:
         self.epochs: dict[Any, str] = {}
         self.closing = False
         self.on_overflow: Callable[[Connection], None] | None = None
+        # Security state (security.Session: tier, token expiry, rate limit); None for
+        # connections made outside the WebSocket endpoint.
+        self.session: Any = None
 
     def send(self, enc: Encoded, key: Hashable | None = None) -> bool:
         """Queue one message without waiting. False if the connection is closing."""
@@ -191,6 +195,7 @@ class Connection:
             "messages_received": self.messages_received,
             "bytes_received": self.bytes_received,
             "buffered_bytes": self.out.size,
+            **(self.session.describe() if self.session is not None else {}),
         }
 
 
