@@ -10,21 +10,13 @@ from typing import Any
 
 from football_realtime.client import Event, RecoveryFailed
 
-from .support import TIMEOUT, UNIT, RunningServer, free_port
-
-try:  # Servers that verify tokens (the security layer) get a premium user's token.
-    from .support import token as _signed_token  # type: ignore[attr-defined, unused-ignore]
-except ImportError:  # servers without token checks ignore the token
-    _signed_token = None
+from .support import TIMEOUT, UNIT, RunningServer, free_port, token
 
 
 def valid_token(user_id: str = "user-1", n: int = 0) -> str:
     """A token the test servers accept for ``user_id`` (premium tier); ``n`` makes
     tokens for the same user differ."""
-    if _signed_token is None:
-        return f"token-of-{user_id}-{n}"
-    tok: str = _signed_token(user_id, jti=str(n))
-    return tok
+    return token(user_id, jti=str(n))
 
 
 #: Client options for tests: quick reconnects, a valid token.

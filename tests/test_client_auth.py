@@ -1,9 +1,4 @@
-"""The Python client with the security layer: in-band auth, refresh, expiry, tier changes.
-
-Needs the security branch (JWT checks, ``auth`` message, ``token_expiring`` warnings,
-``support.token``). Not collected until then: rename it to ``test_client_auth.py`` once
-the security branch is merged (it passes on a merge of both branches).
-"""
+"""The Python client with the security layer: in-band auth, refresh, expiry, tier changes."""
 
 from __future__ import annotations
 
