@@ -135,6 +135,8 @@ async def test_error_replies_raise_typed_exceptions(server: RunningServer) -> No
         assert client.subscriptions == []
         result = await client.heartbeat()
         assert result["server_time"].endswith("Z")
+        stats = await client.get_stats()
+        assert stats["connection"]["connection_id"] == client.connection_info["connection_id"]
         sub = await client.subscribe("odds")
         assert client.subscriptions == [sub]
 
