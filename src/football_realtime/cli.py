@@ -1,4 +1,4 @@
-"""Command line: ``football-realtime serve``, ``config``, ``schema`` and ``demo``.
+"""Command line: ``football-realtime serve``, ``config``, ``schema``, ``demo`` and ``listen``.
 
 ``serve``, ``config`` and ``demo`` take one flag per setting, generated from
 :class:`Settings` (secrets are environment-only); a flag wins over its ``REALTIME_*``
@@ -18,6 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import SecretStr, ValidationError
 
+from .client import listen
 from .config import Settings
 from .demo.cli import add_demo_parser, run_demo
 from .docs_config import SettingSpec, setting_specs
@@ -76,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_schema.add_argument("--out", help="write to this file instead of standard output")
 
     add_demo_parser(sub)
+    listen.add_arguments(sub.add_parser("listen", help="print live events (for operators)"))
     return parser
 
 
@@ -225,6 +227,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return write_schema(args.out)
     if args.command == "demo":
         return run_demo(args)
+    if args.command == "listen":
+        return listen.run(args)
     if args.command == "config" and args.markdown:
         from .docs_config import reference
 
