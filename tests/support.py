@@ -32,6 +32,21 @@ UNIT = float(os.environ.get("REALTIME_TEST_UNIT", "1.0"))
 TIMEOUT = 5.0 * UNIT
 ADMIN = "test-admin-token"
 #: HS256 secret every test server accepts (make_settings); ``token()`` signs with it.
+#: The seed's prediction_created example (事件详细说明).
+SEED_PREDICTION = {
+    "prediction_id": 123,
+    "match_id": 456,
+    "home_team": "曼联",
+    "away_team": "切尔西",
+    "prediction": "home_win",
+    "confidence": 0.75,
+    "home_win_prob": 0.65,
+    "draw_prob": 0.25,
+    "away_win_prob": 0.10,
+    "expected_value": 0.12,
+    "strategy": "ml_ensemble",
+}
+
 JWT_SECRET = "test-jwt-secret-0123456789abcdef-0123456789"
 
 

@@ -71,15 +71,18 @@ class Hub:
         """Attach a user to a connection that authenticated after connecting."""
         if conn.user_id == user_id:
             return
+        self._unlink_user(conn)
+        conn.user_id = user_id
+        if conn.id in self.connections:
+            self.user_connections.setdefault(user_id, set()).add(conn.id)
+
+    def _unlink_user(self, conn: Connection) -> None:
         if conn.user_id is not None:
             ids = self.user_connections.get(conn.user_id)
             if ids is not None:
                 ids.discard(conn.id)
                 if not ids:
                     del self.user_connections[conn.user_id]
-        conn.user_id = user_id
-        if conn.id in self.connections:
-            self.user_connections.setdefault(user_id, set()).add(conn.id)
 
     def remove(self, conn: Connection, code: int) -> None:
         """Forget a connection that has gone: its subscriptions, rooms and user entry."""
@@ -98,12 +101,7 @@ class Hub:
                     if not members:
                         del self.rooms[room]
             conn.rooms = None
-        if conn.user_id is not None:
-            ids = self.user_connections.get(conn.user_id)
-            if ids is not None:
-                ids.discard(conn.id)
-                if not ids:
-                    del self.user_connections[conn.user_id]
+        self._unlink_user(conn)
         conn.out.clear()
         self.stats.record_close(code, time.monotonic() - conn.connected_mono)
         if self.on_membership is not None:
