@@ -46,7 +46,7 @@ def premium_token(python: str) -> str:
 def project_target(python: str, extra_env: dict[str, str] | None = None) -> dict:
     auth = AUTH
     if auth == "auto":
-        auth = "jwt" if _service_has_jwt(python) else "anonymous"
+        auth = "jwt" if _service_has_jwt(python, extra_env or {}) else "anonymous"
     env = {
         "REALTIME_ADMIN_TOKEN": ADMIN_TOKEN,
         "REALTIME_LOG_LEVEL": "info",

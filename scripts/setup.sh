@@ -26,14 +26,29 @@ if command -v apt-get >/dev/null 2>&1; then
   apt_install redis-server nginx ${SYSTEM_PACKAGES:-}
 fi
 
+# The demo's dashboard: Node.js for its build and tests, Debian's Chromium for the
+# end-to-end test (CJK fonts so screenshots show the Chinese labels).
+if command -v apt-get >/dev/null 2>&1; then
+  apt_install chromium fonts-noto-cjk
+  command -v npm >/dev/null 2>&1 || apt_install nodejs npm
+fi
+# npm packages of the TypeScript client and the dashboard (which links the client
+# from ../clients/js and bundles its build).
+if command -v npm >/dev/null 2>&1; then
+  for dir in clients/js dashboard; do
+    [ -f "$dir/package-lock.json" ] || continue
+    if [ ! -f "$dir/node_modules/.package-lock.json" ] ||
+       [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then
+      (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+    fi
+  done
+  if [ -f clients/js/package.json ]; then
+    npm --prefix clients/js run --silent build
+  fi
+fi
+
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 .venv/bin/python -m pip install -q -e '.[test]'
-
-# JavaScript: the TypeScript client and React hooks.
-if ! command -v npm >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
-  apt_install nodejs npm
-fi
-(cd clients/js && npm ci --no-audit --no-fund --loglevel=error)

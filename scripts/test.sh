@@ -9,6 +9,8 @@ echo "== ruff"
 .venv/bin/ruff check src tests
 echo "== mypy --strict"
 .venv/bin/mypy
+echo "== dashboard: tsc, vitest"
+(cd dashboard && npx tsc --noEmit && npx vitest run)
 echo "== pytest"
 .venv/bin/python -m pytest -q "$@"
 echo "== clients/js (vitest: unit, integration against the real server, React hooks)"

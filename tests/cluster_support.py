@@ -16,12 +16,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
 import orjson
 import websockets
 
-from .support import ADMIN, TIMEOUT, admin_headers, free_port
+from .support import ADMIN, JWT_SECRET, TIMEOUT, admin_headers, free_port, token
 
 
 @dataclass
@@ -80,6 +81,7 @@ def spawn(name: str, env: dict[str, str], logdir: Path) -> Instance:
     full_env = {
         **os.environ,
         "REALTIME_ADMIN_TOKEN": ADMIN,
+        "REALTIME_JWT_SECRET": JWT_SECRET,
         "REALTIME_LOG_LEVEL": "warning",
         "REALTIME_ACCESS_LOG": "false",
         "REALTIME_INSTANCE_ID": name,
@@ -128,6 +130,14 @@ def instances(names: list[str], redis_url: str, **env: str) -> Iterator[list[Ins
             inst.terminate()
 
 
+def with_token(url: str) -> str:
+    """The URL with a premium token for its ``user_id`` (the free tier sees only two types)."""
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    query.setdefault("token", token(query.get("user_id", "follower")))
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
 def score(match_id: int, n: int, league: str = "英超") -> dict[str, Any]:
     return {
         "event_type": "match_score_changed",
@@ -167,7 +177,7 @@ class Follower:
     async def connect(self, url: str, *, recover: bool = True) -> dict[str, Any]:
         """Connect and subscribe (with ``since`` if we have positions); the ack's result."""
         self._closed = asyncio.Event()
-        self.ws = await websockets.connect(url, open_timeout=TIMEOUT, max_size=2**24)
+        self.ws = await websockets.connect(with_token(url), open_timeout=TIMEOUT, max_size=2**24)
         hello = orjson.loads(await asyncio.wait_for(self.ws.recv(), TIMEOUT))
         assert hello["data"]["status"] == "connected", hello
         self.connection_ids.append(hello["data"]["connection_id"])

@@ -16,19 +16,55 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
+import jwt
 import orjson
 import uvicorn
 import websockets
 
 from football_realtime.app import Realtime, create_app
 from football_realtime.config import Settings
-from football_realtime.wsprotocol import RealtimeWebSocketProtocol
+from football_realtime.serving import uvicorn_config
 
 UNIT = float(os.environ.get("REALTIME_TEST_UNIT", "1.0"))
 TIMEOUT = 5.0 * UNIT
 ADMIN = "test-admin-token"
+#: HS256 secret every test server accepts (make_settings); ``token()`` signs with it.
+#: The seed's prediction_created example (事件详细说明).
+SEED_PREDICTION = {
+    "prediction_id": 123,
+    "match_id": 456,
+    "home_team": "曼联",
+    "away_team": "切尔西",
+    "prediction": "home_win",
+    "confidence": 0.75,
+    "home_win_prob": 0.65,
+    "draw_prob": 0.25,
+    "away_win_prob": 0.10,
+    "expected_value": 0.12,
+    "strategy": "ml_ensemble",
+}
+
+JWT_SECRET = "test-jwt-secret-0123456789abcdef-0123456789"
+
+
+def token(
+    user_id: str = "user-1",
+    tier: str | None = "premium",
+    *,
+    ttl: float = 3600.0,
+    secret: str = JWT_SECRET,
+    **claims: Any,
+) -> str:
+    """A valid HS256 token for the test servers (``tier=None`` leaves the claim out)."""
+    # A float exp (NumericDate allows it) keeps short test lifetimes exact.
+    body: dict[str, Any] = {"user_id": user_id, "exp": round(time.time() + ttl, 3)}
+    if tier is not None:
+        body["tier"] = tier
+    body.update(claims)
+    return jwt.encode(body, secret, algorithm="HS256")
 
 
 def free_port() -> int:
@@ -48,6 +84,8 @@ class RunningServer:
     settings: Settings
     fast: bool = True
     port: int = field(default_factory=free_port)
+    #: builds the ASGI app from the settings (e.g. the demo app); default: the service
+    app_factory: Callable[[Settings], Any] = create_app
     app: Any = None
     server: uvicorn.Server | None = None
     thread: threading.Thread | None = None
@@ -62,22 +100,31 @@ class RunningServer:
     def ws_url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/realtime/ws"
 
+    def url(self, path: str = "/realtime/ws", **query: str) -> str:
+        """A ws:// URL on this server, e.g. ``srv.url(token=token())``."""
+        qs = "&".join(f"{k}={v}" for k, v in query.items())
+        return f"ws://127.0.0.1:{self.port}{path}" + (f"?{qs}" if qs else "")
+
+    @property
+    def premium_url(self) -> str:
+        """``ws_url`` with a premium token for ``user-1`` (every event, unfiltered)."""
+        return self.url(token=token())
+
     @property
     def http_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> RunningServer:
-        self.app = create_app(self.settings)
-        config = uvicorn.Config(
+        self.app = self.app or self.app_factory(self.settings)
+        # The options `serve` ships (WebSocket layer, limits, timeouts), on our port.
+        config = uvicorn_config(
             self.app,
+            self.settings,
+            fast=self.fast,
             host="127.0.0.1",
             port=self.port,
-            ws=RealtimeWebSocketProtocol.for_app(self.app) if self.fast else "websockets-sansio",
-            ws_max_size=self.settings.max_message_size,
-            ws_ping_interval=self.settings.ping_interval,
-            ws_ping_timeout=self.settings.ping_timeout,
-            ws_per_message_deflate=False,
             log_level="warning",
+            access_log=False,
             lifespan="on",
         )
         self.server = uvicorn.Server(config)
@@ -128,14 +175,21 @@ class RunningServer:
 
 
 def make_settings(**overrides: Any) -> Settings:
-    base: dict[str, Any] = {"admin_token": ADMIN, "log_level": "warning", "access_log": False}
+    base: dict[str, Any] = {
+        "admin_token": ADMIN,
+        "log_level": "warning",
+        "access_log": False,
+        "jwt_secret": JWT_SECRET,
+    }
     base.update(overrides)
     return Settings(**base)
 
 
 @contextlib.contextmanager
-def running_server(fast: bool = True, **overrides: Any) -> Iterator[RunningServer]:
-    srv = RunningServer(make_settings(**overrides), fast=fast).start()
+def running_server(fast: bool = True, app: Any = None, **overrides: Any) -> Iterator[RunningServer]:
+    """A started server; ``app`` replaces the app built from the settings (e.g. with
+    an extra test route)."""
+    srv = RunningServer(make_settings(**overrides), fast=fast, app=app).start()
     try:
         yield srv
     finally:
@@ -151,7 +205,16 @@ class WSClient:
         self._next_id = 0
 
     @classmethod
-    async def connect(cls, url: str, **kw: Any) -> WSClient:
+    async def connect(cls, url: str, tier: str | None = "premium", **kw: Any) -> WSClient:
+        """Connect as a user of ``tier`` (a Bearer token for the URL's ``user_id``, or
+        ``user-1``), so tests see every event; ``tier=None``: anonymous (the free tier,
+        or waiting for ``auth`` under REALTIME_REQUIRE_AUTH), or the URL's own token."""
+        query = parse_qs(urlsplit(url).query)
+        if tier is not None and "token" not in query:
+            user = query.get("user_id", ["user-1"])[0]
+            headers = dict(kw.pop("additional_headers", None) or {})
+            headers.setdefault("Authorization", f"Bearer {token(user, tier)}")
+            kw["additional_headers"] = headers
         ws = await websockets.connect(url, open_timeout=TIMEOUT, **kw)
         return cls(ws)
 
@@ -240,14 +303,21 @@ class ServeProcess:
 
     proc: subprocess.Popen[bytes]
     port: int
+    tls: bool = False
 
     @property
     def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/realtime/ws"
+        return f"{'wss' if self.tls else 'ws'}://127.0.0.1:{self.port}/realtime/ws"
 
     @property
     def http_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
+
+    captured: str = ""
+
+    def output(self) -> str:
+        """Everything the process wrote (stdout and stderr); call after ``stop``."""
+        return self.captured
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -257,13 +327,26 @@ class ServeProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        if self.proc.stdout is not None:
+        if self.proc.stdout is not None and not self.proc.stdout.closed:
+            self.captured = self.proc.stdout.read().decode(errors="replace")
             self.proc.stdout.close()
 
 
-def start_serve_process(env: dict[str, str] | None = None, port: int | None = None) -> ServeProcess:
+def start_serve_process(
+    env: dict[str, str] | None = None,
+    port: int | None = None,
+    args: tuple[str, ...] = (),
+    verify: Any = True,
+) -> ServeProcess:
+    """``args``: extra ``serve`` flags (``--ssl-certfile`` and ``--ssl-keyfile`` switch
+    the URLs to wss/https; ``verify`` is then the CA file for the health check)."""
     port = port or free_port()
-    full_env = {**os.environ, "REALTIME_ADMIN_TOKEN": ADMIN, "REALTIME_LOG_LEVEL": "warning"}
+    full_env = {
+        **os.environ,
+        "REALTIME_ADMIN_TOKEN": ADMIN,
+        "REALTIME_LOG_LEVEL": "warning",
+        "REALTIME_JWT_SECRET": JWT_SECRET,
+    }
     full_env.update(env or {})
     proc = subprocess.Popen(
         [
@@ -275,12 +358,13 @@ def start_serve_process(env: dict[str, str] | None = None, port: int | None = No
             "127.0.0.1",
             "--port",
             str(port),
+            *args,
         ],
         env=full_env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
-    sp = ServeProcess(proc, port)
+    sp = ServeProcess(proc, port, tls="--ssl-certfile" in args)
     deadline = time.monotonic() + TIMEOUT * 3
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -288,7 +372,8 @@ def start_serve_process(env: dict[str, str] | None = None, port: int | None = No
             sp.stop()
             raise RuntimeError(f"serve exited early: {out}")
         try:
-            if httpx.get(f"{sp.http_url}/realtime/health", timeout=0.5).status_code == 200:
+            health = httpx.get(f"{sp.http_url}/realtime/health", timeout=0.5, verify=verify)
+            if health.status_code == 200:
                 return sp
         except httpx.HTTPError:
             pass

@@ -15,6 +15,8 @@ from football_realtime.core.events import (
     prepare_published_event,
 )
 
+from .support import SEED_PREDICTION
+
 SEED_EVENT_TYPES = {
     "connection_status",
     "prediction_created",
@@ -62,21 +64,6 @@ def test_stream_mapping() -> None:
         "connection_status",
         "user_subscription_changed",
     }
-
-
-SEED_PREDICTION = {
-    "prediction_id": 123,
-    "match_id": 456,
-    "home_team": "曼联",
-    "away_team": "切尔西",
-    "prediction": "home_win",
-    "confidence": 0.75,
-    "home_win_prob": 0.65,
-    "draw_prob": 0.25,
-    "away_win_prob": 0.10,
-    "expected_value": 0.12,
-    "strategy": "ml_ensemble",
-}
 
 
 @pytest.mark.parametrize(

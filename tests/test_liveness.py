@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from .support import TIMEOUT, WSClient, running_server
+from .support import TIMEOUT, WSClient, running_server, token
 
 
 def raw_handshake(port: int, path: str = "/realtime/ws") -> socket.socket:
@@ -86,7 +86,9 @@ async def test_slow_consumer_is_disconnected_with_4001_and_others_keep_receiving
     fast: bool,
 ) -> None:
     with running_server(fast=fast, outbound_buffer_bytes=64 * 1024) as srv:
-        slow = await asyncio.to_thread(raw_handshake, srv.port)
+        slow = await asyncio.to_thread(
+            raw_handshake, srv.port, f"/realtime/ws?token={token('slow')}"
+        )
         try:
             slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
             slow.sendall(masked_text(b'{"type":"subscribe","data":{"subscription_type":"odds"}}'))

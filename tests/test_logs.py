@@ -29,7 +29,7 @@ from football_realtime.logs import (
     reset_correlation_id,
 )
 
-from .support import TIMEOUT, UNIT, admin_headers, make_settings, start_serve_process
+from .support import TIMEOUT, UNIT, admin_headers, make_settings, start_serve_process, token
 
 
 class LineReader:
@@ -68,12 +68,13 @@ async def test_json_lines_carry_connection_user_and_correlation_ids() -> None:
             "REALTIME_LOG_FORMAT": "json",
             "REALTIME_LOG_LEVEL": "info",
             "REALTIME_OUTBOUND_BUFFER_BYTES": str(1 << 20),
+            "REALTIME_MAX_REQUEST_BODY": str(1 << 20),  # 200 KB events below
         }
     )
     reader = LineReader(sp.proc.stdout)
     try:
         async with httpx.AsyncClient(base_url=sp.http_url, timeout=TIMEOUT) as http:
-            alice = await websockets.connect(sp.ws_url + "?user_id=alice")
+            alice = await websockets.connect(sp.ws_url + f"?user_id=alice&token={token('alice')}")
             hello = orjson.loads(await alice.recv())
             alice_id = hello["data"]["connection_id"]
             await alice.send('{"type":"subscribe","id":1,"data":{"subscription_type":"matches"}}')
@@ -98,7 +99,10 @@ async def test_json_lines_carry_connection_user_and_correlation_ids() -> None:
             sock.connect(("127.0.0.1", sp.port))
             sock.setblocking(False)
             slow = await websockets.connect(
-                sp.ws_url + "?user_id=slowpoke", sock=sock, max_queue=1, close_timeout=0.5 * UNIT
+                sp.ws_url + f"?user_id=slowpoke&token={token('slowpoke')}",
+                sock=sock,
+                max_queue=1,
+                close_timeout=0.5 * UNIT,
             )
             slow_id = orjson.loads(await slow.recv())["data"]["connection_id"]
             await slow.send('{"type":"subscribe","id":1,"data":{"subscription_type":"matches"}}')

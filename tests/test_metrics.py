@@ -19,7 +19,7 @@ from football_realtime.app import Realtime, create_app
 from football_realtime.metrics import METRICS, bounded, close_code_label, mount_metrics
 
 from .scrape import Scrape, histogram_quantile, scrape
-from .support import TIMEOUT, UNIT, RunningServer, make_settings, running_server
+from .support import TIMEOUT, UNIT, RunningServer, make_settings, running_server, token
 
 
 def score(match_id: int, minute: int, **extra: Any) -> dict[str, Any]:
@@ -110,9 +110,9 @@ async def scrape_async(srv: RunningServer) -> Scrape:
 
 async def test_counters_follow_real_traffic(any_server: RunningServer) -> None:
     srv = any_server
-    a = await Recorder.connect(srv.ws_url + "?user_id=alice")
-    b = await Recorder.connect(srv.ws_url + "?user_id=bob")
-    c = await Recorder.connect(srv.ws_url + "?user_id=carol")
+    a = await Recorder.connect(srv.ws_url + f"?user_id=alice&token={token('alice')}")
+    b = await Recorder.connect(srv.ws_url + f"?user_id=bob&token={token('bob')}")
+    c = await Recorder.connect(srv.ws_url + f"?user_id=carol&token={token('carol')}")
     await a.request("subscribe", {"subscription_type": "matches"})
     await b.request("subscribe", {"subscription_type": "matches", "filters": {"match_ids": [1]}})
     await c.request("subscribe", {"subscription_type": "predictions"})
@@ -194,7 +194,10 @@ async def test_counters_follow_real_traffic(any_server: RunningServer) -> None:
 
 async def test_stats_and_metrics_agree(server: RunningServer) -> None:
     srv = server
-    clients = [await Recorder.connect(srv.ws_url + f"?user_id=u{i}") for i in range(4)]
+    clients = [
+        await Recorder.connect(srv.ws_url + f"?user_id=u{i}&token={token(f'u{i}')}")
+        for i in range(4)
+    ]
     for x in clients:
         await x.request("subscribe", {"subscription_type": "matches"})
     for i in range(30):
@@ -269,7 +272,7 @@ async def test_queue_depth_and_slow_consumer_drop() -> None:
         sock.connect(("127.0.0.1", srv.port))
         sock.setblocking(False)
         slow = await websockets.connect(
-            srv.ws_url + "?user_id=slow",
+            srv.ws_url + f"?user_id=slow&token={token('slow')}",
             sock=sock,
             max_queue=1,
             open_timeout=TIMEOUT,
@@ -282,7 +285,7 @@ async def test_queue_depth_and_slow_consumer_drop() -> None:
         )
         assert orjson.loads(await slow.recv())["event_type"] == "connection_status"
         assert orjson.loads(await slow.recv())["event_type"] == "message_ack"
-        healthy = await Recorder.connect(srv.ws_url + "?user_id=ok")
+        healthy = await Recorder.connect(srv.ws_url + f"?user_id=ok&token={token('ok')}")
         await healthy.request("subscribe", {"subscription_type": "matches"})
 
         def queued() -> int:

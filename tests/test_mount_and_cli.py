@@ -19,6 +19,7 @@ from football_realtime import Realtime, Settings
 
 from .support import (
     ADMIN,
+    JWT_SECRET,
     TIMEOUT,
     RunningServer,
     WSClient,
@@ -42,7 +43,7 @@ def run_in_thread(app: Any, port: int) -> tuple[uvicorn.Server, threading.Thread
 async def test_router_mounts_in_a_host_app_and_publishes_in_process() -> None:
     """The host app's own routes keep working; our endpoints live under /realtime; the host
     publishes with ``await realtime.publish(...)``; stock uvicorn (ASGI send path)."""
-    realtime = Realtime(Settings(admin_token=ADMIN))
+    realtime = Realtime(Settings(admin_token=ADMIN, jwt_secret=JWT_SECRET))
     host = FastAPI(lifespan=realtime.lifespan)
     host.include_router(realtime.router, prefix="/realtime")
 

@@ -21,7 +21,7 @@ import websockets
 
 from football_realtime.connection import Connection
 
-from .support import TIMEOUT, UNIT, RunningServer, WSClient, running_server
+from .support import TIMEOUT, UNIT, RunningServer, WSClient, running_server, token
 
 PAD = "x" * 16000  # payloads may carry extra fields; big ones fill socket buffers fast
 _uids = itertools.count(1)
@@ -58,16 +58,19 @@ def status(value: str) -> dict[str, Any]:
     return {"event_type": "system_status", "data": {"status": value}}
 
 
-async def stalled_client(srv: RunningServer, query: str = "") -> tuple[WSClient, str]:
-    """A connected client (user id returned) with a ~4 KB receive buffer; it reads only
-    when the test calls recv."""
+async def stalled_client(srv: RunningServer, batch: bool = False) -> tuple[WSClient, str]:
+    """A connected premium client (user id returned) with a ~4 KB receive buffer; it
+    reads only when the test calls recv."""
     uid = f"stalled-{next(_uids)}"
+    query = {"token": token(uid)}
+    if batch:
+        query["batch"] = "1"
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.connect(("127.0.0.1", srv.port))
     sock.setblocking(False)
     ws = await websockets.connect(
-        f"{srv.ws_url}?user_id={uid}{query}",
+        srv.url(**query),
         sock=sock,
         max_queue=1,
         max_size=None,
@@ -138,7 +141,7 @@ def offsets(messages: list[dict[str, Any]], stream: str) -> list[int]:
 
 
 async def test_batching_sends_queued_events_as_one_json_array(any_server: RunningServer) -> None:
-    client, uid = await stalled_client(any_server, "&batch=1")
+    client, uid = await stalled_client(any_server, batch=True)
     async with client:
         await client.subscribe("matches")
         conn = server_conn(any_server, uid)
@@ -159,7 +162,7 @@ async def test_batching_sends_queued_events_as_one_json_array(any_server: Runnin
 
 
 async def test_batching_adds_nothing_while_the_socket_keeps_up(any_server: RunningServer) -> None:
-    async with await WSClient.connect(any_server.ws_url + "?batch=1") as client:
+    async with await WSClient.connect(any_server.url(token=token(), batch="1")) as client:
         await client.subscribe("matches")
         for i in range(5):
             await publish_all(any_server, [goal(3, i)])
@@ -267,7 +270,7 @@ async def test_slow_consumer_is_closed_with_4001_and_recovers_its_gap(
         stats = srv.call(srv.realtime.stats_snapshot)
         assert stats["slow_consumer_disconnects"] == 1
         # Others are unaffected while this one is cut off.
-        async with await WSClient.connect(srv.ws_url) as other:
+        async with await WSClient.connect(srv.premium_url) as other:
             await other.subscribe("matches")
             await publish_all(srv, [goal(2, 0)])
             (ev,) = await other.events(1)
@@ -292,7 +295,7 @@ async def test_slow_consumer_is_closed_with_4001_and_recovers_its_gap(
         assert len(got) < sent
     # Reconnect and recover the gap from the last offset seen: nothing lost, no duplicate.
     last = got[-1] if got else 0
-    async with await WSClient.connect(f"{srv.ws_url}?user_id={uid}") as again:
+    async with await WSClient.connect(srv.url(token=token(uid))) as again:
         reply = await again.request(
             "subscribe",
             {

@@ -29,7 +29,9 @@ def test_health(server: RunningServer, http: httpx.Client) -> None:
 
 
 async def test_stats_follow_traffic(server: RunningServer) -> None:
-    async with await WSClient.connect(server.ws_url) as c:
+    # Anonymous (free tier, no user): match_started still arrives, and no
+    # user_subscription_changed adds to the counts.
+    async with await WSClient.connect(server.ws_url, tier=None) as c:
         await c.recv()
         await c.subscribe("matches")
         await c.ws.send("oops")

@@ -10,7 +10,7 @@ import orjson
 import pytest
 import websockets
 
-from .cluster_support import Follower, Instance, instances, score
+from .cluster_support import Follower, Instance, instances, score, with_token
 from .redis_server import RedisServer
 from .support import TIMEOUT
 
@@ -72,7 +72,7 @@ async def test_redis_outage_gives_503_and_the_service_recovers_without_restart()
         assert health["status"] == "degraded" and health["broker_healthy"] is False
         await wait_health(y, 503)
         # A subscribe meanwhile gets a clear error; the connection stays usable.
-        async with websockets.connect(y.ws_url, open_timeout=TIMEOUT) as ws:
+        async with websockets.connect(with_token(y.ws_url), open_timeout=TIMEOUT) as ws:
             await ws.recv()
             await ws.send(
                 orjson.dumps(

@@ -21,25 +21,13 @@ from football_realtime.core.protocol import (
 )
 from football_realtime.schema import CLIENT_MESSAGES, build_schema, schema_json
 
-from .support import RunningServer, WSClient, barrier, post_broadcast
+from .support import SEED_PREDICTION, RunningServer, WSClient, barrier, post_broadcast
 
 SCHEMA = build_schema()
 
 #: One valid payload per publishable event type.
 SAMPLES: dict[str, dict[str, Any]] = {
-    "prediction_created": {
-        "prediction_id": 123,
-        "match_id": 456,
-        "home_team": "曼联",
-        "away_team": "切尔西",
-        "prediction": "home_win",
-        "confidence": 0.75,
-        "home_win_prob": 0.65,
-        "draw_prob": 0.25,
-        "away_win_prob": 0.10,
-        "expected_value": 0.12,
-        "strategy": "ml_ensemble",
-    },
+    "prediction_created": SEED_PREDICTION,
     "prediction_updated": {
         "prediction_id": "p-9",
         "match_id": 456,

@@ -7,11 +7,13 @@ import json
 
 import websockets
 
-from .support import RunningServer, post_broadcast
+from .support import SEED_PREDICTION, RunningServer, post_broadcast, token
 
 
 async def test_seed_python_client_receives_broadcast(any_server: RunningServer) -> None:
-    uri = any_server.ws_url + "?user_id=user123"
+    # The seed's query parameters; a premium token, since the free tier (anonymous
+    # default) receives neither expected_value nor strategy.
+    uri = any_server.ws_url + "?user_id=user123&token=" + token("user123")
     received: list[dict] = []
 
     async def websocket_client() -> None:
@@ -38,22 +40,7 @@ async def test_seed_python_client_receives_broadcast(any_server: RunningServer) 
     while not any(e["event_type"] == "message_ack" for e in received):
         assert asyncio.get_running_loop().time() < deadline, received
         await asyncio.sleep(0.01)
-    event = {
-        "event_type": "prediction_created",
-        "data": {
-            "prediction_id": 123,
-            "match_id": 456,
-            "home_team": "曼联",
-            "away_team": "切尔西",
-            "prediction": "home_win",
-            "confidence": 0.75,
-            "home_win_prob": 0.65,
-            "draw_prob": 0.25,
-            "away_win_prob": 0.10,
-            "expected_value": 0.12,
-            "strategy": "ml_ensemble",
-        },
-    }
+    event = {"event_type": "prediction_created", "data": SEED_PREDICTION}
     low = {**event, "data": {**event["data"], "prediction_id": 124, "confidence": 0.5}}
     r = await asyncio.to_thread(post_broadcast, any_server, low)
     assert r.status_code == 200, r.text

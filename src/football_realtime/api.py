@@ -10,8 +10,10 @@ from fastapi import APIRouter, Depends, Header, HTTPException, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from redis.exceptions import RedisError
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import __version__
+from .auth import AuthError
 from .brokers.base import BrokerUnavailable
 from .core.events import EventType, EventValidationError
 from .logs import current_correlation_id
@@ -20,6 +22,10 @@ if TYPE_CHECKING:
     from .app import Realtime
 
 log = logging.getLogger("football_realtime.api")
+
+
+#: JWT roles that may use the admin endpoints.
+ADMIN_ROLES = frozenset({"admin", "service"})
 
 
 class Target(BaseModel):
@@ -70,22 +76,83 @@ class BroadcastResult(BaseModel):
     recipients: int | None = None
 
 
+class BodySizeLimit:
+    """ASGI middleware: HTTP request bodies over ``limit`` bytes get 413 before any
+    parsing (FastAPI reads the whole body before running auth dependencies)."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.limit
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                try:
+                    too_big = int(value) > limit
+                except ValueError:
+                    too_big = True
+                if too_big:
+                    await self._reject(scope, receive, send)
+                    return
+        seen = 0
+
+        async def limited_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, limited_receive, send)
+        except _TooLarge:
+            await self._reject(scope, receive, send)
+
+    async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = JSONResponse(
+            {"detail": f"request body larger than {self.limit} bytes"},
+            status_code=413,
+            headers={"Connection": "close"},
+        )
+        await response(scope, receive, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
 def build_api_router(rt: Realtime) -> APIRouter:
     router = APIRouter()
 
     def require_admin(
         authorization: Annotated[str | None, Header()] = None,
     ) -> None:
-        token = rt.admin_token
-        if authorization is None or not authorization.startswith("Bearer "):
+        """The admin token, or a JWT whose ``roles`` include ``admin`` or ``service``."""
+        if authorization is None or authorization[:7].lower() != "bearer ":
             raise HTTPException(
                 401,
-                "missing Authorization: Bearer <admin token>",
+                "missing Authorization: Bearer <admin token or JWT with role admin/service>",
                 headers={"WWW-Authenticate": "Bearer"},
             )
         given = authorization[7:].strip()
-        if not secrets.compare_digest(given.encode(), token.encode()):
+        if secrets.compare_digest(given.encode(), rt.admin_token.encode()):
+            return
+        if not rt.guard.verifier.enabled or given.count(".") != 2:
             raise HTTPException(401, "invalid admin token", headers={"WWW-Authenticate": "Bearer"})
+        try:
+            identity = rt.guard.verifier.verify(given)
+        except AuthError as exc:
+            raise HTTPException(
+                401, f"invalid token: {exc.reason}", headers={"WWW-Authenticate": "Bearer"}
+            ) from None
+        if not identity.roles & ADMIN_ROLES:
+            raise HTTPException(403, "the token needs role admin or service")
 
     admin = [Depends(require_admin)]
 

@@ -25,7 +25,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from . import __version__
-from .api import build_api_router
+from .api import BodySizeLimit, build_api_router
 from .brokers import Broker, PublishResult, create_broker
 from .brokers.base import BrokerUnavailable, PublishedEvent
 from .brokers.redis import RedisBroker
@@ -35,6 +35,7 @@ from .connection import Connection
 from .core.close_codes import CloseCode
 from .core.encoding import dumps, server_message
 from .core.events import (
+    EVENT_STREAM,
     EventType,
     EventValidationError,
     RealtimeEvent,
@@ -51,6 +52,7 @@ from .logs import (
 )
 from .metrics import build_registry, metrics_router
 from .publisher import prepare_envelope
+from .security import Guard
 from .stats import ServiceStats
 from .transport import WebSocketEndpoint
 
@@ -74,6 +76,8 @@ class Realtime:
             if broker is not None
             else create_broker(s.broker_url, history_size=s.history_size, history_ttl=s.history_ttl)
         )
+        self.guard = Guard(s, self.hub, self.stats)
+        self.hub.render_view = self.guard.render_view
         # Optional broker ability: brokers that count their own failures (e.g. the
         # consumer loop of a networked broker) take the stats through bind_stats().
         bind_stats = getattr(self.broker, "bind_stats", None)
@@ -233,15 +237,20 @@ class Realtime:
         connection on this instance, regardless of subscriptions. Returns the number of
         recipients."""
         ev = prepare_published_event(event)
-        payload = dumps(ev.to_wire())
+        # Offset 0: a direct send is not part of a stream (the wire form has no offset);
+        # it still goes through each recipient's view (tier policy).
+        direct = PublishedEvent(
+            EVENT_STREAM[ev.event_type], 0, ev.event_type, ev.data, dumps(ev.to_wire())
+        )
+        hub = self.hub
         if user_id is not None:
-            return self.hub.send_to_user(user_id, payload)
+            return hub.send_event_many(hub.user_connections.get(user_id, ()), direct)
         if connection_id is not None:
-            return self.hub.send_to_connection(connection_id, payload)
+            return hub.send_event_many((connection_id,), direct)
         if room is not None:
-            return self.hub.send_to_room(room, payload)
+            return hub.send_event_many(hub.rooms.get(room, ()), direct)
         if everyone:
-            return self.hub.send_to_all(payload)
+            return hub.send_event_many(hub.connections, direct)
         raise EventValidationError(
             "send needs user_id, connection_id, room or everyone=True",
             [{"field": "target", "message": "no target", "type": "value_error"}],
@@ -305,9 +314,10 @@ def create_app(settings: Settings | None = None, *, broker: Broker | None = None
     app.include_router(realtime.router, prefix="/realtime")
     app.include_router(metrics_router(realtime))
     app.add_middleware(CorrelationIdMiddleware)
+    app.add_middleware(BodySizeLimit, limit=realtime.settings.max_request_body)
     # For RealtimeWebSocketProtocol.for_app: `serve` runs these paths directly (with
     # the correlation id bound as the middleware does), without FastAPI's routing and
-    # exception middleware around each connection.
+    # exception middleware around each connection. BodySizeLimit concerns HTTP bodies.
     app.state.realtime_ws_routes = {
         "/realtime" + path: websocket_app(ep) for path, ep in realtime.ws_endpoints.items()
     }

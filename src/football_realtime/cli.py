@@ -1,13 +1,14 @@
-"""Command line: ``football-realtime serve``, ``config`` and ``schema``.
+"""Command line: ``football-realtime serve``, ``config``, ``schema``, ``demo`` and ``listen``.
 
-``serve`` and ``config`` take one flag per setting, generated from :class:`Settings` (secrets are
-environment-only); a flag wins over its ``REALTIME_*`` variable. Invalid values
-are refused with exit code 2 and a message naming the variable.
+``serve``, ``config`` and ``demo`` take one flag per setting, generated from
+:class:`Settings` (secrets are environment-only); a flag wins over its ``REALTIME_*``
+variable. Invalid values are refused with exit code 2 and a message naming the variable.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
@@ -18,7 +19,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import SecretStr, ValidationError
 
+from .client import listen
 from .config import Settings
+from .demo.cli import add_demo_parser, run_demo
 from .docs_config import SettingSpec, setting_specs
 
 EXIT_INVALID_CONFIG = 2
@@ -68,10 +71,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="print the configuration reference table (docs/configuration.md) instead",
     )
+
     p_schema = sub.add_parser(
         "schema", help="print the wire protocol's JSON Schema (sorted, for diffing) and exit"
     )
     p_schema.add_argument("--out", help="write to this file instead of standard output")
+
+    add_demo_parser(sub)
+    listen.add_arguments(sub.add_parser("listen", help="print live events (for operators)"))
     return parser
 
 
@@ -201,36 +208,36 @@ def tune_gc() -> None:
 
 
 def serve(
-    settings: Settings, ssl_certfile: str | None = None, ssl_keyfile: str | None = None
+    settings: Settings,
+    ssl_certfile: str | None = None,
+    ssl_keyfile: str | None = None,
+    app: Any = None,
 ) -> None:
+    """Run ``app`` (default: the plain service) with the settings' server options."""
     import uvicorn
 
+    from . import logredact
     from .app import create_app
     from .logs import configure_logging
-    from .wsprotocol import RealtimeWebSocketProtocol
+    from .serving import uvicorn_config
 
     configure_logging(settings)
-    app = create_app(settings)
+    if app is None:
+        app = create_app(settings)
     tune_gc()
-    ws: Any = (
-        RealtimeWebSocketProtocol.for_app(app) if settings.fast_transport else "websockets-sansio"
-    )
-    uvicorn.run(
+    config = uvicorn_config(
         app,
-        host=settings.host,
-        port=settings.port,
-        ws=ws,
-        ws_max_size=settings.max_message_size,
-        ws_ping_interval=settings.ping_interval,
-        ws_ping_timeout=settings.ping_timeout,
-        ws_per_message_deflate=False,
-        log_config=None,  # keep the handler configure_logging installed
-        log_level=settings.log_level,
-        access_log=settings.access_log,
+        settings,
         ssl_certfile=ssl_certfile,
         ssl_keyfile=ssl_keyfile,
-        timeout_graceful_shutdown=settings.shutdown_timeout,
+        log_config=None,  # keep the handler configure_logging installed
     )
+    logredact.install()  # after logging is configured: tokens never reach a log
+    server = uvicorn.Server(config)
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run()
+    if not server.started:
+        sys.exit(3)  # uvicorn's STARTUP_FAILURE, as uvicorn.run does
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -238,6 +245,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "schema":
         return write_schema(args.out)
+    if args.command == "demo":
+        return run_demo(args)
+    if args.command == "listen":
+        return listen.run(args)
     if args.command == "config" and args.markdown:
         from .docs_config import reference
 

@@ -3,10 +3,28 @@
 from __future__ import annotations
 
 import secrets
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+#: The seed's tier policy (权限控制 and 敏感数据过滤): ``free`` receives only new
+#: predictions and kick-offs, without the model's expected value and strategy; paid
+#: tiers receive everything. A tier without ``event_types`` receives every event type;
+#: ``hidden_fields`` keys are event types or stream names.
+DEFAULT_TIERS: dict[str, dict[str, Any]] = {
+    "free": {
+        "event_types": ["prediction_created", "match_started"],
+        "hidden_fields": {"predictions": ["expected_value", "strategy"]},
+    },
+    "premium": {},
+}
+
+
+def _split_commas(value: Any) -> Any:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
 
 
 class Settings(BaseSettings):
@@ -88,3 +106,101 @@ class Settings(BaseSettings):
         description="`serve` runs the WebSocket layer that writes pre-built frames "
         "straight to the socket. False: uvicorn's stock websockets-sansio layer.",
     )
+
+    # -- security (docs/security.md) ---------------------------------------------
+    require_auth: bool = Field(
+        False,
+        description="Refuse connections without a valid token (query `token`, "
+        "`Authorization: Bearer`, or a first `auth` message). False: tokenless "
+        "connections are anonymous with the default tier.",
+    )
+    jwt_secret: SecretStr | None = Field(
+        None, description="HMAC secret for HS256/HS384/HS512 tokens (at least 32 bytes)."
+    )
+    jwt_public_key: str | None = Field(
+        None,
+        description="PEM public key (or a path to one) for RS256/ES256-family tokens.",
+    )
+    jwt_algorithms: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated accepted algorithms, never taken from the token. "
+        "Empty: HS256 with a secret, plus RS256 or ES256 matching the public key.",
+    )
+    jwt_audience: str | None = Field(
+        None, description="Required `aud` claim; unset: `aud` is not checked."
+    )
+    jwt_issuer: str | None = Field(
+        None, description="Required `iss` claim (exact match); unset: not checked."
+    )
+    jwt_leeway: Annotated[float, Field(ge=0, le=600)] = Field(
+        30.0, description="Clock-skew leeway for `exp`/`nbf`/`iat`, seconds."
+    )
+    auth_timeout: Annotated[float, Field(gt=0)] = Field(
+        10.0,
+        description="Seconds a connection without a token has to send `auth` "
+        "(REALTIME_REQUIRE_AUTH=true); then it is closed with 4505.",
+    )
+    token_expiry_warning: Annotated[float, Field(ge=0)] = Field(
+        30.0,
+        description="Seconds before a token's `exp` that the connection gets a "
+        "`connection_status` warning asking for a refresh.",
+    )
+    tiers: dict[str, dict[str, Any]] = Field(
+        default_factory=lambda: {k: dict(v) for k, v in DEFAULT_TIERS.items()},
+        description='Tier policy as JSON: {"<tier>": {"event_types": [...] | null, '
+        '"hidden_fields": {"<event type or stream>": ["field", ...]}}}.',
+    )
+    default_tier: str = Field(
+        "free", description="Tier of anonymous connections and of tokens without `tier`."
+    )
+    allowed_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated exact Origins allowed to open WebSockets; a handshake "
+        "with another Origin gets HTTP 403. Empty: any Origin. No Origin header "
+        "(non-browser clients): always allowed.",
+    )
+    max_connections_per_user: Annotated[int, Field(ge=1)] = Field(
+        10, description="Connections one user may hold on this instance; more get 4504."
+    )
+    max_connections_per_ip: Annotated[int, Field(ge=1)] = Field(
+        100, description="Connections one client address may hold on this instance; more get 4504."
+    )
+    rate_limit_per_second: Annotated[float, Field(gt=0)] = Field(
+        20.0, description="Client messages per second a connection may send (token bucket)."
+    )
+    rate_limit_burst: Annotated[int, Field(ge=1)] = Field(
+        100, description="Token-bucket size: messages a connection may send at once."
+    )
+    rate_limit_violations: Annotated[int, Field(ge=1)] = Field(
+        20,
+        description="Consecutive `rate_limited` refusals after which the connection is "
+        "closed with 1008.",
+    )
+    max_pings_per_second: Annotated[float, Field(gt=0)] = Field(
+        5.0,
+        description="WebSocket pings per second a client may send (burst 20); past that "
+        "it is closed with 1008.",
+    )
+    max_fragments: Annotated[int, Field(ge=1)] = Field(
+        4096, description="Frames one fragmented client message may have; more closes 1009."
+    )
+    max_request_body: Annotated[int, Field(ge=1024)] = Field(
+        65536, description="Largest REST request body in bytes; larger gets HTTP 413."
+    )
+    handshake_timeout: Annotated[float, Field(gt=0)] = Field(
+        10.0,
+        description="Seconds a client has to send complete HTTP request headers "
+        "(slowloris guard); then the TCP connection is closed.",
+    )
+
+    @field_validator("jwt_algorithms", "allowed_origins", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        return _split_commas(value)
+
+    @field_validator("jwt_secret")
+    @classmethod
+    def _long_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value().encode()) < 32:
+            raise ValueError("must be at least 32 bytes (RFC 7518 §3.2)")
+        return value

@@ -86,6 +86,7 @@ class Connection:
         "on_overflow",
         "out",
         "rooms",
+        "session",
         "session_id",
         "sink",
         "stamp",
@@ -134,6 +135,9 @@ class Connection:
         self.epochs: dict[Any, str] = {}
         self.closing = False
         self.on_overflow: Callable[[Connection], None] | None = None
+        # Security state (security.Session: tier, token expiry, rate limit); None for
+        # connections made outside the WebSocket endpoint.
+        self.session: Any = None
         # The socket's write while it keeps up and nothing is queued, else None: the
         # whole fast path of send() is one attribute test.
         self.direct = sink.direct if sink.writable else None
@@ -245,6 +249,7 @@ class Connection:
             "messages_received": self.messages_received,
             "bytes_received": self.bytes_received,
             "buffered_bytes": self.out.size,
+            **(self.session.describe() if self.session is not None else {}),
         }
 
 

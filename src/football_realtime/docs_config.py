@@ -155,6 +155,8 @@ def command_flags_table(parser: argparse.ArgumentParser | None = None) -> str:
     }
     rows = ["| Command | Flag | Description |", "|---|---|---|"]
     for name, sub in _subparsers(parser):
+        if name == "listen":  # a client, not the service: docs/clients-python.md
+            continue
         for action in sub._actions:
             flags = [o for o in action.option_strings if o not in ("-h", "--help")]
             if not flags or any(f in setting_flags for f in flags):

@@ -69,6 +69,23 @@ class Hub:
         if self.on_membership is not None:
             self.on_membership(conn, True)
 
+    def bind_user(self, conn: Connection, user_id: str) -> None:
+        """Attach a user to a connection that authenticated after connecting."""
+        if conn.user_id == user_id:
+            return
+        self._unlink_user(conn)
+        conn.user_id = user_id
+        if conn.id in self.connections:
+            self.user_connections.setdefault(user_id, set()).add(conn.id)
+
+    def _unlink_user(self, conn: Connection) -> None:
+        if conn.user_id is not None:
+            ids = self.user_connections.get(conn.user_id)
+            if ids is not None:
+                ids.discard(conn.id)
+                if not ids:
+                    del self.user_connections[conn.user_id]
+
     def remove(self, conn: Connection, code: int) -> None:
         """Forget a connection that has gone: its subscriptions, rooms and user entry."""
         if self.connections.pop(conn.id, None) is None:
@@ -86,12 +103,7 @@ class Hub:
                     if not members:
                         del self.rooms[room]
             conn.rooms = None
-        if conn.user_id is not None:
-            ids = self.user_connections.get(conn.user_id)
-            if ids is not None:
-                ids.discard(conn.id)
-                if not ids:
-                    del self.user_connections[conn.user_id]
+        self._unlink_user(conn)
         conn.out.clear()
         self.stats.record_close(code, time.monotonic() - conn.connected_mono)
         if self.on_membership is not None:
@@ -105,7 +117,10 @@ class Hub:
         subscription_type: SubscriptionType | None,
         flt: SubscriptionFilter,
         msg_id: Any = None,
+        event_types: frozenset[EventType] | None = None,
     ) -> Subscription:
+        """``event_types``: the covered types when the caller already narrowed them
+        (tier policy); otherwise derived from the type and the filter."""
         if len(conn.subscriptions) >= self.max_subscriptions:
             raise ProtocolError(
                 "limit_exceeded",
@@ -113,10 +128,11 @@ class Hub:
                 msg_id,
                 "subscribe",
             )
-        try:
-            event_types = effective_event_types(subscription_type, flt)
-        except ValueError as exc:
-            raise ProtocolError("invalid_filter", str(exc), msg_id, "subscribe") from None
+        if event_types is None:
+            try:
+                event_types = effective_event_types(subscription_type, flt)
+            except ValueError as exc:
+                raise ProtocolError("invalid_filter", str(exc), msg_id, "subscribe") from None
         sub = Subscription(f"sub_{next(self._sub_ids)}", conn, subscription_type, event_types, flt)
         conn.subscriptions[sub.id] = sub
         self.index.add(sub)
@@ -157,6 +173,27 @@ class Hub:
             del conn.subscriptions[sub.id]
             self.index.remove(sub)
         return removed
+
+    def narrow_subscriptions(
+        self, conn: Connection, allowed: frozenset[EventType]
+    ) -> tuple[list[Subscription], list[Subscription]]:
+        """Restrict a connection's subscriptions to ``allowed`` (e.g. after a tier
+        downgrade): returns (removed, narrowed)."""
+        removed: list[Subscription] = []
+        narrowed: list[Subscription] = []
+        for sub in list(conn.subscriptions.values()):
+            keep = sub.event_types & allowed
+            if keep == sub.event_types:
+                continue
+            self.index.remove(sub)
+            if keep:
+                sub.event_types = keep
+                self.index.add(sub)
+                narrowed.append(sub)
+            else:
+                del conn.subscriptions[sub.id]
+                removed.append(sub)
+        return removed, narrowed
 
     def notify_user_subscriptions(
         self, conn: Connection, action: str, subs: Iterable[Subscription]
@@ -281,6 +318,27 @@ class Hub:
             return True
         return False
 
+    def send_event_many(self, conn_ids: Iterable[str], ev: PublishedEvent) -> int:
+        """One event to the given connections regardless of subscriptions, each
+        through its view (a targeted send never bypasses the tier policy)."""
+        views: dict[Hashable, Encoded | None] = {}
+        plain = Encoded(ev.payload)
+        n = 0
+        for cid in list(conn_ids):
+            conn = self.connections.get(cid)
+            if conn is None:
+                continue
+            view = conn.view
+            if view is None:
+                enc: Encoded | None = plain
+            elif view in views:
+                enc = views[view]
+            else:
+                enc = views[view] = self._render(ev, view)
+            if enc is not None and self._send(conn, enc):
+                n += 1
+        return n
+
     def _send_many(self, conn_ids: Iterable[str], payload: bytes) -> int:
         enc = Encoded(payload)
         n = 0
@@ -289,6 +347,9 @@ class Hub:
             if conn is not None and self._send(conn, enc):
                 n += 1
         return n
+
+    # The send_to_* methods write raw bytes and bypass the tier views: use them only for
+    # connection-level messages. Events go through send_event_many (Realtime.send).
 
     def send_to_connection(self, connection_id: str, payload: bytes) -> int:
         return self._send_many((connection_id,), payload)

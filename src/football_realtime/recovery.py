@@ -41,7 +41,7 @@ async def subscribe(rt: Realtime, conn: Connection, msg: proto.Subscribe) -> Non
     hub = rt.hub
     broker = rt.broker
     stats = rt.stats
-    sub = hub.subscribe(conn, msg.subscription_type, msg.filters, msg.id)
+    sub = rt.guard.subscribe(conn, msg.subscription_type, msg.filters, msg.id)
     streams = sub.streams
     since = msg.since
     if since is not None:

@@ -97,6 +97,11 @@ class RoomData(BaseModel):
     room: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:\-]{1,128}$")]
 
 
+class AuthData(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    token: Annotated[str, Field(min_length=1, description="A JWT (see docs/security.md).")]
+
+
 class NoData(BaseModel):
     """No fields; anything given is ignored."""
 
@@ -142,6 +147,20 @@ class GetStatsResult(BaseModel):
     server: dict[str, Any]
 
 
+class AuthResult(BaseModel):
+    """The connection's identity and tier after ``auth`` (first time or refresh);
+    ``removed`` lists subscriptions a tier downgrade took away."""
+
+    model_config = ConfigDict(extra="allow")
+    user_id: str
+    authenticated: bool
+    tier: str
+    expires_at: Timestamp | None
+    permissions: dict[str, Any]
+    subscriptions: list[SubscriptionInfo]
+    removed: list[SubscriptionInfo]
+
+
 class RoomResult(BaseModel):
     model_config = ConfigDict(extra="allow")
     room: str
@@ -160,6 +179,7 @@ class MessageSpec:
 #: Every client message type. Adding one to the protocol is one entry here (a test
 #: checks this table against ``core.protocol.MESSAGE_TYPES``).
 CLIENT_MESSAGES: Final[dict[str, MessageSpec]] = {
+    "auth": MessageSpec(AuthData, True, AuthResult),
     "subscribe": MessageSpec(SubscribeData, True, SubscribeResult),
     "unsubscribe": MessageSpec(UnsubscribeData, True, UnsubscribeResult),
     "heartbeat": MessageSpec(NoData, False, HeartbeatResult),

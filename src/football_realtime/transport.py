@@ -24,6 +24,7 @@ from .core.protocol import ProtocolError
 from .core.subscriptions import SubscriptionFilter
 from .hub import new_connection_id
 from .logs import bind_connection
+from .security import Refused
 from .wsprotocol import protocol_of
 
 if TYPE_CHECKING:
@@ -94,10 +95,15 @@ class WebSocketEndpoint:
     async def __call__(self, websocket: WebSocket) -> None:
         rt = self.rt
         hub = rt.hub
+        guard = rt.guard
         # This task is the connection's: everything logged in it, from uvicorn's
         # "[accepted]" line on, carries the connection (and later user) id.
         conn_id = new_connection_id()
         bind_connection(conn_id)
+        if guard.check_origin(websocket) is not None:
+            # Closing before accepting answers the handshake with HTTP 403.
+            await websocket.close(CloseCode.POLICY_VIOLATION)
+            return
         await websocket.accept()
         try:
             user_id = _ident(websocket, "user_id")
@@ -112,6 +118,15 @@ class WebSocketEndpoint:
                 websocket, CloseCode.TRY_AGAIN_LATER, "server at connection capacity", None
             )
             return
+        try:
+            ip, identity, tier, pending = guard.admit(websocket, user_id)
+        except Refused as exc:
+            await self._refuse(websocket, exc.code, exc.reason, exc.error_code)
+            return
+        if identity is not None:
+            user_id = identity.user_id
+        elif pending:
+            user_id = None  # bound once `auth` proves who it is
 
         fast = protocol_of(websocket.scope)
         sink: Sink = FastSink(fast) if fast is not None else AsgiSink(websocket)
@@ -132,6 +147,7 @@ class WebSocketEndpoint:
         elif isinstance(sink, AsgiSink):
             sink.start(conn)
 
+        session = guard.open(conn, ip, identity, tier, pending)
         hub.add(conn)
         bind_connection(conn)
         log.info(
@@ -140,18 +156,15 @@ class WebSocketEndpoint:
         )
         code: int = CloseCode.ABNORMAL
         try:
-            if self.preset is not None:
-                assert preset_filter is not None
-                try:
-                    hub.subscribe(conn, self.preset, preset_filter)
-                except ProtocolError as exc:
-                    hub.send_payload(conn, proto.error_reply(exc))
-                    conn.close(CloseCode.BAD_REQUEST, exc.message[:120])
-            hub.send_payload(conn, self._connected_message(conn))
+            if pending:
+                session.on_authenticated = lambda: self._start(conn, preset_filter)
+            else:
+                self._start(conn, preset_filter)
             if fast is not None:
-                # The handshake is over: the request headers (~1-2 KB for a browser)
-                # would otherwise stay in the scope for the connection's lifetime. Only
-                # on our own layer, where no host app's middleware may still read them.
+                # The handshake is over (origin, token and admission read the headers):
+                # the request headers (~1-2 KB for a browser) would otherwise stay in
+                # the scope for the connection's lifetime. Only on our own layer, where
+                # no host app's middleware may still read them.
                 websocket.scope["headers"].clear()
             code = await self._receive_loop(websocket, conn)
         except asyncio.CancelledError:
@@ -161,6 +174,7 @@ class WebSocketEndpoint:
             task.uncancel()
             code = CloseCode.SLOW_CONSUMER
         finally:
+            guard.close(conn)
             hub.remove(conn, code)
             if isinstance(sink, AsgiSink):
                 await sink.stop()
@@ -174,6 +188,20 @@ class WebSocketEndpoint:
                 },
             )
 
+    def _start(self, conn: Connection, preset_filter: SubscriptionFilter | None) -> None:
+        """Once the connection may receive: the preset subscription, then ``connected``."""
+        hub = self.rt.hub
+        if self.preset is not None:
+            assert preset_filter is not None
+            try:
+                self.rt.guard.subscribe(conn, self.preset, preset_filter, None)
+            except ProtocolError as exc:
+                hub.send_payload(conn, proto.error_reply(exc))
+                code = CloseCode.FORBIDDEN if exc.code == "forbidden" else CloseCode.BAD_REQUEST
+                conn.close(code, exc.message[:120])
+                return
+        hub.send_payload(conn, self._connected_message(conn))
+
     def _connected_message(self, conn: Connection) -> bytes:
         return server_message(
             EventType.CONNECTION_STATUS,
@@ -183,6 +211,7 @@ class WebSocketEndpoint:
                 "user_id": conn.user_id,
                 "session_id": conn.session_id,
                 "subscriptions": [s.describe() for s in conn.subscriptions.values()],
+                **(conn.session.describe() if conn.session is not None else {}),
                 "heartbeat_interval": self.rt.settings.heartbeat_interval,
                 "server_time": utc_now_iso(),
                 "instance_id": self.rt.settings.instance_id,
@@ -199,6 +228,7 @@ class WebSocketEndpoint:
 
     async def _receive_loop(self, websocket: WebSocket, conn: Connection) -> int:
         stats = self.rt.stats
+        guard = self.rt.guard
         receive = websocket.receive
         while True:
             try:
@@ -216,7 +246,7 @@ class WebSocketEndpoint:
             size = len(text.encode())  # bytes, not characters
             conn.bytes_received += size
             stats.record_received(size)
-            if conn.closing:
+            if conn.closing or not guard.admit_message(conn):
                 continue
             await handle_client_text(self.rt, conn, text)
 
@@ -225,9 +255,16 @@ async def handle_client_text(rt: Realtime, conn: Connection, text: str) -> None:
     """Parse one client message, act on it, and send exactly one reply."""
     hub = rt.hub
     msg: proto.ClientMessage | None = None
+    session = conn.session
     try:
         msg = proto.parse_client_message(text)
         rt.stats.received_by_type[msg.type] += 1
+        if isinstance(msg, proto.Auth):
+            rt.guard.handle_auth(conn, msg)
+            return
+        if session is not None and session.pending:
+            rt.guard.refuse_unauthenticated(conn, f"got {msg.type!r} before auth")
+            return
         if isinstance(msg, proto.Subscribe):
             await recovery.subscribe(rt, conn, msg)
             return
@@ -262,6 +299,9 @@ async def handle_client_text(rt: Realtime, conn: Connection, text: str) -> None:
             )
         hub.send_payload(conn, reply)
     except ProtocolError as exc:
+        if session is not None and session.pending:
+            rt.guard.refuse_unauthenticated(conn, exc.message)
+            return
         rt.stats.errors_by_code[exc.code] += 1
         hub.send_payload(conn, proto.error_reply(exc))
     except Exception:

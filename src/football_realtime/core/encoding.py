@@ -30,7 +30,12 @@ def text_frame(payload: bytes) -> bytes:
 
 def server_message(event_type: str, data: dict[str, Any]) -> bytes:
     """A connection-level message (``connection_status``, ``message_ack``, ``error``...)."""
-    return orjson.dumps({"event_type": event_type, "data": data, "timestamp": utc_now_iso()})
+    # OPT_NON_STR_KEYS: replies such as get_stats carry counters keyed by EventType (a
+    # str enum), which orjson refuses as keys otherwise. Not on the event hot path.
+    return orjson.dumps(
+        {"event_type": event_type, "data": data, "timestamp": utc_now_iso()},
+        option=orjson.OPT_NON_STR_KEYS,
+    )
 
 
 def batch_payload(payloads: list[bytes]) -> bytes:

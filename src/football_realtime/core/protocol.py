@@ -9,7 +9,7 @@ gets exactly one reply: :func:`ack` or :func:`error_reply`, echoing ``id``.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import orjson
@@ -30,20 +30,32 @@ ERROR_CODES: Final[dict[str, str]] = {
     "invalid_filter": "A filter field is unknown, of the wrong type, out of range, or an empty "
     "list.",
     "not_found": "The subscription (or room) named does not exist on this connection.",
-    "limit_exceeded": "A per-connection limit (subscriptions, rooms) would be exceeded.",
+    "limit_exceeded": "A limit would be exceeded: subscriptions or rooms per connection, or "
+    "connections per user or client address (then the connection closes with 4504).",
     "invalid_since": "`since` names a stream the subscription does not cover or is malformed.",
-    "forbidden": "The connection's tier may not receive the requested event type.",
+    "forbidden": "The connection's tier may not receive the requested event type(s); the "
+    "message names them.",
     "rate_limited": "Too many messages; slow down (continued flooding closes with 1008).",
-    "unauthorized": "The token in `auth` is invalid.",
+    "unauthorized": "The token is invalid (the message names why: expired, bad signature, "
+    "missing claim, another user), or a message other than `auth` came before authentication.",
     "internal_error": "The server failed to handle the request; it was logged.",
     "unavailable": "The broker (Redis) is unreachable right now; nothing changed, retry the "
     "request after a short backoff.",
 }
 
-MESSAGE_TYPES: Final = ("subscribe", "unsubscribe", "heartbeat", "get_stats", "join", "leave")
+MESSAGE_TYPES: Final = (
+    "auth",
+    "subscribe",
+    "unsubscribe",
+    "heartbeat",
+    "get_stats",
+    "join",
+    "leave",
+)
 
 _ROOM_RE = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
 _MAX_ID_LEN = 128
+MAX_TOKEN_LEN: Final = 8192
 
 
 class ProtocolError(Exception):
@@ -109,7 +121,16 @@ class Leave:
     type: str = "leave"
 
 
-ClientMessage = Subscribe | Unsubscribe | Heartbeat | GetStats | Join | Leave
+@dataclass(frozen=True, slots=True)
+class Auth:
+    """Authenticate a connection after connecting, or refresh its token."""
+
+    id: Any
+    token: str = field(repr=False)
+    type: str = "auth"
+
+
+ClientMessage = Auth | Subscribe | Unsubscribe | Heartbeat | GetStats | Join | Leave
 
 
 def _check_id(raw: Any) -> Any:
@@ -263,6 +284,17 @@ def parse_client_message(text: str) -> ClientMessage:
                 t,
             )
         return Unsubscribe(msg_id, sid, st)
+    if t == "auth":
+        _known_keys(data, ("token",), msg_id, t)
+        token = data.get("token")
+        if type(token) is not str or not 0 < len(token) <= MAX_TOKEN_LEN:
+            raise ProtocolError(
+                "invalid_message",
+                f"data.token must be a non-empty string of at most {MAX_TOKEN_LEN} characters",
+                msg_id,
+                t,
+            )
+        return Auth(msg_id, token)
     if t == "heartbeat":
         return Heartbeat(msg_id)
     if t == "get_stats":

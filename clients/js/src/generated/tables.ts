@@ -21,16 +21,16 @@ export const CONNECTION_EVENT_TYPES = ["connection_status","user_subscription_ch
 
 /** Error codes of `error` replies, with their meaning. */
 export const ERROR_CODES: Readonly<Record<ErrorCode, string>> = {
-  forbidden: "The connection's tier may not receive the requested event type.",
+  forbidden: "The connection's tier may not receive the requested event type(s); the message names them.",
   internal_error: "The server failed to handle the request; it was logged.",
   invalid_filter: "A filter field is unknown, of the wrong type, out of range, or an empty list.",
   invalid_json: "The frame is not valid JSON (syntax, NaN/Infinity, lone surrogates, nesting deeper than 1024, integers beyond 64 bits).",
   invalid_message: "Valid JSON but not a valid message: not an object, `type`/`id`/`data` of the wrong type, or a required field missing.",
   invalid_since: "`since` names a stream the subscription does not cover or is malformed.",
-  limit_exceeded: "A per-connection limit (subscriptions, rooms) would be exceeded.",
+  limit_exceeded: "A limit would be exceeded: subscriptions or rooms per connection, or connections per user or client address (then the connection closes with 4504).",
   not_found: "The subscription (or room) named does not exist on this connection.",
   rate_limited: "Too many messages; slow down (continued flooding closes with 1008).",
-  unauthorized: "The token in `auth` is invalid.",
+  unauthorized: "The token is invalid (the message names why: expired, bad signature, missing claim, another user), or a message other than `auth` came before authentication.",
   unavailable: "The broker (Redis) is unreachable right now; nothing changed, retry the request after a short backoff.",
   unknown_subscription_type: "`subscription_type` is not one of the five streams.",
   unknown_type: "`type` is not a message type this server knows.",

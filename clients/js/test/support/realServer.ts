@@ -65,6 +65,9 @@ export class RealServer {
           REALTIME_ADMIN_TOKEN: ADMIN_TOKEN,
           REALTIME_LOG_LEVEL: 'warning',
           REALTIME_ACCESS_LOG: 'false',
+          // These tests exercise the client's mechanics with token-less connections (as the
+          // seed's examples are written); tier policy is tested on the server side.
+          REALTIME_DEFAULT_TIER: 'premium',
           ...this.env,
         },
         stdio: ['ignore', 'pipe', 'pipe'],

@@ -1,0 +1,439 @@
+"""The security edge of the WebSocket endpoint (docs/security.md).
+
+:class:`Guard` (one per service) decides, at the handshake, whether a connection may
+open: allowed Origin, credentials (``token`` query parameter, ``Authorization:
+Bearer`` header, or a first ``auth`` message), connection limits per user and per
+client address. Afterwards it keeps each connection's :class:`Session`: its tier,
+its token's expiry (a warning, then close 4502), its message rate (``rate_limited``,
+then 1008), and token refreshes. It also renders published events for each tier
+(the hub's ``render_view`` hook), so delivery enforces the tier policy.
+
+The pure policy lives in ``core.permissions`` and ``core.limits``; token checks in
+``auth``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Hashable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from starlette.websockets import WebSocket
+
+from .auth import AuthError, Identity, TokenVerifier
+from .brokers.base import PublishedEvent
+from .config import Settings
+from .connection import Connection, Encoded
+from .core import protocol as proto
+from .core.close_codes import CloseCode
+from .core.encoding import server_message
+from .core.events import EventType, SubscriptionType
+from .core.limits import TokenBucket
+from .core.permissions import Forbidden, Tier, TierPolicy
+from .core.protocol import ProtocolError
+from .core.subscriptions import Subscription, SubscriptionFilter, effective_event_types
+from .stats import ServiceStats
+
+if TYPE_CHECKING:
+    from .hub import Hub
+
+log = logging.getLogger("football_realtime.security")
+
+
+class Refused(Exception):
+    """A connection may not open (or go on): close it with ``code`` after an ``error``."""
+
+    def __init__(self, code: CloseCode, reason: str, error_code: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+        self.error_code = error_code
+
+
+class Session:
+    """Security state of one connection (``Connection.session``)."""
+
+    __slots__ = (
+        "auth_timer",
+        "bucket",
+        "expire_timer",
+        "identity",
+        "ip",
+        "on_authenticated",
+        "pending",
+        "tier",
+        "warn_timer",
+    )
+
+    def __init__(
+        self, ip: str, identity: Identity | None, tier: Tier, pending: bool, bucket: TokenBucket
+    ) -> None:
+        self.ip = ip
+        self.identity = identity
+        self.tier = tier
+        #: Waiting for a first ``auth`` message (REALTIME_REQUIRE_AUTH, no token given):
+        #: the connection is sent nothing but the reply to ``auth``.
+        self.pending = pending
+        self.bucket = bucket
+        self.on_authenticated: Callable[[], None] | None = None
+        self.auth_timer: asyncio.TimerHandle | None = None
+        self.warn_timer: asyncio.TimerHandle | None = None
+        self.expire_timer: asyncio.TimerHandle | None = None
+
+    def cancel_timers(self) -> None:
+        for name in ("auth_timer", "warn_timer", "expire_timer"):
+            timer = getattr(self, name)
+            if timer is not None:
+                timer.cancel()
+                setattr(self, name, None)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "authenticated": self.identity is not None,
+            "tier": self.tier.name,
+            "expires_at": _iso(self.identity.expires_at) if self.identity else None,
+        }
+
+
+class Guard:
+    def __init__(self, settings: Settings, hub: Hub, stats: ServiceStats) -> None:
+        self.settings = settings
+        self.hub = hub
+        self.stats = stats
+        self.verifier = TokenVerifier(settings)
+        self.policy = TierPolicy.from_config(settings.tiers, settings.default_tier)
+        self.allowed_origins = frozenset(settings.allowed_origins)
+        self.ip_connections: Counter[str] = Counter()
+        if settings.require_auth and not self.verifier.enabled:
+            raise ValueError(
+                "REALTIME_REQUIRE_AUTH=true needs REALTIME_JWT_SECRET or REALTIME_JWT_PUBLIC_KEY"
+            )
+
+    # -- handshake ---------------------------------------------------------------
+
+    def check_origin(self, websocket: WebSocket) -> str | None:
+        """None when the handshake may proceed, else why not (answered with HTTP 403).
+
+        Exact string match against REALTIME_ALLOWED_ORIGINS; a request without an
+        Origin header (not a browser) is not affected.
+        """
+        if not self.allowed_origins:
+            return None
+        origins = websocket.headers.getlist("origin")
+        if not origins:
+            return None
+        if len(origins) == 1 and origins[0] in self.allowed_origins:
+            return None
+        self.stats.errors_by_code["forbidden_origin"] += 1
+        log.warning(
+            "refused WebSocket handshake from %s: Origin %s is not allowed",
+            client_ip(websocket),
+            ", ".join(repr(o[:200]) for o in origins),
+        )
+        return "origin not allowed"
+
+    def token_from(self, websocket: WebSocket) -> str | None:
+        """The token of the handshake: ``?token=`` or ``Authorization: Bearer``."""
+        token = websocket.query_params.get("token")
+        if token:
+            return token
+        header = websocket.headers.get("authorization")
+        if header is not None and header[:7].lower() == "bearer ":
+            return header[7:].strip() or None
+        return None
+
+    def identify(self, token: str) -> tuple[Identity, Tier]:
+        """Verify a token and resolve its tier. Raises :class:`AuthError`."""
+        identity = self.verifier.verify(token)
+        name = identity.tier if identity.tier is not None else self.policy.default_tier
+        tier = self.policy.get(name)
+        if tier is None:
+            raise AuthError(f"unknown tier {name[:64]!r}")
+        return identity, tier
+
+    def admit(
+        self, websocket: WebSocket, user_id: str | None
+    ) -> tuple[str, Identity | None, Tier, bool]:
+        """Decide whether a handshake may open a connection.
+
+        Returns (client address, identity or None, tier, pending auth). Raises
+        :class:`Refused` with the close code and reason to send.
+        """
+        ip = client_ip(websocket)
+        limit = self.settings.max_connections_per_ip
+        if self.ip_connections[ip] >= limit:
+            self._limit_hit("ip", ip)
+            raise Refused(
+                CloseCode.CONNECTION_LIMIT,
+                f"connection limit: at most {limit} connections per client address",
+                "limit_exceeded",
+            )
+        token = self.token_from(websocket)
+        if token is None:
+            if self.settings.require_auth:
+                return ip, None, self.policy.tiers[self.policy.default_tier], True
+            if user_id is not None:
+                self._check_user_limit(user_id)
+            return ip, None, self.policy.tiers[self.policy.default_tier], False
+        try:
+            identity, tier = self.identify(token)
+        except AuthError as exc:
+            self._auth_failed(ip, exc)
+            raise Refused(exc.close_code, exc.reason, "unauthorized") from None
+        if user_id is not None and user_id != identity.user_id:
+            mismatch = AuthError("user_id query parameter does not match the token")
+            self._auth_failed(ip, mismatch)
+            raise Refused(mismatch.close_code, mismatch.reason, "unauthorized")
+        self._check_user_limit(identity.user_id)
+        return ip, identity, tier, False
+
+    def _check_user_limit(self, user_id: str, conn: Connection | None = None) -> None:
+        limit = self.settings.max_connections_per_user
+        ids = self.hub.user_connections.get(user_id, ())
+        held = len(ids) - (1 if conn is not None and conn.id in ids else 0)
+        if held >= limit:
+            self._limit_hit("user", user_id)
+            raise Refused(
+                CloseCode.CONNECTION_LIMIT,
+                f"connection limit: at most {limit} connections per user",
+                "limit_exceeded",
+            )
+
+    def _limit_hit(self, kind: str, who: str) -> None:
+        self.stats.errors_by_code["connection_limit"] += 1
+        log.info("refused connection: %s %s is at its connection limit", kind, who)
+
+    def _auth_failed(self, ip: str, exc: AuthError) -> None:
+        self.stats.errors_by_code["unauthorized"] += 1
+        log.info("authentication failed from %s: %s", ip, exc.reason)
+
+    # -- sessions ----------------------------------------------------------------
+
+    def open(
+        self,
+        conn: Connection,
+        ip: str,
+        identity: Identity | None,
+        tier: Tier,
+        pending: bool,
+    ) -> Session:
+        s = self.settings
+        loop = asyncio.get_running_loop()
+        session = Session(
+            ip,
+            identity,
+            tier,
+            pending,
+            TokenBucket(s.rate_limit_per_second, s.rate_limit_burst, loop.time()),
+        )
+        conn.session = session
+        conn.view = None if tier.unrestricted else tier.name
+        self.ip_connections[ip] += 1
+        if pending:
+            session.auth_timer = loop.call_later(s.auth_timeout, self._auth_timeout, conn)
+        elif identity is not None:
+            self._schedule_expiry(conn, session)
+        return session
+
+    def close(self, conn: Connection) -> None:
+        session: Session | None = conn.session
+        if session is None:
+            return
+        session.cancel_timers()
+        session.on_authenticated = None
+        n = self.ip_connections[session.ip] - 1
+        if n > 0:
+            self.ip_connections[session.ip] = n
+        else:
+            del self.ip_connections[session.ip]
+
+    def admit_message(self, conn: Connection) -> bool:
+        """Token-bucket rate limit: False when the message must be dropped (it was
+        answered with ``rate_limited``, or the connection is being closed)."""
+        session: Session | None = conn.session
+        if session is None:
+            return True
+        bucket = session.bucket
+        if bucket.take(asyncio.get_running_loop().time()):
+            return True
+        self.stats.errors_by_code["rate_limited"] += 1
+        if bucket.violations > self.settings.rate_limit_violations:
+            if not conn.closing:
+                log.info("closing flooding connection %s (ip %s)", conn.id, session.ip)
+            conn.close(CloseCode.POLICY_VIOLATION, "rate limit exceeded")
+            return False
+        s = self.settings
+        self.hub.send_payload(
+            conn,
+            proto.error_reply(
+                ProtocolError(
+                    "rate_limited",
+                    f"too many messages: at most {s.rate_limit_per_second:g} per second "
+                    f"(bursts of {s.rate_limit_burst}); this one was dropped",
+                )
+            ),
+        )
+        return False
+
+    def refuse_unauthenticated(self, conn: Connection, what: str) -> None:
+        """A pending connection sent something other than a valid ``auth``."""
+        self.stats.errors_by_code["unauthorized"] += 1
+        conn.close(CloseCode.UNAUTHORIZED, f"authenticate first: {what}"[:120])
+
+    def handle_auth(self, conn: Connection, msg: proto.Auth) -> None:
+        """``auth``: first authentication of a connection, or a token refresh."""
+        session: Session | None = conn.session
+        if session is None:  # pragma: no cover - every endpoint connection has one
+            raise ProtocolError("internal_error", "no session", msg.id, msg.type)
+        try:
+            identity, tier = self.identify(msg.token)
+            current = session.identity.user_id if session.identity else conn.user_id
+            if current is not None and current != identity.user_id:
+                raise AuthError("the token names another user than this connection")
+            if session.identity is None:
+                self._check_user_limit(identity.user_id, conn)
+        except (AuthError, Refused) as exc:
+            if isinstance(exc, AuthError):
+                self._auth_failed(session.ip, exc)
+                code, reason, error_code = exc.close_code, exc.reason, "unauthorized"
+            else:
+                code, reason, error_code = exc.code, exc.reason, exc.error_code
+            self.hub.send_payload(
+                conn, proto.error_reply(ProtocolError(error_code, reason, msg.id, msg.type))
+            )
+            if session.pending:
+                conn.close(code, reason[:120])
+            return
+
+        first = session.pending
+        session.pending = False
+        if session.auth_timer is not None:
+            session.auth_timer.cancel()
+            session.auth_timer = None
+        session.identity = identity
+        self.hub.bind_user(conn, identity.user_id)
+        removed: list[Any] = []
+        if tier is not session.tier:
+            session.tier = tier
+            conn.view = None if tier.unrestricted else tier.name
+            if tier.event_types is not None:
+                removed, _ = self.hub.narrow_subscriptions(conn, tier.event_types)
+        self._schedule_expiry(conn, session)
+        result = {
+            "user_id": identity.user_id,
+            **session.describe(),
+            "permissions": self.policy.describe(tier),
+            "subscriptions": [s.describe() for s in conn.subscriptions.values()],
+            "removed": [s.describe() for s in removed],
+        }
+        self.hub.send_payload(conn, proto.ack(msg.id, msg.type, result))
+        if removed:
+            self.hub.notify_user_subscriptions(conn, "unsubscribed", removed)
+        if first and session.on_authenticated is not None:
+            callback, session.on_authenticated = session.on_authenticated, None
+            callback()
+
+    def _auth_timeout(self, conn: Connection) -> None:
+        session: Session | None = conn.session
+        if session is not None and session.pending:
+            session.auth_timer = None
+            self.stats.errors_by_code["auth_timeout"] += 1
+            conn.close(
+                CloseCode.AUTH_TIMEOUT,
+                f"no auth message within {self.settings.auth_timeout:g} s",
+            )
+
+    def _schedule_expiry(self, conn: Connection, session: Session) -> None:
+        identity = session.identity
+        assert identity is not None
+        for name in ("warn_timer", "expire_timer"):
+            timer = getattr(session, name)
+            if timer is not None:
+                timer.cancel()
+        loop = asyncio.get_running_loop()
+        now = time.time()
+        close_in = identity.expires_at + self.settings.jwt_leeway - now
+        warn_in = identity.expires_at - self.settings.token_expiry_warning - now
+        session.expire_timer = loop.call_later(max(0.0, close_in), self._expired, conn)
+        session.warn_timer = loop.call_later(max(0.0, warn_in), self._warn_expiry, conn)
+
+    def _warn_expiry(self, conn: Connection) -> None:
+        session: Session | None = conn.session
+        if session is None or session.identity is None:
+            return
+        session.warn_timer = None
+        exp = session.identity.expires_at
+        self.hub.send_payload(
+            conn,
+            server_message(
+                EventType.CONNECTION_STATUS,
+                {
+                    "status": "warning",
+                    "reason": "token_expiring",
+                    "message": "the token expires soon; send auth with a fresh token",
+                    "expires_at": _iso(exp),
+                    "seconds_left": max(0.0, round(exp - time.time(), 3)),
+                },
+            ),
+        )
+
+    def _expired(self, conn: Connection) -> None:
+        session: Session | None = conn.session
+        if session is not None:
+            session.expire_timer = None
+        self.stats.errors_by_code["token_expired"] += 1
+        log.info("closing connection %s: token expired (user %s)", conn.id, conn.user_id)
+        conn.close(CloseCode.TOKEN_EXPIRED, "token expired")
+
+    # -- delivery ----------------------------------------------------------------
+
+    def render_view(self, ev: PublishedEvent, view: Hashable) -> Encoded | None:
+        """The hub's ``render_view`` hook: ``view`` is a tier name."""
+        tier = self.policy.get(str(view))
+        if tier is None:  # a tier removed from the policy receives nothing
+            return None
+        out = self.policy.render(tier, ev.event_type, ev.payload)
+        return None if out is None else Encoded(out)
+
+    def subscribe(
+        self,
+        conn: Connection,
+        subscription_type: SubscriptionType | None,
+        flt: SubscriptionFilter,
+        msg_id: Any,
+    ) -> Subscription:
+        """``Hub.subscribe`` within the connection's tier: explicit forbidden event types
+        are refused (``forbidden``), a whole stream is narrowed to what the tier may
+        receive (the ack shows the effective event types)."""
+        event_types: frozenset[EventType] | None = None
+        session: Session | None = conn.session
+        if session is not None and session.tier.event_types is not None:
+            try:
+                requested = effective_event_types(subscription_type, flt)
+            except ValueError as exc:
+                raise ProtocolError("invalid_filter", str(exc), msg_id, "subscribe") from None
+            try:
+                event_types = self.policy.narrow(
+                    session.tier, requested, explicit=flt.event_types is not None
+                )
+            except Forbidden as exc:
+                raise ProtocolError("forbidden", str(exc), msg_id, "subscribe") from None
+        return self.hub.subscribe(conn, subscription_type, flt, msg_id, event_types=event_types)
+
+
+def client_ip(websocket: WebSocket) -> str:
+    # uvicorn has already applied X-Forwarded-For from trusted proxies
+    # (FORWARDED_ALLOW_IPS), so this is the client's address behind nginx too.
+    client = websocket.client
+    return client.host if client is not None else "unknown"
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+__all__ = ["Guard", "Refused", "Session", "client_ip"]
