@@ -22,11 +22,13 @@ JWT_SECRET = "bench-jwt-secret-0123456789abcdef0123456789abcdef"
 AUTH = "auto"
 
 
-def _service_has_jwt(python: str) -> bool:
+def _service_has_jwt(python: str, env: dict[str, str]) -> bool:
     code = (
         "from football_realtime.config import Settings;print('jwt_secret' in Settings.model_fields)"
     )
-    out = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [python, "-c", code], capture_output=True, text=True, timeout=60, env={**os.environ, **env}
+    )
     return out.stdout.strip() == "True"
 
 
