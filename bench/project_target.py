@@ -32,6 +32,25 @@ def _service_has_jwt(python: str, env: dict[str, str]) -> bool:
     return out.stdout.strip() == "True"
 
 
+def premium_tokens(python: str, n: int, path: str) -> None:
+    """``n`` premium-tier JWTs, one per user (``bench-user-<i>``), one per line in ``path``:
+    every subscriber is its own user, as in production (one user's connections are
+    capped and each hears about the others' subscriptions)."""
+    code = (
+        "import jwt, time, sys\n"
+        "exp = int(time.time()) + 86400\n"
+        f"with open({path!r}, 'w') as f:\n"
+        f"    for i in range({n}):\n"
+        "        u = f'bench-user-{i}'\n"
+        "        t = jwt.encode({'sub': u, 'user_id': u, 'tier': 'premium', 'exp': exp},"
+        f" {JWT_SECRET!r}, algorithm='HS256')\n"
+        "        f.write('/realtime/ws?token=' + t + '\\n')\n"
+    )
+    out = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=300)
+    if out.returncode != 0:
+        raise RuntimeError("could not make JWTs: " + out.stderr[-400:])
+
+
 def premium_token(python: str) -> str:
     """A premium-tier JWT signed with JWT_SECRET, valid for a day (PyJWT, HS256)."""
     code = (
@@ -45,7 +64,9 @@ def premium_token(python: str) -> str:
     return out.stdout.strip()
 
 
-def project_target(python: str, extra_env: dict[str, str] | None = None) -> dict:
+def project_target(
+    python: str, extra_env: dict[str, str] | None = None, users: int = 0, workdir: str = "/tmp"
+) -> dict:
     auth = AUTH
     if auth == "auto":
         auth = "jwt" if _service_has_jwt(python, extra_env or {}) else "anonymous"
@@ -56,11 +77,20 @@ def project_target(python: str, extra_env: dict[str, str] | None = None) -> dict
         # connection); its cost is measured separately in docs/performance.md.
         "REALTIME_ACCESS_LOG": "false",
         "REALTIME_MAX_CONNECTIONS": "200000",
+        # One load client on 127.0.0.1 with one user's token opens every connection: the
+        # per-address and per-user limits stay enforced (counted), just above N.
+        "REALTIME_MAX_CONNECTIONS_PER_IP": "200000",
+        "REALTIME_MAX_CONNECTIONS_PER_USER": "200000",
     }
     sub_path = "/realtime/ws"
+    sub_paths_file = None
     if auth == "jwt":
         env["REALTIME_JWT_SECRET"] = JWT_SECRET
         sub_path += "?token=" + premium_token(python)
+        if users:
+            sub_paths_file = os.path.join(workdir, f"bench-tokens-{users}.txt")
+            if not os.path.exists(sub_paths_file):
+                premium_tokens(python, users, sub_paths_file)
     env.update(extra_env or {})
     return {
         "desc": f"this project: python -m football_realtime serve ({auth} subscribers)",
@@ -77,6 +107,7 @@ def project_target(python: str, extra_env: dict[str, str] | None = None) -> dict
             "publish": "http",
             "http_path": "/realtime/broadcast",
             "http_headers": {"Authorization": "Bearer " + ADMIN_TOKEN},
+            **({"sub_paths_file": sub_paths_file} if sub_paths_file else {}),
         },
     }
 
