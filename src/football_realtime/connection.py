@@ -183,6 +183,14 @@ class Connection:
             return enc
         return Encoded(batch_payload(payloads))
 
+    def lost(self) -> None:
+        """The socket is gone: send nothing more (the hub forgets the connection soon)."""
+        self.closing = True
+        self.direct = None
+        self.sink.writable = False
+        self.out.clear()
+        self.notify_drained()
+
     def writable_changed(self, writable: bool) -> None:
         """The fast sink's socket stopped (False) or resumed (True) taking data."""
         sink = self.sink

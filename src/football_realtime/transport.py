@@ -143,6 +143,7 @@ class WebSocketEndpoint:
         conn.on_overflow = rt.on_slow_consumer
         if fast is not None:
             fast.on_writable = conn.writable_changed
+            fast.on_lost = conn.lost
             fast.on_shutdown = lambda: rt.close_for_shutdown(conn)
         elif isinstance(sink, AsgiSink):
             sink.start(conn)

@@ -264,6 +264,7 @@ class RealtimeWebSocketProtocol(WebSocketsSansIOProtocol):
         "keepalive",
         "keepalive_slot",
         "last_received",
+        "on_lost",
         "on_shutdown",
         "on_writable",
         "pings",
@@ -323,6 +324,7 @@ class RealtimeWebSocketProtocol(WebSocketsSansIOProtocol):
         self.logger = _handshake_log(self.logger, self.config.access_log)  # type: ignore[assignment]
         self.write_paused = False
         self.on_writable: Callable[[bool], None] | None = None
+        self.on_lost: Callable[[], None] | None = None
         self.last_received = 0.0
         # Graceful shutdown (SIGTERM): lets the app say goodbye before uvicorn's 1012.
         self.on_shutdown: Callable[[], None] | None = None
@@ -514,6 +516,9 @@ class RealtimeWebSocketProtocol(WebSocketsSansIOProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.on_writable = None
         self.on_shutdown = None
+        lost, self.on_lost = self.on_lost, None
+        if lost is not None:
+            lost()  # stop writing to a dead transport before the endpoint task notices
         super().connection_lost(exc)
 
     def shutdown(self) -> None:
