@@ -25,9 +25,13 @@ async def publish_paced(url: str, n: int, out: list[PublishResult]) -> None:
             await asyncio.sleep(0.002)
 
 
-async def until_published_past(out: list[PublishResult], offset: int) -> None:
+async def until_published_past(
+    out: list[PublishResult], offset: int, publisher: asyncio.Task[None]
+) -> None:
+    """Wait until the paced publisher is past ``offset`` (or has published everything:
+    a slow drain of an instance can outlast the whole run)."""
     async with asyncio.timeout(TIMEOUT):
-        while not out or out[-1].offset <= offset:  # noqa: ASYNC110
+        while (not out or out[-1].offset <= offset) and not publisher.done():  # noqa: ASYNC110
             await asyncio.sleep(0.005)
 
 
@@ -67,7 +71,7 @@ async def test_through_nginx_instances_die_and_clients_lose_nothing() -> None:
 
         progress: list[PublishResult] = []
         pub = asyncio.create_task(publish_paced(redis.url, 120, progress))
-        await until_published_past(progress, start + 20)
+        await until_published_past(progress, start + 20, pub)
         # One instance crashes, another is drained; their clients come back via nginx.
         victim = fs[0].instance_ids[-1]
         drained = next(n for n in sorted(landed) if n != victim)
@@ -78,7 +82,9 @@ async def test_through_nginx_instances_die_and_clients_lose_nothing() -> None:
         for f in moved:
             code = await f.wait_closed()
             assert code in (1006, 1011, 1012), code
-        await until_published_past(progress, max(f.positions["matches"]["offset"] for f in fs) + 10)
+        await until_published_past(
+            progress, max(f.positions["matches"]["offset"] for f in fs) + 10, pub
+        )
         survivor = next(n for n in by_name if n not in (victim, drained))
         for f in moved:
             ack = await f.connect(f"{nginx.ws_url}?user_id=fan{fs.index(f)}")
