@@ -31,8 +31,8 @@ MAX_ODDS = 1000.0
 
 
 @dataclass(frozen=True, slots=True)
-class Probabilities:
-    """Home win / draw / away win; always sums to 1."""
+class _HomeDrawAway:
+    """Three values, one per outcome."""
 
     home: float
     draw: float
@@ -43,6 +43,11 @@ class Probabilities:
 
     def of(self, outcome: Outcome) -> float:
         return self.as_tuple()[OUTCOMES.index(outcome)]
+
+
+@dataclass(frozen=True, slots=True)
+class Probabilities(_HomeDrawAway):
+    """Home win / draw / away win; always sums to 1."""
 
     @property
     def favourite(self) -> Outcome:
@@ -59,18 +64,8 @@ class Probabilities:
 
 
 @dataclass(frozen=True, slots=True)
-class BookOdds:
+class BookOdds(_HomeDrawAway):
     """Decimal bookmaker odds for home / draw / away."""
-
-    home: float
-    draw: float
-    away: float
-
-    def as_tuple(self) -> tuple[float, float, float]:
-        return (self.home, self.draw, self.away)
-
-    def of(self, outcome: Outcome) -> float:
-        return self.as_tuple()[OUTCOMES.index(outcome)]
 
     @property
     def overround(self) -> float:
