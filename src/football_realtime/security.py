@@ -37,11 +37,16 @@ from .core.permissions import Forbidden, Tier, TierPolicy
 from .core.protocol import ProtocolError
 from .core.subscriptions import Subscription, SubscriptionFilter, effective_event_types
 from .stats import ServiceStats
+from .timerwheel import TimerWheel
 
 if TYPE_CHECKING:
     from .hub import Hub
 
 log = logging.getLogger("football_realtime.security")
+
+#: Granularity of token expiry deadlines (seconds): a token is closed at most this late
+#: (and at most twice this early, rather than one tick after it expired).
+_EXPIRY_TICK = 0.05
 
 
 class Refused(Exception):
@@ -60,13 +65,12 @@ class Session:
     __slots__ = (
         "auth_timer",
         "bucket",
-        "expire_timer",
+        "expiry_slot",
         "identity",
         "ip",
         "on_authenticated",
         "pending",
         "tier",
-        "warn_timer",
     )
 
     def __init__(
@@ -81,15 +85,9 @@ class Session:
         self.bucket = bucket
         self.on_authenticated: Callable[[], None] | None = None
         self.auth_timer: asyncio.TimerHandle | None = None
-        self.warn_timer: asyncio.TimerHandle | None = None
-        self.expire_timer: asyncio.TimerHandle | None = None
-
-    def cancel_timers(self) -> None:
-        for name in ("auth_timer", "warn_timer", "expire_timer"):
-            timer = getattr(self, name)
-            if timer is not None:
-                timer.cancel()
-                setattr(self, name, None)
+        #: The token's next deadline (expiry warning, then expiry) on the guard's
+        #: timer wheel; 0 when none.
+        self.expiry_slot = 0
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -108,6 +106,7 @@ class Guard:
         self.policy = TierPolicy.from_config(settings.tiers, settings.default_tier)
         self.allowed_origins = frozenset(settings.allowed_origins)
         self.ip_connections: Counter[str] = Counter()
+        self._expiry: TimerWheel[Connection] | None = None
         if settings.require_auth and not self.verifier.enabled:
             raise ValueError(
                 "REALTIME_REQUIRE_AUTH=true needs REALTIME_JWT_SECRET or REALTIME_JWT_PUBLIC_KEY"
@@ -243,7 +242,12 @@ class Guard:
         session: Session | None = conn.session
         if session is None:
             return
-        session.cancel_timers()
+        if session.auth_timer is not None:
+            session.auth_timer.cancel()
+            session.auth_timer = None
+        if session.expiry_slot and self._expiry is not None:
+            self._expiry.remove(conn, session.expiry_slot)
+            session.expiry_slot = 0
         session.on_authenticated = None
         n = self.ip_connections[session.ip] - 1
         if n > 0:
@@ -348,24 +352,43 @@ class Guard:
             )
 
     def _schedule_expiry(self, conn: Connection, session: Session) -> None:
+        """Arm the token's next deadline: its expiry warning (at once if the token is
+        already inside the warning window), then its expiry. Every token shares one
+        timer wheel: two loop timers per connection cost ~1.2 KB."""
         identity = session.identity
         assert identity is not None
-        for name in ("warn_timer", "expire_timer"):
-            timer = getattr(session, name)
-            if timer is not None:
-                timer.cancel()
-        loop = asyncio.get_running_loop()
-        now = time.time()
-        close_in = identity.expires_at + self.settings.jwt_leeway - now
-        warn_in = identity.expires_at - self.settings.token_expiry_warning - now
-        session.expire_timer = loop.call_later(max(0.0, close_in), self._expired, conn)
-        session.warn_timer = loop.call_later(max(0.0, warn_in), self._warn_expiry, conn)
+        wheel = self._expiry
+        if wheel is None:
+            wheel = TimerWheel(asyncio.get_running_loop(), _EXPIRY_TICK, self._expiry_due)
+            self._expiry = wheel
+        warn_in = identity.expires_at - self.settings.token_expiry_warning - time.time()
+        session.expiry_slot = wheel.add(
+            conn, wheel.loop.time() + max(0.0, warn_in), session.expiry_slot
+        )
+
+    def _expiry_due(self, conn: Connection) -> None:
+        session: Session | None = conn.session
+        if session is None or session.identity is None:
+            return
+        session.expiry_slot = 0
+        remaining = session.identity.expires_at - time.time()
+        close_in = remaining + self.settings.jwt_leeway
+        if close_in <= 2 * _EXPIRY_TICK:
+            self._expired(conn)
+            return
+        if remaining <= self.settings.token_expiry_warning + 2 * _EXPIRY_TICK:
+            self._warn_expiry(conn)
+            next_in = close_in
+        else:  # not yet in the warning window (the wall clock stepped back)
+            next_in = remaining - self.settings.token_expiry_warning
+        wheel = self._expiry
+        assert wheel is not None
+        session.expiry_slot = wheel.add(conn, wheel.loop.time() + next_in)
 
     def _warn_expiry(self, conn: Connection) -> None:
         session: Session | None = conn.session
         if session is None or session.identity is None:
             return
-        session.warn_timer = None
         exp = session.identity.expires_at
         self.hub.send_payload(
             conn,
@@ -382,9 +405,6 @@ class Guard:
         )
 
     def _expired(self, conn: Connection) -> None:
-        session: Session | None = conn.session
-        if session is not None:
-            session.expire_timer = None
         self.stats.errors_by_code["token_expired"] += 1
         log.info("closing connection %s: token expired (user %s)", conn.id, conn.user_id)
         conn.close(CloseCode.TOKEN_EXPIRED, "token expired")

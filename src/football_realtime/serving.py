@@ -7,7 +7,7 @@ here, so tests run the same WebSocket layer, limits and timeouts as production.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, cast
 
 import uvicorn
 
@@ -76,6 +76,30 @@ if HttpToolsProtocol is not None:
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm()
             super().connection_lost(exc)
+
+        def handle_websocket_upgrade(self) -> None:
+            # Our WebSocket layer takes the request as httptools parsed it; uvicorn
+            # would serialise it again for websockets to parse a second time.
+            cls = self.ws_protocol_class
+            if not (isinstance(cls, type) and issubclass(cls, RealtimeWebSocketProtocol)):
+                super().handle_websocket_upgrade()
+                return
+            scope = self.scope
+            headers = cast(list[tuple[bytes, bytes]], scope["headers"])
+            protocol = cls(
+                config=self.config, server_state=self.server_state, app_state=self.app_state
+            )
+            self.connections.discard(self)
+            protocol.connection_made(self.transport)
+            if not protocol.open_from_parsed(
+                scope["method"], scope["http_version"], self.url, headers
+            ):
+                output = [scope["method"].encode(), b" ", self.url, b" HTTP/1.1\r\n"]
+                for name, value in headers:
+                    output += [name, b": ", value, b"\r\n"]
+                output.append(b"\r\n")
+                protocol.data_received(b"".join(output))
+            self.transport.set_protocol(protocol)
 
         def _arm(self) -> None:
             if self._header_timer is None:
