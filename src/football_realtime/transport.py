@@ -10,6 +10,7 @@ import asyncio
 import logging
 import re
 import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -162,12 +163,19 @@ class WebSocketEndpoint:
             else:
                 self._start(conn, preset_filter)
             if fast is not None:
-                # The handshake is over (origin, token and admission read the headers):
-                # the request headers (~1-2 KB for a browser) would otherwise stay in
-                # the scope for the connection's lifetime. Only on our own layer, where
+                # The handshake is over (origin, token and admission read the request):
+                # its headers (~1-2 KB for a browser) and query string (the token) would
+                # otherwise stay in the scope for the connection's lifetime, and the
+                # WebSocket object with its parsed copies. Only on our own layer, where
                 # no host app's middleware may still read them.
-                websocket.scope["headers"].clear()
-            code = await self._receive_loop(websocket, conn)
+                scope = websocket.scope
+                scope["headers"].clear()
+                scope["query_string"] = b""
+                receive: Callable[[], Awaitable[Any]] = fast.receive
+                del websocket, scope
+            else:
+                receive = websocket.receive
+            code = await self._receive_loop(receive, conn)
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if not (isinstance(sink, AsgiSink) and sink.aborted and task is not None):
@@ -227,10 +235,9 @@ class WebSocketEndpoint:
             await websocket.send_text(reply.decode())
         await websocket.close(code, reason[:120])
 
-    async def _receive_loop(self, websocket: WebSocket, conn: Connection) -> int:
+    async def _receive_loop(self, receive: Callable[[], Awaitable[Any]], conn: Connection) -> int:
         stats = self.rt.stats
         guard = self.rt.guard
-        receive = websocket.receive
         while True:
             try:
                 message = await receive()
