@@ -61,7 +61,7 @@ async def _handshake(
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
         expected = base64.b64encode(hashlib.sha1((key + _GUID).encode()).digest())
         assert expected in head
-        b0, b1 = await asyncio.wait_for(reader.readexactly(2), TIMEOUT)
+        _, b1 = await asyncio.wait_for(reader.readexactly(2), TIMEOUT)
         n = b1 & 0x7F
         if n == 126:
             n = int.from_bytes(await reader.readexactly(2), "big")

@@ -8,13 +8,7 @@ import pytest
 
 from football_realtime.timerwheel import TimerWheel
 
-from .support import TIMEOUT
-
-
-async def _until(cond: object, timeout: float = TIMEOUT) -> None:
-    async with asyncio.timeout(timeout):
-        while not cond():  # type: ignore[operator]
-            await asyncio.sleep(0.005)
+from .client_support import until as _until
 
 
 async def test_items_fire_once_in_deadline_order_never_early() -> None:
