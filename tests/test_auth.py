@@ -13,6 +13,7 @@ import orjson
 import pytest
 import websockets
 
+from .client_support import until
 from .support import (
     ADMIN,
     TIMEOUT,
@@ -327,3 +328,25 @@ def test_admin_rest_accepts_admin_token_or_admin_jwt(server: RunningServer) -> N
         timeout=TIMEOUT,
     )
     assert r.status_code == 403
+
+
+async def test_token_deadlines_leave_the_shared_timer_wheel_with_their_connections() -> None:
+    # Every token's expiry warning and expiry sit on one timer wheel; a closed
+    # connection, or one whose token was refreshed, must not leave an entry behind.
+    with running_server() as srv:
+
+        def scheduled() -> int:
+            wheel = srv.realtime.guard._expiry
+            return len(wheel) if wheel is not None else 0
+
+        clients = [await WSClient.connect(srv.url(token=token(f"w{i}", ttl=600))) for i in range(3)]
+        for c in clients:
+            await c.subscribe("matches")
+        assert srv.call(scheduled) == 3
+        reply = await clients[0].request("auth", {"token": token("w0", ttl=900)})
+        assert reply["event_type"] == "message_ack"
+        assert srv.call(scheduled) == 3  # moved, not added
+        for c in clients:
+            await c.close()
+        await until(lambda: srv.call(lambda: len(srv.realtime.hub.connections)) == 0)
+        assert srv.call(scheduled) == 0
