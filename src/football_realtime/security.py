@@ -358,8 +358,9 @@ class Guard:
         identity = session.identity
         assert identity is not None
         wheel = self._expiry
-        if wheel is None:
-            wheel = TimerWheel(asyncio.get_running_loop(), _EXPIRY_TICK, self._expiry_due)
+        loop = asyncio.get_running_loop()
+        if wheel is None or wheel.loop is not loop:  # first use, or the app runs again
+            wheel = TimerWheel(loop, _EXPIRY_TICK, self._expiry_due)
             self._expiry = wheel
         warn_in = identity.expires_at - self.settings.token_expiry_warning - time.time()
         session.expiry_slot = wheel.add(
