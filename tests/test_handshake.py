@@ -21,16 +21,21 @@ from .support import TIMEOUT, RunningServer, running_server, token
 
 _GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
+seen: list[tuple[Any, Any, Any]] = []
+
 
 @pytest.fixture
 def spied() -> Iterator[tuple[RunningServer, list[bool]]]:
     """A server whose WebSocket layer records what ``open_from_parsed`` decided."""
     calls: list[bool] = []
+    seen.clear()
     original = RealtimeWebSocketProtocol.open_from_parsed
 
     def spy(self: RealtimeWebSocketProtocol, *args: Any) -> bool:
         result = original(self, *args)
         calls.append(result)
+        # The addresses come from the HTTP protocol that handed the connection over.
+        seen.append((self.scheme, self.client, self.server))
         return result
 
     mp = pytest.MonkeyPatch()
@@ -87,6 +92,8 @@ async def test_a_plain_upgrade_is_handed_over_parsed(
     )
     assert head.startswith(b"HTTP/1.1 101 ")
     assert calls == [True]
+    scheme, client, server = seen[0]
+    assert (scheme, client[0], server) == ("ws", "127.0.0.1", ("127.0.0.1", srv.port))
     data = first["data"]
     assert (data["status"], data["user_id"], data["session_id"]) == ("connected", "hs-user", "s-1")
     assert data["subscriptions"][0]["filters"]["leagues"] == ["英超"]

@@ -204,7 +204,9 @@ class Hub:
         ids = self.user_connections.get(conn.user_id)
         if not ids:
             return
+        current = [s.describe() for s in conn.subscriptions.values()]
         for sub in subs:
+            described = next((d for d in current if d["subscription_id"] == sub.id), None)
             enc = Encoded(
                 server_message(
                     EventType.USER_SUBSCRIPTION_CHANGED,
@@ -213,8 +215,8 @@ class Hub:
                         "connection_id": conn.id,
                         "action": action,
                         "subscription_id": sub.id,
-                        "subscription": sub.describe(),
-                        "subscriptions": [s.describe() for s in conn.subscriptions.values()],
+                        "subscription": described if described is not None else sub.describe(),
+                        "subscriptions": current,
                     },
                 )
             )

@@ -23,15 +23,15 @@ filters applied to every line (context, redaction) are listed.
 
 from __future__ import annotations
 
-import functools
 import logging
 import re
 import sys
-import time
 from contextvars import ContextVar, Token
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
 import orjson
+
+from .core.events import utc_second
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -143,13 +143,7 @@ def _extras(record: logging.LogRecord) -> dict[str, Any]:
 
 
 def _timestamp(record: logging.LogRecord) -> str:
-    return _utc_second(int(record.created)) + f".{int(record.msecs):03d}Z"
-
-
-@functools.lru_cache(maxsize=4)
-def _utc_second(second: int) -> str:
-    # strftime is a third of a log line's formatting cost; lines come many per second.
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+    return utc_second(int(record.created)) + f".{int(record.msecs):03d}Z"
 
 
 class JsonFormatter(logging.Formatter):
@@ -198,6 +192,8 @@ class TextFormatter(logging.Formatter):
 
 
 def _escape(text: str) -> str:
+    if text.isprintable():  # nothing _CONTROL_RE matches is printable: the common case
+        return text
     return _CONTROL_RE.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 

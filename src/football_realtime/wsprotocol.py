@@ -335,7 +335,14 @@ class RealtimeWebSocketProtocol(WebSocketsSansIOProtocol):
         prev = transport.get_protocol()
         if isinstance(prev, HttpToolsProtocol):
             prev.parser = None  # type: ignore[assignment]
-        super().connection_made(transport)
+            # What uvicorn's connection_made does, with the addresses that protocol
+            # already read from the socket (two system calls per accept less).
+            self.connections.add(self)
+            self.transport = transport
+            self.server, self.client = prev.server, prev.client
+            self.scheme = "wss" if prev.scheme == "https" else "ws"
+        else:
+            super().connection_made(transport)
         # One shared copy of the listening address and of each client host string.
         server, addrs = self.server, self.addrs
         if server is not None and addrs is not None:
@@ -389,7 +396,10 @@ class RealtimeWebSocketProtocol(WebSocketsSansIOProtocol):
         events = self.conn.events_received()
         # websockets has already queued a pong for every ping in this read, and the
         # first handle_ping() would write them all: charge the pings up front.
-        pings = sum(1 for e in events if isinstance(e, Frame) and e.opcode == Opcode.PING)
+        pings = 0
+        for e in events:
+            if type(e) is Frame and e.opcode is Opcode.PING:
+                pings += 1
         if pings:
             now = self.loop.time()
             if not all([self.pings.take(now) for _ in range(pings)]):

@@ -7,7 +7,9 @@ than this service. Validation happens once, at publish time.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import functools
+import time
+from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -74,7 +76,20 @@ CONNECTION_EVENT_TYPES = frozenset(
 
 def utc_now_iso() -> str:
     """ISO-8601 UTC with millisecond precision and a ``Z`` suffix."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return utc_iso(time.time())
+
+
+def utc_iso(ts: float) -> str:
+    """``ts`` (seconds since the epoch) as ISO-8601 UTC, milliseconds, ``Z``."""
+    second = int(ts)
+    return f"{utc_second(second)}.{int((ts - second) * 1000):03d}Z"
+
+
+@functools.lru_cache(maxsize=4)
+def utc_second(second: int) -> str:
+    """``YYYY-MM-DDTHH:MM:SS`` of a whole second; formatted once per second (several
+    messages and log lines are stamped each second, and strftime is most of the cost)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
 
 
 def _iso_timestamp(value: str) -> str:
