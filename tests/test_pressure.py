@@ -21,6 +21,7 @@ import websockets
 
 from football_realtime.connection import Connection
 
+from .cluster_support import odds
 from .support import TIMEOUT, UNIT, RunningServer, WSClient, running_server, token
 
 PAD = "x" * 16000  # payloads may carry extra fields; big ones fill socket buffers fast
@@ -39,19 +40,6 @@ def goal(match_id: int, n: int, pad: str = "") -> dict[str, Any]:
     if pad:
         data["pad"] = pad
     return {"event_type": "match_score_changed", "data": data}
-
-
-def odds(match_id: int, bookmaker: str, home: float) -> dict[str, Any]:
-    return {
-        "event_type": "odds_updated",
-        "data": {
-            "match_id": match_id,
-            "bookmaker": bookmaker,
-            "home_odds": home,
-            "draw_odds": 3.2,
-            "away_odds": 4.1,
-        },
-    }
 
 
 def status(value: str) -> dict[str, Any]:

@@ -313,10 +313,7 @@ class PredictionService:
         body: dict[str, Any] = {
             "prediction_id": st.prediction_id,
             **m.ident(),
-            "home_team": m.home.name,
-            "away_team": m.away.name,
-            "home_team_en": m.home.name_en,
-            "away_team_en": m.away.name_en,
+            **m.teams(),
             "prediction": pick,
             "confidence": round(p.confidence, 4),
             "home_win_prob": round(p.home, 4),
@@ -375,10 +372,7 @@ class PredictionService:
         body = {
             "prediction_id": st.prediction_id,
             **m.ident(),
-            "home_team": m.home.name,
-            "away_team": m.away.name,
-            "home_team_en": m.home.name_en,
-            "away_team_en": m.away.name_en,
+            **m.teams(),
             "prediction": pick,
             "actual_result": actual,
             "is_correct": pick == actual,
