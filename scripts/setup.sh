@@ -47,8 +47,22 @@ if command -v npm >/dev/null 2>&1; then
   fi
 fi
 
-if [ ! -x .venv/bin/python ]; then
-  "$PY" -m venv .venv
+# Python: exactly the versions in requirements.lock (with hashes), then the package
+# itself. REALTIME_VENV and REALTIME_LATEST=1 are for `scripts/test.sh --latest`, which
+# installs the newest releases pyproject.toml allows into a separate venv instead.
+VENV=${REALTIME_VENV:-.venv}
+if [ ! -x "$VENV/bin/python" ]; then
+  "$PY" -m venv "$VENV"
 fi
-.venv/bin/python -m pip install -q --upgrade pip >/dev/null
-.venv/bin/python -m pip install -q -e '.[test]'
+if [ "${REALTIME_LATEST:-0}" = 1 ]; then
+  "$VENV/bin/python" -m pip install -q --upgrade --upgrade-strategy eager -e '.[test]'
+else
+  stamp="$VENV/.requirements.lock.sha256"
+  want=$(sha256sum requirements.lock | cut -d' ' -f1)
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    "$VENV/bin/python" -m pip install -q --require-hashes -r requirements.lock
+    echo "$want" > "$stamp"
+  fi
+  # --no-build-isolation: setuptools and wheel come from the lock, not the index.
+  "$VENV/bin/python" -m pip install -q --no-deps --no-build-isolation -e .
+fi

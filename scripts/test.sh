@@ -1,17 +1,26 @@
 #!/usr/bin/env bash
 # Set up (idempotent) and run every test: lint, types, Python tests, JavaScript tests.
+#
+#   bash scripts/test.sh            the pinned versions of requirements.lock (CI)
+#   bash scripts/test.sh --latest   the newest releases pyproject.toml allows, in .venv-latest:
+#                                   shows upstream drift on our schedule (not part of CI)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ "${1:-}" = "--latest" ]; then
+  shift
+  export REALTIME_VENV=.venv-latest REALTIME_LATEST=1
+fi
+VENV=${REALTIME_VENV:-.venv}
 bash scripts/setup.sh
 
 echo "== ruff"
-.venv/bin/ruff format --check src tests
-.venv/bin/ruff check src tests
+"$VENV"/bin/ruff format --check src tests
+"$VENV"/bin/ruff check src tests
 echo "== mypy --strict"
-.venv/bin/mypy
+"$VENV"/bin/mypy
 echo "== dashboard: tsc, vitest"
 (cd dashboard && npx tsc --noEmit && npx vitest run)
 echo "== pytest"
-.venv/bin/python -m pytest -q "$@"
+"$VENV"/bin/python -m pytest -q "$@"
 echo "== clients/js (vitest: unit, integration against the real server, React hooks)"
-(cd clients/js && npm test)
+(cd clients/js && REALTIME_PYTHON="$PWD/../../$VENV/bin/python" npm test)
