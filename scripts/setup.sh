@@ -24,6 +24,8 @@ apt_install() {
 if command -v apt-get >/dev/null 2>&1; then
   # redis-server and nginx: the scale-out tests start their own on free ports.
   apt_install redis-server nginx ${SYSTEM_PACKAGES:-}
+  # kubectl: tests/test_deploy.py renders deploy/k8s with `kubectl kustomize`.
+  command -v kubectl >/dev/null 2>&1 || apt_install kubernetes-client
 fi
 
 # The demo's dashboard: Node.js for its build and tests, Debian's Chromium for the

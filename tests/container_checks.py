@@ -14,9 +14,10 @@ byte for byte the committed build; every log line is JSON; Docker's HEALTHCHECK 
 `healthy`; `docker stop` drains: a connected client gets the `closing` status and close
 code 1012, the process exits 0 well within the stop timeout.
 
-Part 2, the seed's deployment as containers on a user-defined network: Redis (password,
-append-only file, noeviction, as deploy/k8s/redis.yaml), three replicas of the image with
-the settings of deploy/k8s/configmap.yaml, and nginx configured by deploy/nginx.conf (only
+Part 2, the seed's deployment as containers on a user-defined network: Redis with the
+command, user and probe of deploy/k8s/redis.yaml (password, append-only file, noeviction),
+three replicas of the image with the settings of deploy/k8s/configmap.yaml and the stop
+grace period of deploy/k8s/deployment.yaml, and nginx configured by deploy/nginx.conf (only
 its upstream addresses rewritten to the replicas' names, as tests/nginx_server.py does).
 Only nginx's and the replicas' ports are published, on 127.0.0.1. Checks: the cluster
 answers through nginx (three instances registered, /metrics hidden); clients connected
@@ -527,22 +528,26 @@ async def replicas_behind_nginx(d: Docker, image: str, infra: str) -> None:
     password = secrets.token_hex(16)
     net = d.network("net")
 
+    # Redis exactly as deploy/k8s/redis.yaml runs it: its command, user and probe.
+    sts = k8s_doc("redis.yaml", "StatefulSet")["spec"]["template"]["spec"]
+    (rc,) = sts["containers"]
+    user = f"{sts['securityContext']['runAsUser']}:{sts['securityContext']['runAsGroup']}"
     redis = d.start(
         "redis",
         infra,
-        *("redis-server", "--appendonly", "yes", "--appendfsync", "everysec"),
-        *("--maxmemory-policy", "noeviction", "--dir", "/data", "--requirepass", password),
+        *rc["command"],
+        *rc["args"],
+        env={"REDIS_PASSWORD": password, "REDISCLI_AUTH": password},
         network=net,
-        tmpfs=("/data", "/tmp"),
-        options=("--user", "redis"),
+        tmpfs=tuple(m["mountPath"] for m in rc["volumeMounts"]),
+        options=("--user", user),
     )
-
-    def pong() -> bool:
-        r = d.run_cli("exec", "-e", f"REDISCLI_AUTH={password}", redis, "redis-cli", "ping")
-        return r.stdout.strip() == "PONG"
-
-    until("redis-server to answer", pong)
-    ok("Redis answers on the network only (no published port)", "appendonly, noeviction, password")
+    probe = rc["readinessProbe"]["exec"]["command"]
+    until("redis-server to answer", lambda: d.exec(redis, *probe).stdout.strip() == "PONG")
+    ok(
+        "Redis runs as deploy/k8s/redis.yaml says, on the network only (no published port)",
+        f"{' '.join(rc['args'])!r} as {user}; {' '.join(probe)}: PONG",
+    )
 
     names = [f"realtime-{i}" for i in (1, 2, 3)]
     env = {
