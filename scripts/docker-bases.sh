@@ -28,7 +28,7 @@ PYTHON_BASE=football-realtime-base/python:3.11-$SUITE
 INFRA_BASE=football-realtime-base/infra:$SUITE
 LABEL=org.football-realtime.base-recipe
 
-log() { echo "docker-bases: $*" >&2; }
+log() { echo "docker-bases: [${SECONDS}s] $*" >&2; }
 die() { log "$*"; exit 1; }
 
 if ! frt_engine_up; then
@@ -133,12 +133,13 @@ chmod +x "$ROOT/usr/sbin/policy-rc.d"
 cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
 in_root apt-get "${APT_OPTS[@]}" update
 in_root apt-get "${APT_OPTS[@]}" -y upgrade
+log "upgraded from $SUITE-updates and $SUITE-security"
 
+# Left out of every image: documentation, translations, logs, and (by import's tar
+# excludes) apt's package lists and downloads, as in Docker's official slim images.
 tidy() {
-  rm -rf "$ROOT"/var/lib/apt/lists/* "$ROOT"/var/cache/apt/*.bin \
-    "$ROOT"/var/cache/apt/archives/*.deb "$ROOT"/var/cache/debconf/*-old \
-    "$ROOT"/usr/share/doc/* "$ROOT"/usr/share/man/* "$ROOT"/usr/share/info/* \
-    "$ROOT"/usr/share/locale/* "$ROOT"/tmp/* "$ROOT"/root/.cache
+  rm -rf "$ROOT"/usr/share/doc/* "$ROOT"/usr/share/man/* "$ROOT"/usr/share/info/* \
+    "$ROOT"/usr/share/locale/* "$ROOT"/var/cache/debconf/*-old "$ROOT"/tmp/* "$ROOT"/root/.cache
   find "$ROOT/var/log" -type f -delete
   : >"$ROOT/etc/resolv.conf" # Docker provides its own at run time
 }
@@ -146,7 +147,8 @@ import() { # $1: image name; the rest: extra --change lines
   local name=$1 old
   shift
   old=$("$DOCKER" image inspect -f '{{.Id}}' "$name" 2>/dev/null || true)
-  tar -C "$ROOT" --numeric-owner --exclude='./dev/*' --exclude='./proc/*' --exclude='./sys/*' -cf - . |
+  tar -C "$ROOT" --numeric-owner --exclude='./dev/*' --exclude='./proc/*' --exclude='./sys/*' \
+    --exclude='./var/lib/apt/lists/*' --exclude='./var/cache/apt/*' -cf - . |
     "$DOCKER" import \
       --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
       --change 'ENV LANG=C.UTF-8' \
@@ -174,11 +176,10 @@ rm -rf "$ROOT/usr/local/bin/node" "$ROOT/usr/local/bin/npm" "$ROOT/usr/local/bin
   "$ROOT/usr/local/lib/node_modules"
 
 cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
-in_root apt-get "${APT_OPTS[@]}" update
 in_root apt-get "${APT_OPTS[@]}" install -y --no-install-recommends redis-server nginx
 rm -f "$ROOT/etc/nginx/sites-enabled/default" # the test's server block is the only one
 tidy
 import "$INFRA_BASE" --change 'CMD ["bash"]'
 
-log "built in $((SECONDS - started)) s (recipe $RECIPE)"
+log "made in $((SECONDS - started)) s (recipe $RECIPE)"
 printf '%s\n' "$PYTHON_BASE" "$NODE_BASE" "$INFRA_BASE"

@@ -42,12 +42,13 @@ frt_pick_docker() {
 frt_apt_install() {
   local missing=() pkg
   for pkg in "$@"; do
-    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+    # installed, not merely known (a removed package keeps its config files)
+    [ "$(dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null)" = installed ] || missing+=("$pkg")
   done
   [ ${#missing[@]} -eq 0 ] && return 0
   frt_is_root && command -v apt-get >/dev/null 2>&1 || return 1
   echo "docker: installing ${missing[*]} (apt-get)" >&2
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
 frt_engine_answers() { "$DOCKER" info >/dev/null 2>&1; }
@@ -65,7 +66,10 @@ frt_engine_up() {
     return 1
   fi
   if ! frt_pick_docker || ! command -v dockerd >/dev/null 2>&1; then
-    if ! frt_apt_install docker.io; then
+    # apparmor: docker.io recommends it; without its parser dockerd cannot start
+    # containers on a kernel with AppArmor enabled. (No other recommends: needrestart
+    # would hook into every later apt run.)
+    if ! frt_apt_install docker.io apparmor; then
       FRT_DOCKER_WHY="no usable Docker here and apt-get could not install docker.io"
       return 1
     fi
