@@ -26,7 +26,7 @@ import yaml
 from dockerfile_parse import DockerfileParser
 
 from football_realtime.docs_config import replace_generated, setting_specs
-from football_realtime.metrics import METRICS
+from football_realtime.edges.metrics import METRICS
 
 from .scrape import scrape
 from .support import ADMIN, TIMEOUT, RunningServer, ServeProcess, free_port

@@ -7,7 +7,7 @@ Mount the service into an existing FastAPI app::
     app.include_router(realtime.router, prefix="/realtime")
 
 and publish from business code in the same process with ``await realtime.publish(event)``.
-Add ``football_realtime.metrics.mount_metrics(app, realtime)`` for ``GET /metrics``.
+Add ``football_realtime.edges.metrics.mount_metrics(app, realtime)`` for ``GET /metrics``.
 """
 
 from __future__ import annotations
@@ -25,13 +25,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from . import __version__
-from .api import BodySizeLimit, build_api_router
 from .brokers import Broker, PublishResult, create_broker
 from .brokers.base import BrokerUnavailable, PublishedEvent
 from .brokers.redis import RedisBroker
-from .cluster import ClusterRegistry
 from .config import Settings
-from .connection import Connection
 from .core.close_codes import CloseCode
 from .core.encoding import dumps, server_message
 from .core.events import (
@@ -42,7 +39,9 @@ from .core.events import (
     SubscriptionType,
     prepare_published_event,
 )
-from .hub import Hub
+from .edges.metrics import build_registry, metrics_router
+from .edges.rest import BodySizeLimit, build_api_router
+from .edges.websocket import WebSocketEndpoint
 from .logs import (
     CURRENT_EVENT,
     CorrelationIdMiddleware,
@@ -50,11 +49,12 @@ from .logs import (
     correlation_id_of,
     reset_correlation_id,
 )
-from .metrics import build_registry, metrics_router
 from .publisher import prepare_envelope
-from .security import Guard
+from .service.cluster import ClusterRegistry
+from .service.connection import Connection
+from .service.hub import Hub
+from .service.sessions import Guard
 from .stats import ServiceStats
-from .transport import WebSocketEndpoint
 
 log = logging.getLogger("football_realtime")
 

@@ -200,7 +200,7 @@ def reference() -> str:
 
 
 def metrics_table() -> str:
-    from .metrics import METRICS
+    from .edges.metrics import METRICS
 
     rows = ["| Metric | Type | Labels | Meaning |", "|---|---|---|---|"]
     for m in METRICS:

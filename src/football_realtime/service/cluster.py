@@ -25,10 +25,10 @@ import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from .brokers.redis import cancelling, stop_task
+from ..brokers.redis import cancelling, stop_task
 
 if TYPE_CHECKING:
-    from .app import Realtime
+    from ..app import Realtime
     from .connection import Connection
 
 log = logging.getLogger("football_realtime.cluster")

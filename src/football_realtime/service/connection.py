@@ -26,14 +26,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from starlette.websockets import WebSocket
 
-from .core.close_codes import CloseCode
-from .core.encoding import batch_payload, mark_conflated, text_frame
-from .core.outbound import OutboundBuffer
-from .core.subscriptions import Subscription
-from .stats import ServiceStats
+from ..core.close_codes import CloseCode
+from ..core.encoding import batch_payload, mark_conflated, text_frame
+from ..core.outbound import OutboundBuffer
+from ..core.subscriptions import Subscription
+from ..stats import ServiceStats
 
 if TYPE_CHECKING:
-    from .wsprotocol import RealtimeWebSocketProtocol
+    from ..wsprotocol import RealtimeWebSocketProtocol
 
 log = logging.getLogger("football_realtime.connection")
 

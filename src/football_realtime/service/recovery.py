@@ -17,15 +17,15 @@ from __future__ import annotations
 import heapq
 from typing import TYPE_CHECKING
 
-from .brokers.base import BrokerUnavailable, PublishedEvent
-from .core import protocol as proto
-from .core.close_codes import CloseCode
-from .core.events import SubscriptionType
-from .core.protocol import ProtocolError
-from .core.subscriptions import EventAttributes, Subscription
+from ..brokers.base import BrokerUnavailable, PublishedEvent
+from ..core import protocol as proto
+from ..core.close_codes import CloseCode
+from ..core.events import SubscriptionType
+from ..core.protocol import ProtocolError
+from ..core.subscriptions import EventAttributes, Subscription
 
 if TYPE_CHECKING:
-    from .app import Realtime
+    from ..app import Realtime
     from .connection import Connection
 
 #: Live events a connection may accumulate while its replay is sent; past this the

@@ -15,20 +15,20 @@ import time
 from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
-from .brokers.base import PublishedEvent
-from .connection import Connection, Encoded
-from .core.conflation import conflation_key
-from .core.encoding import server_message
-from .core.events import EventType, SubscriptionType
-from .core.protocol import ProtocolError
-from .core.subscriptions import (
+from ..brokers.base import PublishedEvent
+from ..core.conflation import conflation_key
+from ..core.encoding import server_message
+from ..core.events import EventType, SubscriptionType
+from ..core.protocol import ProtocolError
+from ..core.subscriptions import (
     EventAttributes,
     Subscription,
     SubscriptionFilter,
     SubscriptionIndex,
     effective_event_types,
 )
-from .stats import ServiceStats
+from ..stats import ServiceStats
+from .connection import Connection, Encoded
 
 log = logging.getLogger("football_realtime.hub")
 

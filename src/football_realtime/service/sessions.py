@@ -24,20 +24,20 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.websockets import WebSocket
 
-from .auth import AuthError, Identity, TokenVerifier
-from .brokers.base import PublishedEvent
-from .config import Settings
+from ..auth import AuthError, Identity, TokenVerifier
+from ..brokers.base import PublishedEvent
+from ..config import Settings
+from ..core import protocol as proto
+from ..core.close_codes import CloseCode
+from ..core.encoding import server_message
+from ..core.events import EventType, SubscriptionType
+from ..core.limits import TokenBucket
+from ..core.permissions import Forbidden, Tier, TierPolicy
+from ..core.protocol import ProtocolError
+from ..core.subscriptions import Subscription, SubscriptionFilter, effective_event_types
+from ..stats import ServiceStats
+from ..timerwheel import TimerWheel
 from .connection import Connection, Encoded
-from .core import protocol as proto
-from .core.close_codes import CloseCode
-from .core.encoding import server_message
-from .core.events import EventType, SubscriptionType
-from .core.limits import TokenBucket
-from .core.permissions import Forbidden, Tier, TierPolicy
-from .core.protocol import ProtocolError
-from .core.subscriptions import Subscription, SubscriptionFilter, effective_event_types
-from .stats import ServiceStats
-from .timerwheel import TimerWheel
 
 if TYPE_CHECKING:
     from .hub import Hub

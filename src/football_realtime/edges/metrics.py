@@ -35,12 +35,12 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from . import __version__
-from .core.close_codes import CloseCode
-from .stats import QUEUE_BUCKETS, Histogram
+from .. import __version__
+from ..core.close_codes import CloseCode
+from ..stats import QUEUE_BUCKETS, Histogram
 
 if TYPE_CHECKING:
-    from .app import Realtime
+    from ..app import Realtime
 
 PREFIX = "realtime_"
 #: Distinct values one label may take before the rest is folded into ``other``.

@@ -12,14 +12,14 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import __version__
-from .auth import AuthError
-from .brokers.base import BrokerUnavailable
-from .core.events import EventType, EventValidationError
-from .logs import current_correlation_id
+from .. import __version__
+from ..auth import AuthError
+from ..brokers.base import BrokerUnavailable
+from ..core.events import EventType, EventValidationError
+from ..logs import current_correlation_id
 
 if TYPE_CHECKING:
-    from .app import Realtime
+    from ..app import Realtime
 
 log = logging.getLogger("football_realtime.api")
 

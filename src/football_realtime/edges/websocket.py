@@ -15,21 +15,21 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from . import recovery
-from .connection import AsgiSink, Connection, FastSink, Sink
-from .core import protocol as proto
-from .core.close_codes import CloseCode
-from .core.encoding import server_message
-from .core.events import EventType, SubscriptionType, utc_now_iso
-from .core.protocol import ProtocolError
-from .core.subscriptions import SubscriptionFilter
-from .hub import new_connection_id
-from .logs import bind_connection
-from .security import Refused
-from .wsprotocol import protocol_of
+from ..core import protocol as proto
+from ..core.close_codes import CloseCode
+from ..core.encoding import server_message
+from ..core.events import EventType, SubscriptionType, utc_now_iso
+from ..core.protocol import ProtocolError
+from ..core.subscriptions import SubscriptionFilter
+from ..logs import bind_connection
+from ..service import recovery
+from ..service.connection import AsgiSink, Connection, FastSink, Sink
+from ..service.hub import new_connection_id
+from ..service.sessions import Refused
+from ..wsprotocol import protocol_of
 
 if TYPE_CHECKING:
-    from .app import Realtime
+    from ..app import Realtime
 
 log = logging.getLogger("football_realtime.transport")
 
