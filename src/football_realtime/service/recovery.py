@@ -17,16 +17,18 @@ from __future__ import annotations
 import heapq
 from typing import TYPE_CHECKING
 
-from ..brokers.base import BrokerUnavailable, PublishedEvent
+from ..brokers.base import Broker, BrokerUnavailable, PublishedEvent
 from ..core import protocol as proto
 from ..core.close_codes import CloseCode
 from ..core.events import SubscriptionType
 from ..core.protocol import ProtocolError
 from ..core.subscriptions import EventAttributes, Subscription
+from ..stats import ServiceStats
+from .hub import Hub
 
 if TYPE_CHECKING:
-    from ..app import Realtime
     from .connection import Connection
+    from .sessions import Sessions
 
 #: Live events a connection may accumulate while its replay is sent; past this the
 #: client is too slow to catch up and is asked to reconnect and recover (4002).
@@ -37,91 +39,101 @@ def _matching(sub: Subscription, events: list[PublishedEvent]) -> list[Published
     return [ev for ev in events if sub.matches(EventAttributes.of(ev.event_type, ev.data))]
 
 
-async def subscribe(rt: Realtime, conn: Connection, msg: proto.Subscribe) -> None:
-    hub = rt.hub
-    broker = rt.broker
-    stats = rt.stats
-    sub = rt.guard.subscribe(conn, msg.subscription_type, msg.filters, msg.id)
-    streams = sub.streams
-    since = msg.since
-    if since is not None:
-        foreign = [st.value for st in since if st not in streams]
-        if foreign:
-            hub.unsubscribe(conn, sub.id, None)
-            raise ProtocolError(
-                "invalid_since",
-                f"since names stream(s) this subscription does not cover: {', '.join(foreign)}",
-                msg.id,
-                msg.type,
-            )
-    hold = since is not None or msg.snapshot
-    if hold:
-        conn.held = []
-    try:
-        result = sub.describe()
-        positions: dict[SubscriptionType, tuple[str, int]] = {}
-        for st in streams:
-            positions[st] = await broker.position(st)
-        result["streams"] = {
-            st.value: {"epoch": e, "offset": o} for st, (e, o) in positions.items()
-        }
-        for st, (e, _) in positions.items():
-            conn.epochs[st] = e
-        backlog: list[PublishedEvent] = []
-        recovered = False
+class Recovery:
+    """``subscribe`` requests: the subscription within the connection's tier, its ack
+    with stream positions, and the replay (``since``) or snapshot that goes with it."""
+
+    def __init__(self, broker: Broker, hub: Hub, sessions: Sessions, stats: ServiceStats) -> None:
+        self.broker = broker
+        self.hub = hub
+        self.sessions = sessions
+        self.stats = stats
+
+    async def subscribe(self, conn: Connection, msg: proto.Subscribe) -> None:
+        hub = self.hub
+        broker = self.broker
+        stats = self.stats
+        sub = self.sessions.subscribe(conn, msg.subscription_type, msg.filters, msg.id)
+        streams = sub.streams
+        since = msg.since
         if since is not None:
-            reasons: list[str] = []
-            replay: list[PublishedEvent] = []
-            for st, pos in since.items():
-                epoch, top = positions[st]
-                if pos.epoch != epoch:
-                    reasons.append(f"{st.value}: epoch changed (history was lost)")
-                    continue
-                if pos.offset > top:
-                    reasons.append(
-                        f"{st.value}: offset {pos.offset} is ahead of the stream ({top})"
-                    )
-                    continue
-                events = await broker.history(st, pos.offset)
-                if events is None:
-                    reasons.append(
-                        f"{st.value}: history no longer reaches back to offset {pos.offset + 1}"
-                    )
-                    continue
-                replay.extend(_matching(sub, events))
-            recovered = not reasons
-            result["recovered"] = recovered
-            if recovered:
-                backlog = replay
-                stats.recoveries += 1
-            else:
-                result["reason"] = "; ".join(reasons)
-                stats.recoveries_failed += 1
-        if msg.snapshot and not recovered:
-            for st in streams:
-                backlog.extend(_matching(sub, await broker.snapshot(st)))
-        hub.send_payload(conn, proto.ack(msg.id, msg.type, result))
-        hub.notify_user_subscriptions(conn, "subscribed", (sub,))
+            foreign = [st.value for st in since if st not in streams]
+            if foreign:
+                hub.unsubscribe(conn, sub.id, None)
+                raise ProtocolError(
+                    "invalid_since",
+                    f"since names stream(s) this subscription does not cover: {', '.join(foreign)}",
+                    msg.id,
+                    msg.type,
+                )
+        hold = since is not None or msg.snapshot
         if hold:
-            floor = {st: pos.offset for st, pos in since.items()} if recovered and since else {}
-            sent = await _send_merged(rt, conn, backlog, floor)
-            if recovered:
-                stats.replayed_events += sent
-            elif msg.snapshot:
-                stats.snapshot_events += sent
-    except BrokerUnavailable as exc:
-        # Nothing was acked yet: undo the subscription so a retry starts clean.
-        if sub.id in conn.subscriptions:
-            hub.unsubscribe(conn, sub.id, None)
-        raise ProtocolError(
-            "unavailable", f"the broker is unavailable, retry shortly ({exc})", msg.id, msg.type
-        ) from None
-    finally:
-        conn.held = None
+            conn.held = []
+        try:
+            result = sub.describe()
+            positions: dict[SubscriptionType, tuple[str, int]] = {}
+            for st in streams:
+                positions[st] = await broker.position(st)
+            result["streams"] = {
+                st.value: {"epoch": e, "offset": o} for st, (e, o) in positions.items()
+            }
+            for st, (e, _) in positions.items():
+                conn.epochs[st] = e
+            backlog: list[PublishedEvent] = []
+            recovered = False
+            if since is not None:
+                reasons: list[str] = []
+                replay: list[PublishedEvent] = []
+                for st, pos in since.items():
+                    epoch, top = positions[st]
+                    if pos.epoch != epoch:
+                        reasons.append(f"{st.value}: epoch changed (history was lost)")
+                        continue
+                    if pos.offset > top:
+                        reasons.append(
+                            f"{st.value}: offset {pos.offset} is ahead of the stream ({top})"
+                        )
+                        continue
+                    events = await broker.history(st, pos.offset)
+                    if events is None:
+                        reasons.append(
+                            f"{st.value}: history no longer reaches back to offset {pos.offset + 1}"
+                        )
+                        continue
+                    replay.extend(_matching(sub, events))
+                recovered = not reasons
+                result["recovered"] = recovered
+                if recovered:
+                    backlog = replay
+                    stats.recoveries += 1
+                else:
+                    result["reason"] = "; ".join(reasons)
+                    stats.recoveries_failed += 1
+            if msg.snapshot and not recovered:
+                for st in streams:
+                    backlog.extend(_matching(sub, await broker.snapshot(st)))
+            hub.send_payload(conn, proto.ack(msg.id, msg.type, result))
+            hub.notify_user_subscriptions(conn, "subscribed", (sub,))
+            if hold:
+                floor = {st: pos.offset for st, pos in since.items()} if recovered and since else {}
+                sent = await _send_merged(hub, conn, backlog, floor)
+                if recovered:
+                    stats.replayed_events += sent
+                elif msg.snapshot:
+                    stats.snapshot_events += sent
+        except BrokerUnavailable as exc:
+            # Nothing was acked yet: undo the subscription so a retry starts clean.
+            if sub.id in conn.subscriptions:
+                hub.unsubscribe(conn, sub.id, None)
+            raise ProtocolError(
+                "unavailable", f"the broker is unavailable, retry shortly ({exc})", msg.id, msg.type
+            ) from None
+        finally:
+            conn.held = None
 
 
 async def _send_merged(
-    rt: Realtime,
+    hub: Hub,
     conn: Connection,
     backlog: list[PublishedEvent],
     floor: dict[SubscriptionType, int],
@@ -130,7 +142,6 @@ async def _send_merged(
 
     Returns how many backlog events were sent. Leaves ``conn.held`` empty; the caller
     clears it without awaiting, which resumes live delivery."""
-    hub = rt.hub
     last: dict[SubscriptionType, int] = dict(floor)
     backlog_keys = {(ev.stream, ev.offset) for ev in backlog}
     sent_backlog = 0
