@@ -34,8 +34,6 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from ..core.close_codes import CloseCode, should_reconnect
 from ..core.events import EventType, Payload, SubscriptionType
-from ..core.subscriptions import EventAttributes, SubscriptionFilter
-from ..core.subscriptions import Subscription as _Matcher
 from .backoff import Backoff
 from .errors import (
     ClientClosed,
@@ -47,12 +45,12 @@ from .errors import (
     request_error,
 )
 from .feed import Feed
-from .models import ClientState, Event, RecoveryFailed, parse_event
+from .models import ClientState, ClientStats, Event, parse_event
 from .recovery import ResyncBuffer, StreamTracker, positions
+from .subscription import Item, RecoveryFailed, Subscription
 
 log = logging.getLogger("football_realtime.client")
 
-Item: TypeAlias = "Event[Payload] | RecoveryFailed"
 Handler: TypeAlias = Callable[[Any], object]
 TokenProvider: TypeAlias = Callable[[], "str | Awaitable[str]"]
 TokenTransport = Literal["query", "header", "auth_message"]
@@ -114,111 +112,6 @@ class _Conn:
     resync_advance: dict[str, tuple[str, int]] = field(default_factory=dict)
     advance: dict[str, tuple[str, int]] = field(default_factory=dict)
     advance_ready: dict[str, tuple[str, int]] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class ClientStats:
-    """Counters of one client, for logs and tests."""
-
-    connections: int = 0
-    reconnects: int = 0
-    events: int = 0
-    duplicates_dropped: int = 0
-    recoveries: int = 0
-    recoveries_failed: int = 0
-
-
-class Subscription:
-    """A subscription the client keeps across reconnects.
-
-    ``async for event in subscription`` yields the events matching it (and its
-    :class:`RecoveryFailed` notices); it ends when the subscription is removed and
-    raises the client's error if the client stops for good.
-    """
-
-    def __init__(
-        self,
-        client: RealtimeClient,
-        sid: str,
-        subscription_type: str | None,
-        filters: dict[str, Any],
-        snapshot: bool,
-        max_queue: int,
-    ) -> None:
-        self.client = client
-        #: Stable client-side id (``s1``, ``s2``...); the server's id changes per connection.
-        self.id = sid
-        self.subscription_type = subscription_type
-        self.filters = filters
-        self.snapshot = snapshot
-        #: The server's id for this subscription on the current connection.
-        self.server_id: str | None = None
-        #: Event types the server confirmed (narrowed, e.g., by the tier).
-        self.event_types: tuple[str, ...] = ()
-        self.streams: tuple[str, ...] = ()
-        #: ``recovered`` of the last resubscribe ack (None: not resubscribed yet).
-        self.recovered: bool | None = None
-        self.active = True
-        self._matcher: _Matcher | None = None
-        self._gen = -1
-        self._retries = 0
-        # Per stream, (epoch, offset) when this subscription began: events at or
-        # below it predate it (a replay from an older position may carry them).
-        self._start: dict[str, tuple[str, int]] = {}
-        self._ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._feed: Feed[Item] | None = (
-            Feed(max_queue, f"subscription {sid}") if max_queue > 0 else None
-        )
-
-    def __repr__(self) -> str:
-        return (
-            f"<Subscription {self.id} {self.subscription_type or '-'} {self.filters} "
-            f"server_id={self.server_id}>"
-        )
-
-    def matches(self, event: Event[Any]) -> bool:
-        """Whether ``event`` is one this subscription asked for (by its confirmed filters)."""
-        m = self._matcher
-        if m is None or not self.active:
-            return False
-        try:
-            et = EventType(event.event_type)
-        except ValueError:
-            return False
-        return m.matches(EventAttributes.of(et, event.raw.get("data") or {}))
-
-    def _after_start(self, event: Event[Any]) -> bool:
-        start = self._start.get(event.stream or "")
-        return start is None or event.offset is None or event.offset > start[1]
-
-    def _apply_ack(self, result: Mapping[str, Any]) -> None:
-        sid = result.get("subscription_id")
-        self.server_id = sid if isinstance(sid, str) else None
-        types = result.get("event_types")
-        self.event_types = tuple(t for t in types if isinstance(t, str)) if types else ()
-        streams = result.get("streams")
-        self.streams = tuple(streams) if isinstance(streams, Mapping) else ()
-        known = []
-        for t in self.event_types:
-            with contextlib.suppress(ValueError):
-                known.append(EventType(t))
-        try:
-            flt = SubscriptionFilter.model_validate(result.get("filters") or self.filters)
-        except ValueError:
-            flt = SubscriptionFilter()
-        st = None
-        if self.subscription_type is not None:
-            with contextlib.suppress(ValueError):
-                st = SubscriptionType(self.subscription_type)
-        self._matcher = _Matcher(self.id, None, st, frozenset(known), flt)
-
-    def __aiter__(self) -> Feed[Item]:
-        if self._feed is None:
-            raise RuntimeError("the client was created with max_queue=0: use handlers")
-        return self._feed.__aiter__()
-
-    async def unsubscribe(self) -> None:
-        await self.client.unsubscribe(self)
 
 
 async def _resolve(value: str | Awaitable[str]) -> str:
