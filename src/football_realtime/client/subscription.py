@@ -1,17 +1,19 @@
-"""Subscriptions as the application sees them, and the notice they may get.
+"""Subscriptions as the application sees them, and the client's list of them.
 
 :class:`Subscription` is the handle ``subscribe()`` returns; :class:`RecoveryFailed`
 the notice it gets when its missed events cannot be replayed. They name each other
 (a subscription's feed carries notices, a notice names its subscription), so they
-live together. Nothing here does I/O or
-imports the client's other parts; they import this.
+live together. :class:`SubscriptionRegistry` holds what the client renews on every
+connection: its subscriptions and its rooms. Nothing here does I/O or imports the
+client's other parts; they import this.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping
+import itertools
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, TypeAlias
 
@@ -153,3 +155,48 @@ class RecoveryFailed:
                 "reason": self.reason,
             },
         }
+
+
+class SubscriptionRegistry:
+    """The subscriptions (by client-side id) and rooms the client keeps."""
+
+    def __init__(self) -> None:
+        self._subs: dict[str, Subscription] = {}
+        self._ids = itertools.count(1)
+        #: Joined rooms, rejoined on every connection.
+        self.rooms: set[str] = set()
+
+    def __iter__(self) -> Iterator[Subscription]:
+        return iter(self._subs.values())
+
+    def __len__(self) -> int:
+        return len(self._subs)
+
+    def new_id(self) -> str:
+        return f"s{next(self._ids)}"
+
+    def add(self, sub: Subscription) -> None:
+        self._subs[sub.id] = sub
+
+    def holds(self, sub: Subscription) -> bool:
+        return self._subs.get(sub.id) is sub
+
+    def remove(self, sub: Subscription, exc: BaseException | None) -> None:
+        """Stop ``sub``: inactive, forgotten, its iterator ends (raising ``exc`` if given)."""
+        sub.active = False
+        if self.holds(sub):
+            del self._subs[sub.id]
+        if sub._feed is not None:
+            sub._feed.end(exc)
+
+    def fail_waiting(self, exc: BaseException) -> None:
+        """Subscriptions still waiting for their first ack fail with ``exc``."""
+        for sub in self._subs.values():
+            if not sub._ready.done():
+                sub._ready.set_exception(exc)
+                sub._ready.exception()  # retrieved: subscribe() may be gone
+
+    def end_feeds(self, exc: BaseException | None) -> None:
+        for sub in self._subs.values():
+            if sub._feed is not None:
+                sub._feed.end(exc)
