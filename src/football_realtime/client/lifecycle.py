@@ -43,6 +43,17 @@ class Lifecycle:
             raise RuntimeError("connect() was already called on this client")
         self.started = True
 
+    def begin_closing(self) -> bool:
+        """The application closes the client; False if it already was."""
+        if self.closing:
+            return False
+        self.closing = True
+        return True
+
+    def connected(self, info: dict[str, Any]) -> None:
+        """The server's ``connection_status`` ``connected`` data for this connection."""
+        self.connection_info = info
+
     def set_state(self, state: ClientState) -> None:
         if state is self.state:
             return
@@ -88,6 +99,11 @@ class Lifecycle:
         self.conn = None
         if not self.closing:
             self.established.clear()
+
+    def fail(self, exc: BaseException) -> None:
+        """The client stops for good because of ``exc``."""
+        self.error = exc
+        self.finish(exc)
 
     def finish(self, exc: BaseException | None) -> None:
         """The client stops: ``closed`` state, waiting subscribes and requests fail."""

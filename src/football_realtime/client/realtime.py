@@ -192,11 +192,10 @@ class RealtimeClient:
     async def close(self) -> None:
         """Close the connection and stop. Iterators end after what they hold."""
         life = self._life
-        if life.closing:
+        if not life.begin_closing():
             if life.started:
                 await life.closed.wait()
             return
-        life.closing = True
         # Cancelling the supervisor closes the connection (1000) on its way out.
         sup = self._supervisor_task
         if sup is not None and not sup.done():

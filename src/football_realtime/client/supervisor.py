@@ -88,14 +88,13 @@ class Supervisor:
         except asyncio.CancelledError:
             raise
         except RealtimeClientError as exc:
-            life.error = exc
-            life.finish(exc)
-            await self._dispatcher.stop(life.error)
+            life.fail(exc)
+            await self._dispatcher.stop(exc)
         except Exception as exc:  # a bug: end the client loudly rather than hang
             log.exception("realtime client supervisor failed")
-            life.error = ClientClosed(f"client failed: {exc!r}")
-            life.finish(life.error)
-            await self._dispatcher.stop(life.error)
+            error = ClientClosed(f"client failed: {exc!r}")
+            life.fail(error)
+            await self._dispatcher.stop(error)
 
     async def _reconnect_loop(self) -> None:
         o = self._options
@@ -304,7 +303,7 @@ class Supervisor:
         data = ev.raw.get("data") or {}
         status = data.get("status")
         if status == "connected":
-            self._life.connection_info = dict(data)
+            self._life.connected(dict(data))
         elif (
             status == "warning"
             and data.get("reason", "token_expiring") == "token_expiring"
