@@ -10,11 +10,15 @@ import orjson
 from websockets.exceptions import ConnectionClosed
 
 from football_realtime.client.connection import Connection
-from football_realtime.client.models import Event, parse_event
+from football_realtime.client.dispatch import Delivery, Dispatcher
+from football_realtime.client.lifecycle import Lifecycle
+from football_realtime.client.models import ClientStats, Event, parse_event
 from football_realtime.client.options import ClientOptions
+from football_realtime.client.recovery import StreamTracker
 from football_realtime.client.requests import RequestChannel
 from football_realtime.client.resync import Resync
-from football_realtime.client.subscription import Subscription
+from football_realtime.client.subscribe import Subscriber
+from football_realtime.client.subscription import Subscription, SubscriptionRegistry
 
 from ..client_support import PRED
 
@@ -114,3 +118,38 @@ class Owner:
 
     async def unsubscribe(self, sub: Subscription) -> None:
         self.removed.append(sub)
+
+
+class Client:
+    """The parts of a client that work without a socket, wired as RealtimeClient does."""
+
+    def __init__(self, **kw: Any) -> None:
+        self.options = options(**kw)
+        self.registry = SubscriptionRegistry()
+        self.stats = ClientStats()
+        self.tracker = StreamTracker()
+        self.life = Lifecycle(Dispatcher(self.options, self.registry), self.registry)
+        self.resync = Resync(self.options, self.tracker, self.stats, self.life)
+        self.subscriber = Subscriber(
+            self.options, self.registry, self.stats, self.resync, self.life
+        )
+
+    def subscription(self, snapshot: bool = False) -> Subscription:
+        sub = Subscription(Owner(), self.registry.new_id(), "predictions", {}, snapshot, 100)
+        self.registry.add(sub)
+        return sub
+
+    def connect(self, gen: int = 1) -> tuple[Connection, FakeSocket]:
+        conn, ws = connection(self.resync, gen)
+        self.life.attach(conn)
+        return conn, ws
+
+    async def open(self, conn: Connection, ws: FakeSocket, **result: Any) -> list[Delivery]:
+        """Renew every subscription on ``conn``, ack each with ``result``, pass the barrier."""
+        out: list[Delivery] = []
+        await self.subscriber.renew_all(conn)
+        for msg in [m for m in ws.sent if m["type"] == "subscribe"]:
+            out += conn.channel.resolve(ack(msg["id"], result), is_error=False)
+        await self.resync.send_barrier(conn)
+        out += conn.channel.resolve(ack(ws.last("heartbeat")["id"]), is_error=False)
+        return out

@@ -6,6 +6,11 @@ the notice it gets when its missed events cannot be replayed. They name each oth
 live together. :class:`SubscriptionRegistry` holds what the client renews on every
 connection: its subscriptions and its rooms. Nothing here does I/O or imports the
 client's other parts; they import this.
+
+A subscription's underscored attributes are the client's bookkeeping for it (the
+connection it was last sent on, retries, where it began per stream, its first ack,
+its feed), kept by :mod:`.subscribe`, :mod:`.resync` and :mod:`.dispatch`; they are
+not for the application.
 """
 
 from __future__ import annotations
