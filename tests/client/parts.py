@@ -130,9 +130,7 @@ class Client:
         self.tracker = StreamTracker()
         self.life = Lifecycle(Dispatcher(self.options, self.registry), self.registry)
         self.resync = Resync(self.options, self.tracker, self.stats, self.life)
-        self.subscriber = Subscriber(
-            self.options, self.registry, self.stats, self.resync, self.life
-        )
+        self.subscriber = Subscriber(self.options, self.registry, self.resync, self.life)
 
     def subscription(self, snapshot: bool = False) -> Subscription:
         sub = Subscription(Owner(), self.registry.new_id(), "predictions", {}, snapshot, 100)

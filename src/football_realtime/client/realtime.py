@@ -140,7 +140,7 @@ class RealtimeClient:
         self._dispatcher = Dispatcher(options, self._registry)
         self._life = Lifecycle(self._dispatcher, self._registry)
         self._resync = Resync(options, self._tracker, self.stats, self._life)
-        self._subscriber = Subscriber(options, self._registry, self.stats, self._resync, self._life)
+        self._subscriber = Subscriber(options, self._registry, self._resync, self._life)
         self._auth = Authenticator(
             options, token, token_provider, self._registry, self._subscriber, self._life
         )

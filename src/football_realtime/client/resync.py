@@ -1,5 +1,5 @@
-"""Recovery on the wire: what arrives while a connection renews its subscriptions, and
-when stream positions may move.
+"""Recovery on the wire: what arrives while a connection renews its subscriptions,
+when stream positions may move, and telling the application what could not be replayed.
 
 After a reconnect every subscription is renewed with ``since``; the server replays
 what each missed, with live events in between. Until every ack is in and a heartbeat
@@ -13,11 +13,16 @@ Positions from acks move the recovery point only when that is safe: at the end o
 the resubscription (a replay covers everything up to its ack), or one heartbeat round
 after a plain ack (whose offset may be ahead of what has reached the client). The
 bookkeeping itself is pure and lives in :mod:`.recovery`; this module decides when.
+
+When a renewal's ack says ``recovered: false``, or a stream's epoch changes under a
+subscription, the application gets a :class:`RecoveryFailed` notice before the
+events that follow.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
@@ -30,7 +35,9 @@ from .lifecycle import Lifecycle
 from .models import ClientStats, Event
 from .options import ClientOptions
 from .recovery import ResyncBuffer, StreamTracker, positions
-from .subscription import Subscription
+from .subscription import RecoveryFailed, Subscription
+
+log = logging.getLogger("football_realtime.client")
 
 
 class Resync:
@@ -120,6 +127,38 @@ class Resync:
                 offset = max(offset, prev[1])
             later[stream] = (epoch, offset)
         return changed
+
+    def outcome(
+        self,
+        sub: Subscription,
+        result: Mapping[str, Any],
+        since: Mapping[str, Any] | None,
+        changed: list[str],
+    ) -> list[Delivery]:
+        """What the application is told of a subscribe ack: for a renewal (sent with
+        ``since``), whether the server replayed what was missed; for any ack, a stream
+        of ``sub`` whose epoch changed (its history is gone)."""
+        if since is not None:
+            recovered = result.get("recovered") is True
+            sub.recovered = recovered
+            if recovered:
+                self._stats.recoveries += 1
+                return []
+            reason = result.get("reason")
+            return [self.notice(sub, tuple(since), reason, "server did not recover")]
+        if changed and set(changed) & set(sub.streams):
+            moved = tuple(s for s in changed if s in sub.streams)
+            return [self.notice(sub, moved, None, "the stream's epoch changed")]
+        return []
+
+    def notice(
+        self, sub: Subscription, streams: tuple[str, ...], reason: Any, default: str
+    ) -> Delivery:
+        """A :class:`RecoveryFailed` for ``sub`` (``reason`` if it is a non-empty string)."""
+        self._stats.recoveries_failed += 1
+        text = reason if isinstance(reason, str) and reason else default
+        log.info("subscription %s not recovered: %s", sub.id, text)
+        return (RecoveryFailed(sub, streams, text), None, False)
 
     def open_window(self, conn: Connection, sub: Subscription, streams: Mapping[str, Any]) -> None:
         """The events up to the ack's offsets are ``sub``'s snapshot."""

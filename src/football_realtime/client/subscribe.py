@@ -3,10 +3,10 @@
 A subscription is sent on each connection it lives through, with ``since`` (the
 last known position of its streams) once it has any. The ack confirms what the
 server will send (event types and streams, which a tier may narrow) and whether it
-could replay what was missed; when it could not, the application gets a
-:class:`RecoveryFailed` notice before the events that follow. An ``unavailable``
-error (the broker is unreachable) is retried with backoff; ``invalid_since`` (the
-subscription's streams changed) subscribes afresh; other errors remove it.
+could replay what was missed (:mod:`.resync` tells the application when it could
+not). An ``unavailable`` error (the broker is unreachable) is retried with backoff;
+``invalid_since`` (the subscription's streams changed) subscribes afresh; other
+errors remove it.
 """
 
 from __future__ import annotations
@@ -20,10 +20,9 @@ from .connection import Connection
 from .dispatch import Delivery
 from .errors import RequestError
 from .lifecycle import Lifecycle
-from .models import ClientStats
 from .options import ClientOptions
 from .resync import Resync
-from .subscription import RecoveryFailed, Subscription, SubscriptionRegistry
+from .subscription import Subscription, SubscriptionRegistry
 
 log = logging.getLogger("football_realtime.client")
 
@@ -33,13 +32,11 @@ class Subscriber:
         self,
         options: ClientOptions,
         registry: SubscriptionRegistry,
-        stats: ClientStats,
         resync: Resync,
         lifecycle: Lifecycle,
     ) -> None:
         self._options = options
         self._registry = registry
-        self._stats = stats
         self._resync = resync
         self._life = lifecycle
 
@@ -93,32 +90,13 @@ class Subscriber:
         streams = result.get("streams")
         streams = streams if isinstance(streams, Mapping) else {}
         changed = self._resync.note_ack(conn, sub, streams, renewed=since is not None)
-        recovered = result.get("recovered")
-        out: list[Delivery] = []
-        if since is not None:
-            sub.recovered = recovered is True
-            if recovered is True:
-                self._stats.recoveries += 1
-            else:
-                reason = result.get("reason")
-                out.append(self._notice(sub, tuple(since), reason, "server did not recover"))
-        elif changed and set(changed) & set(sub.streams):
-            moved = tuple(s for s in changed if s in sub.streams)
-            out.append(self._notice(sub, moved, None, "the stream's epoch changed"))
-        if sub.snapshot and recovered is not True:
+        out = self._resync.outcome(sub, result, since, changed)
+        if sub.snapshot and result.get("recovered") is not True:
             self._resync.open_window(conn, sub, streams)
         if not sub._ready.done():
             sub._ready.set_result(None)
         self._resync.settled(conn, sub)
         return out
-
-    def _notice(
-        self, sub: Subscription, streams: tuple[str, ...], reason: Any, default: str
-    ) -> Delivery:
-        self._stats.recoveries_failed += 1
-        text = reason if isinstance(reason, str) and reason else default
-        log.info("subscription %s not recovered: %s", sub.id, text)
-        return (RecoveryFailed(sub, streams, text), None, False)
 
     def _on_error(
         self, conn: Connection, sub: Subscription, exc: RequestError, since: dict[str, Any] | None
@@ -133,7 +111,7 @@ class Subscriber:
             # narrowed it): subscribe afresh and say that nothing was recovered.
             sub.streams = ()
             conn.spawn(self.send(conn, sub))
-            return [self._notice(sub, tuple(since), exc.message, "invalid since")]
+            return [self._resync.notice(sub, tuple(since), exc.message, "invalid since")]
         if sub._ready.done():
             log.warning("the server refused to renew subscription %s: %s", sub.id, exc)
         self.drop(sub, exc)
