@@ -20,6 +20,8 @@ echo "== ruff"
 "$VENV"/bin/ruff check src tests
 echo "== mypy --strict"
 "$VENV"/bin/mypy
+echo "== lint-imports (layer contracts in pyproject.toml)"
+"$VENV"/bin/lint-imports --no-cache
 echo "== dashboard: tsc, vitest"
 (cd dashboard && npx tsc --noEmit && npx vitest run)
 echo "== pytest"

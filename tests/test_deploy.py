@@ -31,7 +31,7 @@ import yaml
 from dockerfile_parse import DockerfileParser
 
 from football_realtime.docs_config import replace_generated, setting_specs
-from football_realtime.metrics import METRICS
+from football_realtime.edges.metrics import METRICS
 
 from .container_checks import APP_UID, CONTAINER_PORT, HEALTH_PATH, LIVE_PATH, image_tag
 from .scrape import scrape

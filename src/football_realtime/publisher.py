@@ -30,26 +30,12 @@ from .brokers.base import BrokerUnavailable, PublishResult
 from .brokers.redis import RedisBroker
 from .config import Settings
 from .core.events import (
-    EVENT_STREAM,
     EventValidationError,
     RealtimeEvent,
-    SubscriptionType,
-    prepare_published_event,
+    prepare_envelope,
 )
 
 __all__ = ["BrokerUnavailable", "EventValidationError", "Publisher", "prepare_envelope"]
-
-
-def prepare_envelope(
-    event: RealtimeEvent | dict[str, Any],
-) -> tuple[dict[str, Any], SubscriptionType]:
-    """Validate an event and return its envelope (without stream and offset, which
-    publishing assigns) and the stream it belongs to."""
-    ev = prepare_published_event(event)
-    envelope = ev.to_wire()
-    envelope.pop("stream", None)
-    envelope.pop("offset", None)
-    return envelope, EVENT_STREAM[ev.event_type]
 
 
 class Publisher:

@@ -47,6 +47,7 @@ from redis.exceptions import RedisError
 
 from ..core.encoding import dumps
 from ..core.events import EventType, SubscriptionType
+from ..tasks import cancelling, stop_task
 from .base import BrokerUnavailable, Deliver, PublishedEvent, PublishResult, Reset
 
 log = logging.getLogger("football_realtime.brokers.redis")
@@ -167,23 +168,6 @@ def _event(stream: SubscriptionType, payload: bytes, t_ms: float) -> PublishedEv
 
 def _s(v: Any) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
-
-
-def cancelling() -> bool:
-    """Whether the current task is being cancelled (redis-py may turn a cancellation
-    during a read into a ConnectionError; the loops must not retry then)."""
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0
-
-
-async def stop_task(task: asyncio.Task[None]) -> None:
-    """Cancel a background loop and wait for it, cancelling again if a library swallowed
-    the first cancellation."""
-    while not task.done():
-        task.cancel()
-        await asyncio.wait({task}, timeout=1.0)
-    with contextlib.suppress(asyncio.CancelledError, Exception):
-        task.result()
 
 
 class RedisBroker:
