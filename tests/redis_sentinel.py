@@ -163,6 +163,13 @@ class SentinelSet:
             os.kill(n.proc.pid, signal.SIGSTOP)
             self._stopped.append(n.proc.pid)
 
+    def cut_replicas(self) -> None:
+        """Stop the replicas and drop their links, so the master's next writes reach
+        no replica (a partition: bytes already in a stopped replica's socket buffer
+        would still arrive, a dropped link carries nothing more)."""
+        self.stop_replicas()
+        _client(self.master.port).client_kill_filter(_type="replica")
+
     def resume_replicas(self) -> None:
         while self._stopped:
             os.kill(self._stopped.pop(), signal.SIGCONT)

@@ -13,14 +13,18 @@ import time
 from typing import Any
 
 import pytest
+import redis
 
-from football_realtime.brokers import BrokerUnavailable
+from football_realtime.brokers import BrokerUnavailable, PublishedEvent
+from football_realtime.brokers.redis import RedisBroker, _keys
 from football_realtime.client import Event, RealtimeClient, RecoveryFailed
+from football_realtime.core.events import SubscriptionType
 from football_realtime.publisher import Publisher
 
 from .client_support import FAST, score
 from .cluster_support import Follower, instances
 from .redis_sentinel import SentinelSet
+from .redis_server import RedisServer
 from .support import TIMEOUT
 
 pytestmark = pytest.mark.timeout(60)
@@ -28,6 +32,7 @@ pytestmark = pytest.mark.timeout(60)
 #: Publishing must resume this soon after the master's SIGKILL (Sentinel's detection,
 #: 1 s down-after, election, promotion and the clients' reconnect included).
 RESUME_WITHIN = 10.0
+M = SubscriptionType.MATCHES
 
 
 class Collector:
@@ -161,3 +166,95 @@ async def test_min_replicas_refuses_a_publish_no_replica_acknowledges() -> None:
         assert [e["data"]["home_score"] for e in f.events] == [0, 1, 2]
         assert not f.close_codes
         await f.close()
+
+
+# A failover to a replica that lacked the newest writes, after which new publishes
+# reused the lost offsets: the stream's counter is back where the reader was, so only
+# the entry's write id (``n``) shows that offset 5 is not the event this instance
+# delivered. Done in one script, so the reader cannot resync half-way.
+_REUSE_OFFSETS = """
+local entries = redis.call('XRANGE', KEYS[2], '-', '+')
+redis.call('DEL', KEYS[2])
+for i, entry in ipairs(entries) do
+  local f = entry[2]
+  local n = f[8]
+  if i > tonumber(ARGV[1]) then n = 'another-write-' .. i end
+  redis.call('XADD', KEYS[2], entry[1], f[1], f[2], f[3], f[4], f[5], f[6], 'n', n)
+end
+return #entries
+"""
+
+
+async def test_resync_rotates_the_epoch_when_a_failover_reused_delivered_offsets() -> None:
+    with RedisServer() as srv:
+        node = RedisBroker(srv.url, history_size=100, history_ttl=60)
+        got: list[PublishedEvent] = []
+        resets: list[tuple[SubscriptionType, str | None]] = []
+        await node.start(got.append, lambda st, epoch: resets.append((st, epoch)))
+        try:
+            results = [await node.publish(score(1, home=i), M, None) for i in range(5)]
+            async with asyncio.timeout(TIMEOUT):
+                while len(got) < 5:  # noqa: ASYNC110 - filled by the reader task
+                    await asyncio.sleep(0.01)
+            meta, log_key, _ = _keys(M)
+            client = redis.Redis(host="127.0.0.1", port=srv.port)
+            assert client.eval(_REUSE_OFFSETS, 2, meta, log_key, 3) == 5
+            assert client.hget(meta, "offset") == b"5"  # the counter did not go back
+            async with asyncio.timeout(TIMEOUT):  # the next idle-second resync notices
+                while not resets:  # noqa: ASYNC110
+                    await asyncio.sleep(0.02)
+            (stream, epoch), *_ = resets
+            assert stream == M and epoch is not None and epoch != results[0].epoch
+            assert (await node.position(M))[0] == epoch
+        finally:
+            await node.stop()
+
+
+async def test_lossy_failover_with_min_replicas_0_tells_every_subscriber() -> None:
+    """MIN_REPLICAS=0: events the promoted replica never got are lost, and their
+    offsets are handed out again; the subscriber that saw them is told (a
+    ``recovered: false`` / RecoveryFailed), never left with a silent gap."""
+    with SentinelSet() as sentinels, instances(["x"], sentinels.url()) as (x,):
+        async with (
+            Publisher(sentinels.url()) as pub,
+            RealtimeClient(x.ws_url, **FAST) as client,
+        ):
+            await client.subscribe("matches", match_ids=[1])
+            got = Collector(client)
+
+            async def publish(seq: int) -> None:
+                deadline = time.monotonic() + RESUME_WITHIN + TIMEOUT
+                while True:
+                    try:
+                        await pub.publish(score(1, home=seq), idempotency_key=f"l{seq}")
+                        return
+                    except BrokerUnavailable:
+                        assert time.monotonic() < deadline
+                        await asyncio.sleep(0.05)
+
+            for seq in range(3):
+                await publish(seq)
+            await asyncio.to_thread(sentinels.cut_replicas)
+            try:
+                for seq in range(3, 6):  # acknowledged by the master alone
+                    await publish(seq)
+                await got.wait(lambda: len(got.events()) == 6)
+                old = await asyncio.to_thread(sentinels.kill_master)
+            finally:
+                await asyncio.to_thread(sentinels.resume_replicas)
+            await asyncio.to_thread(sentinels.wait_new_master, old)
+            for seq in range(6, 9):  # offsets 4..6 again, under the old epoch at first
+                await publish(seq)
+            await got.wait(lambda: bool(got.failures()))
+            await publish(9)
+            await got.wait(lambda: any(e.data.home_score == 9 for e in got.events()))
+            seen = [
+                "lost" if isinstance(it, RecoveryFailed) else it.data.home_score
+                for it in got.items
+                if isinstance(it, RecoveryFailed) or (isinstance(it, Event) and it.offset)
+            ]
+            assert seen[:6] == [0, 1, 2, 3, 4, 5]
+            assert seen[6] == "lost", seen  # told before anything of the new history
+            after = [s for s in seen[7:] if s != "lost"]
+            assert after == sorted(after) and after[-1] == 9, seen
+            await got.stop()
