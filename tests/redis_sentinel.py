@@ -117,10 +117,12 @@ class SentinelSet:
         poll(self._sentinels_ready, "sentinels seeing the master, 2 replicas, each other")
         return self
 
-    def _replicas_online(self) -> bool:
+    def _replicas_online(self, want: int | None = None) -> bool:
+        """``want`` replicas (default: all) in sync with the master."""
         info = _client(self.master.port).info("replication")
-        online = [v for k, v in info.items() if k.startswith("slave") and isinstance(v, dict)]
-        return len(online) == len(self.replicas) and all(v.get("state") == "online" for v in online)
+        links = [v for k, v in info.items() if k.startswith("slave") and isinstance(v, dict)]
+        online = [v for v in links if v.get("state") == "online"]
+        return len(online) >= (len(self.replicas) if want is None else want)
 
     def _sentinels_ready(self) -> bool:
         for p in self.sentinel_ports:
@@ -147,13 +149,20 @@ class SentinelSet:
         self.killed_at = time.monotonic()
         return port
 
+    def manual_failover(self) -> int:
+        """``SENTINEL FAILOVER``: the master stays up and is demoted to a replica; its port."""
+        port = self.master_port()
+        assert _client(self.sentinel_ports[0]).sentinel_failover(MASTER_NAME)
+        return port
+
     def wait_new_master(self, old: int, timeout: float = TIMEOUT * 4) -> int:
-        """The promoted replica's port, once a majority of sentinels name it and it has
-        its remaining replicas in sync."""
+        """The promoted replica's port, once a majority of sentinels name it and one
+        replica is in sync with it (a demoted live master joins later: Sentinel converts
+        it on its next INFO, up to 10 s)."""
         port: int = poll(lambda: (p := self.master_port()) != old and p, "failover", timeout)
         self.master = self.node(port)
         self.replicas = [n for n in self.nodes if n.port != port and n.proc is not None]
-        poll(self._replicas_online, "replicas of the new master in sync", timeout)
+        poll(lambda: self._replicas_online(1), "a replica of the new master in sync", timeout)
         return port
 
     def stop_replicas(self) -> None:

@@ -168,6 +168,46 @@ async def test_min_replicas_refuses_a_publish_no_replica_acknowledges() -> None:
         await f.close()
 
 
+async def test_manual_failover_demoting_a_live_master_is_followed() -> None:
+    """``SENTINEL FAILOVER``: the old master stays up as a replica (it still answers
+    reads); publishing and delivery move to the new master, nothing lost or reset."""
+    with SentinelSet() as sentinels:
+        node = RedisBroker(sentinels.url(), history_size=100, history_ttl=60, min_replicas=1)
+        got: list[PublishedEvent] = []
+        resets: list[SubscriptionType] = []
+        await node.start(got.append, lambda st, epoch: resets.append(st))
+        try:
+
+            async def publish(seq: int) -> int:
+                async with asyncio.timeout(RESUME_WITHIN):
+                    while True:
+                        try:
+                            res = await node.publish(score(1, home=seq), M, f"m{seq}")
+                            return res.offset
+                        except BrokerUnavailable:
+                            await asyncio.sleep(0.05)
+
+            offsets = [await publish(seq) for seq in range(3)]
+            old = await asyncio.to_thread(sentinels.manual_failover)
+            new = await asyncio.to_thread(sentinels.wait_new_master, old)
+            assert new != old
+            offsets += [await publish(seq) for seq in range(3, 6)]
+            assert offsets == [1, 2, 3, 4, 5, 6]
+            async with asyncio.timeout(TIMEOUT * 2):
+                while len(got) < 6:  # noqa: ASYNC110 - filled by the reader task
+                    await asyncio.sleep(0.02)
+            assert [e.offset for e in got] == [1, 2, 3, 4, 5, 6]
+            assert [e.data["home_score"] for e in got] == list(range(6))
+            assert resets == []
+            # The reader left the demoted master: a publish now arrives promptly.
+            await publish(6)
+            async with asyncio.timeout(TIMEOUT):
+                while len(got) < 7:  # noqa: ASYNC110
+                    await asyncio.sleep(0.02)
+        finally:
+            await node.stop()
+
+
 # A failover to a replica that lacked the newest writes, after which new publishes
 # reused the lost offsets: the stream's counter is back where the reader was, so only
 # the entry's write id (``n``) shows that offset 5 is not the event this instance

@@ -59,8 +59,9 @@ from typing import Any, TypeVar
 import orjson
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
 
 from ..core.encoding import dumps
@@ -89,6 +90,9 @@ BACKOFF_MAX = 2.0
 #: waits for the replicas' acknowledgement (``WAIT``), in milliseconds. Below
 #: COMMAND_TIMEOUT; a healthy replica on a LAN acknowledges within a millisecond or two.
 WAIT_TIMEOUT_MS = 1000
+#: Sentinel: how often the reader and publishers ask the sentinels whether the master
+#: moved (a demoted master stays reachable until Sentinel reconfigures it).
+MASTER_CHECK_INTERVAL = 1.0
 #: history() waits at most this long for this instance's reader to reach a client's
 #: offset (the client came from an instance that was a few milliseconds ahead).
 CATCH_UP_TIMEOUT = 2.0
@@ -284,6 +288,9 @@ class RedisBroker:
         self._resync = asyncio.Event()
         self._progress = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
+        self._checks: set[asyncio.Task[bool]] = set()
+        self._master_checked = 0.0
+        self._reader_checked = 0.0
         self._ready: asyncio.Future[None] | None = None
         self.resets = 0
         self.outages = 0
@@ -309,6 +316,9 @@ class RedisBroker:
         task, self._task = self._task, None
         if task is not None:
             await stop_task(task)
+        for check in list(self._checks):
+            check.cancel()
+        await asyncio.gather(*self._checks, return_exceptions=True)
         self._live = False
         self._deliver = None
         await self.redis.aclose()
@@ -350,10 +360,17 @@ class RedisBroker:
             field,
             max(SNAPSHOT_TTL, self.history_ttl_ms // 1000),
         ]
-        if self.min_replicas:
-            res = await self._publish_replicated(keys, args)
-        else:
-            res = await self._call(self._publish(keys=keys, args=args))
+        if self._sentinel is not None:
+            self._check_master_soon()
+        try:
+            if self.min_replicas:
+                res = await self._publish_replicated(keys, args)
+            else:
+                res = await self._call(self._publish(keys=keys, args=args))
+        except BrokerUnavailable:
+            if self._sentinel is not None:
+                await self._follow_master(self.redis)  # the next retry goes to the new one
+            raise
         offset, epoch, dup = int(res[0]), _s(res[1]), bool(int(res[2]))
         if self._live and epoch != self._epoch.get(stream):
             self._resync.set()  # our reader has not noticed the new epoch yet
@@ -384,6 +401,36 @@ class RedisBroker:
             return res
         raise BrokerUnavailable("redis: the publish script could not be loaded")
 
+    def _check_master_soon(self) -> None:
+        """Sentinel: at most once per MASTER_CHECK_INTERVAL, in the background, ask the
+        sentinels whether the master moved (publishes never wait for it)."""
+        now = asyncio.get_running_loop().time()
+        if now - self._master_checked < MASTER_CHECK_INTERVAL or self._stopping:
+            return
+        self._master_checked = now
+        check = asyncio.create_task(self._follow_master(self.redis), name="redis-master-check")
+        self._checks.add(check)
+        check.add_done_callback(self._checks.discard)
+
+    async def _follow_master(self, client: Redis) -> bool:
+        """Sentinel: True when the sentinels now name another master than the one
+        ``client``'s connections go to; its idle connections are then dropped and its
+        busy ones reconnect when released, so the next commands go to the new master."""
+        pool = client.connection_pool
+        if not isinstance(pool, SentinelConnectionPool):
+            return False
+        before = pool.master_address
+        try:
+            # Drops the pool's idle connections when the master moved.
+            after = await pool.get_master_address()  # type: ignore[no-untyped-call]
+            if before is None or after == before:
+                return False
+            await pool.update_active_connections_for_reconnect()  # type: ignore[no-untyped-call]
+        except (RedisError, OSError):
+            return False
+        log.warning("redis master moved from %s to %s", before, after)
+        return True
+
     async def _call(self, aw: Awaitable[_T]) -> _T:
         try:
             return await aw
@@ -397,7 +444,7 @@ class RedisBroker:
         a few milliseconds behind: :meth:`history` waits for it)."""
         meta, log_key, snap = _keys(stream)
         res = await self._call(
-            self._ensure(keys=[meta, log_key, snap], args=[secrets.token_hex(6), "", 0])
+            self._ensure(keys=[meta, log_key, snap], args=[secrets.token_hex(6), "", 0, ""])
         )
         epoch = _s(res[0])
         if self._live and self._epoch.get(stream) != epoch:
@@ -512,6 +559,12 @@ class RedisBroker:
         need_sync = True
         while not self._stopping:
             try:
+                if self._sentinel is not None and self._reader_redis is not None:
+                    now = asyncio.get_running_loop().time()
+                    if now - self._reader_checked >= MASTER_CHECK_INTERVAL:
+                        self._reader_checked = now
+                        if await self._follow_master(self._reader_redis):
+                            need_sync = True
                 if need_sync or self._resync.is_set():
                     self._resync.clear()
                     await self._sync()
@@ -640,6 +693,9 @@ class RedisBroker:
                 _, acked = await pipe.execute()
             if int(acked) >= self.min_replicas:
                 return
+            if await self._follow_master(self._reader_redis):
+                # A demoted master keeps no replicas: reconnect, resync, re-read.
+                raise RedisConnectionError("the redis master moved")
             if not warned:
                 warned = True
                 log.warning(
