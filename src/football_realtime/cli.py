@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -77,18 +78,23 @@ def write_schema(out: str | None) -> int:
 
 
 def redact_url(value: str) -> str:
-    """``redis://user:secret@host`` -> ``redis://user:***@host``."""
+    """``redis://user:secret@host`` -> ``redis://user:***@host``; also a Sentinel URL's
+    several hosts and its ``sentinel_password`` query parameter."""
     try:
         parts = urlsplit(value)
     except ValueError:
         return value
-    if parts.password is None:
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    netloc = parts.netloc
+    if at and ":" in userinfo:
+        netloc = f"{userinfo.partition(':')[0]}:***@{hosts}"
+    query = _SENTINEL_PASSWORD.sub(r"\1***", parts.query)
+    if netloc == parts.netloc and query == parts.query:
         return value
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host += f":{parts.port}"
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+_SENTINEL_PASSWORD = re.compile(r"((?:^|&)sentinel_password=)[^&]*")
 
 
 def _display(spec: SettingSpec, value: Any) -> Any:

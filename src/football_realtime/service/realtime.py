@@ -59,7 +59,12 @@ class RealtimeService:
         self.broker: Broker = (
             broker
             if broker is not None
-            else create_broker(s.broker_url, history_size=s.history_size, history_ttl=s.history_ttl)
+            else create_broker(
+                s.broker_url,
+                history_size=s.history_size,
+                history_ttl=s.history_ttl,
+                min_replicas=s.redis_min_replicas,
+            )
         )
         policy = TierPolicy.from_config(s.tiers, s.default_tier)
         connections: dict[str, Connection] = {}
