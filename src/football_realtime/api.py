@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from . import __version__
 from .auth import AuthError
 from .brokers.base import BrokerUnavailable
+from .core.errors import LocalError
 from .core.events import EventType, EventValidationError
 from .logs import current_correlation_id
 
@@ -123,7 +124,7 @@ class BodySizeLimit:
         await response(scope, receive, send)
 
 
-class _TooLarge(Exception):
+class _TooLarge(LocalError):
     pass
 
 

@@ -31,6 +31,7 @@ from .connection import Connection, Encoded
 from .core import protocol as proto
 from .core.close_codes import CloseCode
 from .core.encoding import server_message
+from .core.errors import LocalError
 from .core.events import EventType, SubscriptionType
 from .core.limits import TokenBucket
 from .core.permissions import Forbidden, Tier, TierPolicy
@@ -49,7 +50,7 @@ log = logging.getLogger("football_realtime.security")
 _EXPIRY_TICK = 0.05
 
 
-class Refused(Exception):
+class Refused(LocalError):
     """A connection may not open (or go on): close it with ``code`` after an ``error``."""
 
     def __init__(self, code: CloseCode, reason: str, error_code: str) -> None:

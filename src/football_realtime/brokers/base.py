@@ -19,10 +19,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from ..core.errors import RemoteError
 from ..core.events import EventType, SubscriptionType
 
 
-class BrokerUnavailable(RuntimeError):
+class BrokerUnavailable(RemoteError, RuntimeError):
     """The broker cannot accept or deliver events right now (e.g. Redis is down)."""
 
 

@@ -15,6 +15,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
+from .errors import LocalError
+
 
 class EventType(StrEnum):
     CONNECTION_STATUS = "connection_status"
@@ -339,7 +341,7 @@ class RealtimeEvent(BaseModel):
         return self.model_dump(mode="json", exclude_none=True)
 
 
-class EventValidationError(ValueError):
+class EventValidationError(LocalError, ValueError):
     """A published event was refused; ``errors`` name each field at fault."""
 
     def __init__(self, message: str, errors: list[dict[str, Any]]) -> None:

@@ -16,6 +16,7 @@ import orjson
 from pydantic import ValidationError
 
 from .encoding import server_message
+from .errors import LocalError
 from .events import SubscriptionType
 from .subscriptions import SubscriptionFilter
 
@@ -58,7 +59,7 @@ _MAX_ID_LEN = 128
 MAX_TOKEN_LEN: Final = 8192
 
 
-class ProtocolError(Exception):
+class ProtocolError(LocalError):
     """The peer's fault: answer with an ``error`` reply and keep the connection."""
 
     def __init__(
