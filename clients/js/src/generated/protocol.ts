@@ -126,7 +126,7 @@ export interface AnalyticsUpdatedEvent {
 }
 export interface AuthAck {
   /**
-   * Echoed in the reply; a string (<= 128 chars) or an integer (|n| <= 2^53).
+   * Echoed in the reply; a string (<= 128 chars) or an integer (|n| <= 2^53, written without a fraction).
    */
   id: number | string | null;
   result: AuthResult;
@@ -173,18 +173,20 @@ export interface AuthData {
 export interface AuthMessage {
   data: AuthData;
   /**
-   * Echoed in the reply; a string (<= 128 chars) or an integer (|n| <= 2^53).
+   * Echoed in the reply; a string (<= 128 chars) or an integer (|n| <= 2^53, written without a fraction).
    */
   id?: number | string | null;
   type: 'auth';
+  [k: string]: unknown | undefined;
 }
 export interface SubscribeMessage {
   data: SubscribeData;
   /**
-   * Echoed in the reply; a string (<= 128 chars) or an integer (|n| <= 2^53).
+   * Echoed in the reply; a string (<= 128 chars) or an integer (|n| <= 2^53, written without a fraction).
    */
   id?: number | string | null;
   type: 'subscribe';
+  [k: string]: unknown | undefined;
 }
 /**
  * ``subscription_type`` is required unless ``filters.event_types`` is given.
@@ -216,10 +218,11 @@ export interface StreamPosition {
 export interface UnsubscribeMessage {
   data: UnsubscribeData;
   /**
-   * Echoed in the reply; a string (<= 128 chars) or an integer (|n| <= 2^53).
+   * Echoed in the reply; a string (<= 128 chars) or an integer (|n| <= 2^53, written without a fraction).
    */
   id?: number | string | null;
   type: 'unsubscribe';
+  [k: string]: unknown | undefined;
 }
 /**
  * Give ``subscription_id``, or ``subscription_type`` to drop every subscription of it.
@@ -231,10 +234,11 @@ export interface UnsubscribeData {
 export interface HeartbeatMessage {
   data?: NoData | null;
   /**
-   * Echoed in the reply; a string (<= 128 chars) or an integer (|n| <= 2^53).
+   * Echoed in the reply; a string (<= 128 chars) or an integer (|n| <= 2^53, written without a fraction).
    */
   id?: number | string | null;
   type: 'heartbeat';
+  [k: string]: unknown | undefined;
 }
 /**
  * No fields; anything given is ignored.
@@ -245,29 +249,35 @@ export interface NoData {
 export interface GetStatsMessage {
   data?: NoData | null;
   /**
-   * Echoed in the reply; a string (<= 128 chars) or an integer (|n| <= 2^53).
+   * Echoed in the reply; a string (<= 128 chars) or an integer (|n| <= 2^53, written without a fraction).
    */
   id?: number | string | null;
   type: 'get_stats';
+  [k: string]: unknown | undefined;
 }
 export interface JoinMessage {
   data: RoomData;
   /**
-   * Echoed in the reply; a string (<= 128 chars) or an integer (|n| <= 2^53).
+   * Echoed in the reply; a string (<= 128 chars) or an integer (|n| <= 2^53, written without a fraction).
    */
   id?: number | string | null;
   type: 'join';
+  [k: string]: unknown | undefined;
 }
 export interface RoomData {
+  /**
+   * 1-128 letters, digits and _ . : -
+   */
   room: string;
 }
 export interface LeaveMessage {
   data: RoomData;
   /**
-   * Echoed in the reply; a string (<= 128 chars) or an integer (|n| <= 2^53).
+   * Echoed in the reply; a string (<= 128 chars) or an integer (|n| <= 2^53, written without a fraction).
    */
   id?: number | string | null;
   type: 'leave';
+  [k: string]: unknown | undefined;
 }
 /**
  * Server-side connection state; ``connected`` carries the connection's details.
@@ -326,7 +336,7 @@ export interface DataRefreshEvent {
 export interface ErrorReply {
   code: ErrorCode;
   /**
-   * Echoed in the reply; a string (<= 128 chars) or an integer (|n| <= 2^53).
+   * Echoed in the reply; a string (<= 128 chars) or an integer (|n| <= 2^53, written without a fraction).
    */
   id: number | string | null;
   message: string;
@@ -539,7 +549,7 @@ export interface UserSubscriptionChanged {
 }
 export interface GetStatsAck {
   /**
-   * Echoed in the reply; a string (<= 128 chars) or an integer (|n| <= 2^53).
+   * Echoed in the reply; a string (<= 128 chars) or an integer (|n| <= 2^53, written without a fraction).
    */
   id: number | string | null;
   result: GetStatsResult;
@@ -557,7 +567,7 @@ export interface GetStatsResult {
 }
 export interface HeartbeatAck {
   /**
-   * Echoed in the reply; a string (<= 128 chars) or an integer (|n| <= 2^53).
+   * Echoed in the reply; a string (<= 128 chars) or an integer (|n| <= 2^53, written without a fraction).
    */
   id: number | string | null;
   result: HeartbeatResult;
@@ -573,7 +583,7 @@ export interface HeartbeatResult {
 }
 export interface JoinAck {
   /**
-   * Echoed in the reply; a string (<= 128 chars) or an integer (|n| <= 2^53).
+   * Echoed in the reply; a string (<= 128 chars) or an integer (|n| <= 2^53, written without a fraction).
    */
   id: number | string | null;
   result: RoomResult;
@@ -587,7 +597,7 @@ export interface RoomResult {
 }
 export interface LeaveAck {
   /**
-   * Echoed in the reply; a string (<= 128 chars) or an integer (|n| <= 2^53).
+   * Echoed in the reply; a string (<= 128 chars) or an integer (|n| <= 2^53, written without a fraction).
    */
   id: number | string | null;
   result: RoomResult;
@@ -648,7 +658,7 @@ export interface MatchStatusChangedEvent {
 }
 export interface SubscribeAck {
   /**
-   * Echoed in the reply; a string (<= 128 chars) or an integer (|n| <= 2^53).
+   * Echoed in the reply; a string (<= 128 chars) or an integer (|n| <= 2^53, written without a fraction).
    */
   id: number | string | null;
   result: SubscribeResult;
@@ -678,7 +688,7 @@ export interface SubscribeResult {
 }
 export interface UnsubscribeAck {
   /**
-   * Echoed in the reply; a string (<= 128 chars) or an integer (|n| <= 2^53).
+   * Echoed in the reply; a string (<= 128 chars) or an integer (|n| <= 2^53, written without a fraction).
    */
   id: number | string | null;
   result: UnsubscribeResult;
