@@ -44,8 +44,8 @@ from typing import Annotated, Any, ClassVar, Final, TypeGuard
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .events import SubscriptionType
-from .subscriptions import SubscriptionFilter
+from .events import STREAM_EVENT_TYPES, SubscriptionType
+from .subscriptions import SubscriptionFilter, effective_event_types
 
 # -- rules -----------------------------------------------------------------------
 
@@ -116,8 +116,10 @@ class AnyOf:
 
         def present(path: tuple[str, ...]) -> dict[str, Any]:
             inner: dict[str, Any] = {"not": {"type": "null"}}
-            for name in reversed(path):
+            for depth, name in enumerate(reversed(path)):
                 inner = {"required": [name], "properties": {name: inner}}
+                if depth < len(path) - 1:
+                    inner["type"] = "object"  # ``properties`` alone would let null through
             return inner
 
         out: dict[str, Any] = present(self.paths[-1])
@@ -137,6 +139,41 @@ class AnyOf:
         return False
 
 
+@dataclass(frozen=True, slots=True)
+class WithinStream:
+    """Given both, ``subscription_type`` and ``filters.event_types`` agree: every event
+    type listed belongs to that stream (``core.events.STREAM_EVENT_TYPES``)."""
+
+    def json_schema(self) -> dict[str, Any]:
+        return {
+            "allOf": [
+                {
+                    "if": {
+                        "required": ["subscription_type"],
+                        "properties": {"subscription_type": {"const": st.value}},
+                    },
+                    "then": {
+                        "properties": {
+                            "filters": {
+                                "properties": {
+                                    "event_types": {"items": {"enum": [et.value for et in ets]}}
+                                }
+                            }
+                        }
+                    },
+                }
+                for st, ets in STREAM_EVENT_TYPES.items()
+            ]
+        }
+
+    def check(self, subscription_type: SubscriptionType | None, flt: SubscriptionFilter) -> bool:
+        try:
+            effective_event_types(subscription_type, flt)
+        except ValueError:
+            return False
+        return True
+
+
 # -- the constraints -------------------------------------------------------------
 
 MESSAGE_ID_TEXT: Final = Text(max_length=128)
@@ -153,6 +190,9 @@ EPOCH: Final = Text(max_length=64)
 OFFSET: Final = Integer(ge=0, le=2**63 - 1)
 #: ``subscribe``: a stream, or an explicit list of event types, or both.
 SUBSCRIBE_NEEDS: Final = AnyOf((("subscription_type",), ("filters", "event_types")))
+#: ``subscribe``: the event types listed belong to the stream named. The parser leaves
+#: this to the hub, which answers ``invalid_filter`` (``core.subscriptions.effective_event_types``).
+SUBSCRIBE_WITHIN_STREAM: Final = WithinStream()
 #: ``unsubscribe``: by id, or every subscription of a type.
 UNSUBSCRIBE_NEEDS: Final = AnyOf((("subscription_id",), ("subscription_type",)))
 
@@ -183,7 +223,13 @@ class StreamPosition:
 class SubscribeData(BaseModel):
     """``subscription_type`` is required unless ``filters.event_types`` is given."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra=SUBSCRIBE_NEEDS.json_schema())
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            **SUBSCRIBE_NEEDS.json_schema(),
+            **SUBSCRIBE_WITHIN_STREAM.json_schema(),
+        },
+    )
     subscription_type: SubscriptionType | None = None
     filters: SubscriptionFilter | None = None
     since: (
@@ -270,6 +316,7 @@ __all__ = [
     "OFFSET",
     "ROOM",
     "SUBSCRIBE_NEEDS",
+    "SUBSCRIBE_WITHIN_STREAM",
     "SUBSCRIPTION_ID",
     "TOKEN",
     "UNSUBSCRIBE_NEEDS",
@@ -284,4 +331,5 @@ __all__ = [
     "SubscribeData",
     "Text",
     "UnsubscribeData",
+    "WithinStream",
 ]

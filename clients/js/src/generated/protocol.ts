@@ -27,6 +27,10 @@ export type ClientMessage =
   | GetStatsMessage
   | JoinMessage
   | LeaveMessage;
+/**
+ * ``subscription_type`` is required unless ``filters.event_types`` is given.
+ */
+export type SubscribeData = SubscribeData1;
 export type ClientMessageType =
   'auth' | 'subscribe' | 'unsubscribe' | 'heartbeat' | 'get_stats' | 'join' | 'leave';
 /**
@@ -188,10 +192,7 @@ export interface SubscribeMessage {
   type: 'subscribe';
   [k: string]: unknown | undefined;
 }
-/**
- * ``subscription_type`` is required unless ``filters.event_types`` is given.
- */
-export interface SubscribeData {
+export interface SubscribeData1 {
   filters?: SubscriptionFilter | null;
   since?: {
     [k: string]: StreamPosition | undefined;
