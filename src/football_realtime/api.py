@@ -141,6 +141,9 @@ class BroadcastRequest(BaseModel):
         cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
     ) -> JsonSchemaValue:
         schema = handler(_BROADCAST_SCHEMA.core_schema)
+        extra = cls.model_config.get("json_schema_extra")
+        if isinstance(extra, dict):
+            schema.update(extra)  # the example
         schema["description"] = (
             "An event to publish, or to send to one target. One variant per publishable "
             "event type; `data` is that type's payload (unknown payload fields are kept)."
