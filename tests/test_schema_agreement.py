@@ -43,7 +43,7 @@ from football_realtime.schema import build_schema
 
 def reachable(defs: dict[str, Any], root: str) -> dict[str, Any]:
     """The ``$defs`` entries ``root`` refers to, directly or not (a smaller schema for
-    hypothesis-jsonschema to canonicalise)."""
+    the generator to canonicalise)."""
     out: dict[str, Any] = {}
     todo = [root]
     while todo:

@@ -14,12 +14,15 @@ itself two ways.
   precise error codes and messages, while taking every bound, pattern and field list
   from here.
 
-Cross-field rules are rules too: :class:`AnyOf` (``subscribe`` needs
+Cross-field rules are rules too. :class:`AnyOf` (``subscribe`` needs
 ``subscription_type`` unless ``filters.event_types`` is given; ``unsubscribe`` needs one
-of its two fields) renders a JSON Schema ``anyOf`` for the model and a check for the
-parser. :data:`CLIENT_MESSAGES` lists the message types with their ``data`` model; the
-parser takes its type list and each type's allowed ``data`` fields from it. Subscription
-filters are the one pydantic model the parser runs (``core/subscriptions.py``), for both.
+of its two fields) renders an ``if``/``then`` for the model's schema and a check for the
+parser. :class:`WithinStream` (the event types listed belong to the stream named) renders
+an ``allOf`` of ``if``/``then``; its check is ``effective_event_types``, which the hub
+runs (the answer is ``invalid_filter`` either way). :data:`CLIENT_MESSAGE_DEFS` lists the
+message types with their ``data`` model; the parser takes its type list and each type's
+allowed ``data`` fields from it. Subscription filters are the one pydantic model the
+parser runs itself (``core/subscriptions.py``): one model, for schema and check alike.
 
 The envelope is open and ``data`` is closed: unknown top-level fields are ignored (later
 versions may add envelope fields), unknown fields inside ``data`` (and inside a ``since``
@@ -31,8 +34,8 @@ match id or offset must be written as a JSON integer). The schema cannot say so;
 descriptions and docs/protocol.md do.
 
 ``tests/test_schema_agreement.py`` checks the two renderings against each other with
-hypothesis-jsonschema: every message generated from the schema is accepted by the
-parser, and near misses are refused by both.
+property-based generation: every message generated from the schema is accepted by the
+parser, and schema and parser give the same verdict on near misses.
 """
 
 from __future__ import annotations
