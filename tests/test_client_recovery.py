@@ -164,3 +164,17 @@ def test_every_missed_event_once_in_order(scenario: tuple[int, list[int], list[i
     nxt = (expected[-1] if expected else k) + 1
     assert t.accept("matches", nxt)
     assert all(not t.accept("matches", o) for o in expected)
+
+
+def test_one_stream_position_class() -> None:
+    """The parser's ``since``, the schema and the client's recovery point share one class."""
+    from football_realtime import schema
+    from football_realtime.client import recovery
+    from football_realtime.core import messages, protocol
+
+    assert recovery.StreamPosition is protocol.StreamPosition is messages.StreamPosition
+    assert schema.StreamPosition is messages.StreamPosition
+    t = StreamTracker()
+    assert t.accept("odds", 5) and t.get("odds") is None and t.seen("odds") == 5
+    t.on_ack(ack("e1", 3, "odds"))
+    assert t.get("odds") == messages.StreamPosition("e1", 5)

@@ -117,6 +117,21 @@ def test_subscribe_seed_message() -> None:
         ('{"type":"unsubscribe","data":{"subscription_id":5}}', "invalid_message"),
         ('{"type":"join","data":{"room":"a b"}}', "invalid_message"),
         ('{"type":"join","data":{}}', "invalid_message"),
+        # A final newline once slipped through the room pattern's `$` (fuzzer finding).
+        ('{"type":"join","id":1,"data":{"room":"match:1\\n"}}', "invalid_message"),
+        ('{"type":"leave","id":1,"data":{"room":"match:1\\n"}}', "invalid_message"),
+        ('{"type":"join","data":{"room":"' + "r" * 129 + '"}}', "invalid_message"),
+        ('{"type":"heartbeat","id":9007199254740993}', "invalid_message"),
+        ('{"type":"heartbeat","id":1.0}', "invalid_message"),
+        (
+            '{"type":"subscribe","data":{"subscription_type":"odds",'
+            '"since":{"odds":{"epoch":"e","offset":1,"extra":1}}}}',
+            "invalid_since",
+        ),
+        (
+            '{"type":"unsubscribe","data":{"subscription_id":null,"subscription_type":null}}',
+            "invalid_message",
+        ),
     ],
 )
 def test_bad_messages_get_specific_codes(text: str, code: str) -> None:
@@ -124,6 +139,25 @@ def test_bad_messages_get_specific_codes(text: str, code: str) -> None:
     assert err.code == code, err.message
     assert err.code in proto.ERROR_CODES
     assert err.message
+
+
+def test_room_names_are_matched_whole() -> None:
+    """The room must match in full: nothing after it, not even the final newline that
+    Python's ``$`` lets through."""
+    for room in ("match:1\n", "\nmatch:1", "match:1\r", "match:1\n\n"):
+        for t in ("join", "leave"):
+            err = parse_error(orjson.dumps({"type": t, "id": 1, "data": {"room": room}}).decode())
+            assert (err.code, err.msg_id, err.msg_type) == ("invalid_message", 1, t)
+            assert "data.room must be 1-128 characters" in err.message
+    ok = proto.parse_client_message('{"type":"join","id":1,"data":{"room":"match:1"}}')
+    assert isinstance(ok, proto.Join) and ok.room == "match:1"
+    assert proto.parse_client_message('{"type":"leave","data":{"room":"' + "r" * 128 + '"}}')
+
+
+def test_unknown_top_level_fields_are_ignored() -> None:
+    """The envelope is open (docs/protocol.md); unknown fields inside ``data`` are not."""
+    msg = proto.parse_client_message('{"type":"heartbeat","id":3,"v":2,"trace":{"a":1}}')
+    assert isinstance(msg, proto.Heartbeat) and msg.id == 3
 
 
 def test_error_names_the_field_and_echoes_id() -> None:

@@ -22,13 +22,14 @@ from jwt.algorithms import get_default_algorithms
 
 from .config import Settings
 from .core.close_codes import CloseCode
+from .core.errors import LocalError
 
 _HMAC = ("HS256", "HS384", "HS512")
 _MAX_TOKEN_LEN = 8192
 _NO_ROLES: frozenset[str] = frozenset()
 
 
-class AuthError(Exception):
+class AuthError(LocalError):
     """The token is refused. ``reason`` is safe to show to the client and to log."""
 
     def __init__(self, reason: str, close_code: CloseCode = CloseCode.UNAUTHORIZED) -> None:

@@ -7,7 +7,8 @@
   and one envelope per event type (``PredictionCreatedEvent``...), with
   ``EventPayloadMap`` mapping each event type to its payload;
 * the client messages (``SubscribeMessage``... united in ``ClientMessage``), one entry
-  per type in :data:`CLIENT_MESSAGES`;
+  per type in :data:`CLIENT_MESSAGES`, built from ``core/messages.py``: the definitions
+  the server's parser checks against too (one source for every constraint);
 * the server replies (``MessageAckEvent`` whose ``data`` is one of the per-type acks,
   ``ErrorReplyEvent`` with the ``ErrorCode`` enum), all united in ``ServerMessage``;
 * ``CloseCode``; the close-code table itself, with the ranges in which a client
@@ -37,75 +38,17 @@ from .core.events import (
     RealtimeEvent,
     SubscriptionType,
 )
+from .core.messages import CLIENT_MESSAGE_DEFS, MessageId, StreamPosition
 from .core.protocol import ERROR_CODES
-from .core.subscriptions import SubscriptionFilter
 
 SCHEMA_ID: Final = "urn:football-realtime:protocol"
 
 #: ``Literal`` with values known only at run time (one model per message or event type).
 _Literal: Any = Literal
 
-MessageId = Annotated[
-    int | Annotated[str, Field(max_length=128)] | None,
-    Field(description="Echoed in the reply; a string (<= 128 chars) or an integer (|n| <= 2^53)."),
-]
 Timestamp = Annotated[str, Field(description="ISO-8601 date-time with a time zone.")]
 #: Derived from ``core.protocol.ERROR_CODES`` so the schema lists exactly what the server sends.
 ErrorCode: Any = StrEnum("ErrorCode", {code: code for code in ERROR_CODES})  # type: ignore[misc]
-
-
-# -- client messages -------------------------------------------------------------
-
-
-class StreamPosition(BaseModel):
-    """A position in one stream: the ``offset`` of the last event seen in ``epoch``."""
-
-    model_config = ConfigDict(extra="forbid")
-    epoch: Annotated[str, Field(max_length=64)]
-    offset: Annotated[int, Field(ge=0, lt=2**63)]
-
-
-class SubscribeData(BaseModel):
-    """``subscription_type`` is required unless ``filters.event_types`` is given."""
-
-    model_config = ConfigDict(extra="forbid")
-    subscription_type: SubscriptionType | None = None
-    filters: SubscriptionFilter | None = None
-    since: (
-        Annotated[
-            dict[SubscriptionType, StreamPosition],
-            Field(
-                min_length=1,
-                description="Recover what was missed: the last position seen per stream.",
-            ),
-        ]
-        | None
-    ) = None
-    snapshot: bool = False
-
-
-class UnsubscribeData(BaseModel):
-    """Give ``subscription_id``, or ``subscription_type`` to drop every subscription of it."""
-
-    model_config = ConfigDict(extra="forbid")
-    subscription_id: Annotated[str, Field(max_length=128)] | None = None
-    subscription_type: SubscriptionType | None = None
-
-
-class RoomData(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    room: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:\-]{1,128}$")]
-
-
-class AuthData(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    token: Annotated[str, Field(min_length=1, description="A JWT (see docs/security.md).")]
-
-
-class NoData(BaseModel):
-    """No fields; anything given is ignored."""
-
-    model_config = ConfigDict(extra="allow")
 
 
 # -- replies ---------------------------------------------------------------------
@@ -176,16 +119,22 @@ class MessageSpec:
     result: type[BaseModel]
 
 
-#: Every client message type. Adding one to the protocol is one entry here (a test
-#: checks this table against ``core.protocol.MESSAGE_TYPES``).
+#: The ack result of each client message type.
+_RESULTS: Final[dict[str, type[BaseModel]]] = {
+    "auth": AuthResult,
+    "subscribe": SubscribeResult,
+    "unsubscribe": UnsubscribeResult,
+    "heartbeat": HeartbeatResult,
+    "get_stats": GetStatsResult,
+    "join": RoomResult,
+    "leave": RoomResult,
+}
+
+#: Every client message type: its definition (``core.messages.CLIENT_MESSAGE_DEFS``,
+#: which the parser uses too) with its ack result.
 CLIENT_MESSAGES: Final[dict[str, MessageSpec]] = {
-    "auth": MessageSpec(AuthData, True, AuthResult),
-    "subscribe": MessageSpec(SubscribeData, True, SubscribeResult),
-    "unsubscribe": MessageSpec(UnsubscribeData, True, UnsubscribeResult),
-    "heartbeat": MessageSpec(NoData, False, HeartbeatResult),
-    "get_stats": MessageSpec(NoData, False, GetStatsResult),
-    "join": MessageSpec(RoomData, True, RoomResult),
-    "leave": MessageSpec(RoomData, True, RoomResult),
+    name: MessageSpec(d.data, d.data_required, _RESULTS[name])
+    for name, d in CLIENT_MESSAGE_DEFS.items()
 }
 
 
@@ -227,9 +176,10 @@ def _client_message_models() -> list[type[BaseModel]]:
     for name, spec in CLIENT_MESSAGES.items():
         data: Any = (spec.data, ...) if spec.data_required else (spec.data | None, None)
         models.append(
+            # The envelope is open: the server ignores unknown top-level fields.
             create_model(
                 f"{_camel(name)}Message",
-                __config__=ConfigDict(extra="forbid"),
+                __config__=ConfigDict(extra="allow"),
                 __module__=__name__,
                 type=(_Literal[name], ...),
                 id=(MessageId, None),
@@ -343,7 +293,6 @@ def build_schema() -> dict[str, Any]:
         *events,
         _union("ServerMessage", [*events, ack_event, error_event], "event_type"),
         _union("ClientMessage", client_messages, "type"),
-        StreamPosition,
     ]
     _, top = models_json_schema([(m, "validation") for m in models], ref_template="#/$defs/{model}")
     defs: dict[str, Any] = dict(top["$defs"])

@@ -19,13 +19,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from ..core.errors import RemoteError
 from ..core.events import EventType, SubscriptionType
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
 
-class BrokerUnavailable(RuntimeError):
+class BrokerUnavailable(RemoteError, RuntimeError):
     """The broker cannot accept or deliver events right now (e.g. Redis is down)."""
 
 

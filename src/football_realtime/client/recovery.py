@@ -21,25 +21,11 @@ and released in stream order, each once, when every reply is in.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from ..core.messages import StreamPosition
+
 T = TypeVar("T")
-
-
-@dataclass(slots=True)
-class StreamPosition:
-    """What the client knows about one stream.
-
-    ``offset`` is the recovery point sent as ``since`` (the newest offset known to be
-    accounted for: from acks and from delivered events); ``seen`` is the newest
-    offset handed to the application in this epoch (None: none yet), below or at
-    which an event is a duplicate.
-    """
-
-    epoch: str | None
-    offset: int
-    seen: int | None = None
 
 
 def positions(streams: Mapping[str, Any]) -> dict[str, tuple[str, int]]:
@@ -55,24 +41,34 @@ def positions(streams: Mapping[str, Any]) -> dict[str, tuple[str, int]]:
 
 
 class StreamTracker:
-    """Per-stream epoch and offsets for one client, across its connections."""
+    """Per-stream epoch and offsets for one client, across its connections.
+
+    Per stream: the recovery point sent as ``since`` (a :class:`StreamPosition`, the
+    newest offset known to be accounted for: from acks and from delivered events), and
+    ``seen``, the newest offset handed to the application in this epoch, at or below
+    which an event is a duplicate. An event that arrives before its subscription's ack
+    has no epoch yet: its offset waits in ``_early`` until the ack names the epoch.
+    """
 
     def __init__(self) -> None:
         self._streams: dict[str, StreamPosition] = {}
+        self._early: dict[str, int] = {}
+        self._seen: dict[str, int] = {}
 
     def __contains__(self, stream: object) -> bool:
-        return stream in self._streams
+        return stream in self._streams or stream in self._early
 
     def get(self, stream: str) -> StreamPosition | None:
+        """The recovery point of ``stream`` once its epoch is known."""
         return self._streams.get(stream)
+
+    def seen(self, stream: str) -> int | None:
+        """The newest offset of ``stream`` handed to the application in this epoch."""
+        return self._seen.get(stream)
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
         """Every stream's position, as ``{"stream": {"epoch", "offset"}}``."""
-        return {
-            name: {"epoch": p.epoch, "offset": p.offset}
-            for name, p in self._streams.items()
-            if p.epoch is not None
-        }
+        return {name: {"epoch": p.epoch, "offset": p.offset} for name, p in self._streams.items()}
 
     def since(self, streams: Iterable[str]) -> dict[str, dict[str, Any]] | None:
         """The ``since`` object to resubscribe with, for the given streams; None when
@@ -80,7 +76,7 @@ class StreamTracker:
         out: dict[str, dict[str, Any]] = {}
         for name in streams:
             p = self._streams.get(name)
-            if p is not None and p.epoch is not None:
+            if p is not None:
                 out[name] = {"epoch": p.epoch, "offset": p.offset}
         return out or None
 
@@ -99,11 +95,11 @@ class StreamTracker:
         for name, (epoch, offset) in positions(streams).items():
             cur = self._streams.get(name)
             if cur is None:
-                self._streams[name] = StreamPosition(epoch, offset)
-            elif cur.epoch is None:
-                cur.epoch = epoch
+                early = self._early.pop(name, None)
+                self._streams[name] = StreamPosition(epoch, offset if early is None else early)
             elif cur.epoch != epoch:
                 self._streams[name] = StreamPosition(epoch, offset)
+                self._seen.pop(name, None)
                 changed.append(name)
         return changed
 
@@ -111,20 +107,23 @@ class StreamTracker:
         """Raise the recovery point of ``stream`` to ``offset`` (same epoch only)."""
         cur = self._streams.get(stream)
         if cur is not None and cur.epoch == epoch and offset > cur.offset:
-            cur.offset = offset
+            self._streams[stream] = StreamPosition(epoch, offset)
 
     def accept(self, stream: str, offset: int) -> bool:
         """Whether an event is new (True) or a duplicate (False); records it if new."""
-        cur = self._streams.get(stream)
-        if cur is None:
-            # An event ahead of its subscription's ack: the epoch comes with the ack.
-            self._streams[stream] = StreamPosition(None, offset, offset)
-            return True
-        if cur.seen is not None and offset <= cur.seen:
+        seen = self._seen.get(stream)
+        if seen is not None and offset <= seen:
             return False
-        cur.seen = offset
-        if offset > cur.offset:
-            cur.offset = offset
+        self._seen[stream] = offset
+        cur = self._streams.get(stream)
+        if cur is not None:
+            if offset > cur.offset:
+                self._streams[stream] = StreamPosition(cur.epoch, offset)
+        else:
+            # An event ahead of its subscription's ack: the epoch comes with the ack.
+            early = self._early.get(stream)
+            if early is None or offset > early:
+                self._early[stream] = offset
         return True
 
 

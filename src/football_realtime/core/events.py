@@ -13,7 +13,10 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
+import orjson
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import LocalError
 
 
 class EventType(StrEnum):
@@ -102,7 +105,10 @@ def _iso_timestamp(value: str) -> str:
     return value
 
 
-IsoTimestamp = Annotated[str, AfterValidator(_iso_timestamp)]
+#: Documented as ``format: date-time`` (RFC 3339); accepted: any ISO-8601 date-time with a zone.
+IsoTimestamp = Annotated[
+    str, AfterValidator(_iso_timestamp), Field(json_schema_extra={"format": "date-time"})
+]
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 Odds = Annotated[float, Field(gt=1.0, le=10_000.0)]
 MatchId = Annotated[int, Field(ge=0)]
@@ -339,7 +345,7 @@ class RealtimeEvent(BaseModel):
         return self.model_dump(mode="json", exclude_none=True)
 
 
-class EventValidationError(ValueError):
+class EventValidationError(LocalError, ValueError):
     """A published event was refused; ``errors`` name each field at fault."""
 
     def __init__(self, message: str, errors: list[dict[str, Any]]) -> None:
@@ -393,6 +399,16 @@ def prepare_published_event(
             [{"field": "event_type", "message": "server-only event type", "type": "value_error"}],
         )
     validate_payload(event.event_type, event.data)
+    try:
+        # What JSON parsers other than orjson let through (the REST body is parsed by
+        # FastAPI) must still encode: refused here, before a broker assigns an offset.
+        orjson.dumps(event.data)
+    except orjson.JSONEncodeError as exc:
+        message = f"cannot be sent as JSON ({exc}): integers must fit in 64 bits"
+        raise EventValidationError(
+            f"invalid event: data: {message}",
+            [{"field": "data", "message": message, "type": "value_error"}],
+        ) from None
     return event
 
 

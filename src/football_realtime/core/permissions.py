@@ -23,10 +23,11 @@ from typing import Any
 
 import orjson
 
+from .errors import LocalError
 from .events import EVENT_STREAM, STREAM_EVENT_TYPES, EventType, SubscriptionType
 
 
-class Forbidden(Exception):
+class Forbidden(LocalError):
     """A subscription asks for event types its tier may not receive."""
 
     def __init__(self, tier: str, event_types: Iterable[EventType]) -> None:

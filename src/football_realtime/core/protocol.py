@@ -4,11 +4,15 @@ A client sends JSON text frames ``{"type": ..., "id": <optional>, "data": {...}}
 :func:`parse_client_message` turns one frame into a typed request or raises
 :class:`ProtocolError`, whose ``code`` is one of :data:`ERROR_CODES`. Every request
 gets exactly one reply: :func:`ack` or :func:`error_reply`, echoing ``id``.
+
+What a valid message is comes from ``core/messages.py`` (the single definition the
+published JSON Schema is built from too): the message types, each type's ``data``
+fields, and every bound and pattern, as rules whose ``check`` this parser runs. The
+parser adds only the order of the checks and the error codes and messages.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -16,7 +20,21 @@ import orjson
 from pydantic import ValidationError
 
 from .encoding import server_message
+from .errors import LocalError
 from .events import SubscriptionType
+from .messages import (
+    CLIENT_MESSAGE_DEFS,
+    EPOCH,
+    MESSAGE_ID_INT,
+    MESSAGE_ID_TEXT,
+    OFFSET,
+    ROOM,
+    SUBSCRIBE_NEEDS,
+    SUBSCRIPTION_ID,
+    TOKEN,
+    UNSUBSCRIBE_NEEDS,
+    StreamPosition,
+)
 from .subscriptions import SubscriptionFilter
 
 #: Every error code a client may receive, with its meaning (rendered in docs/protocol.md).
@@ -43,22 +61,20 @@ ERROR_CODES: Final[dict[str, str]] = {
     "request after a short backoff.",
 }
 
-MESSAGE_TYPES: Final = (
-    "auth",
-    "subscribe",
-    "unsubscribe",
-    "heartbeat",
-    "get_stats",
-    "join",
-    "leave",
-)
+MESSAGE_TYPES: Final = tuple(CLIENT_MESSAGE_DEFS)
+#: The ``data`` fields each message type allows (from the message definitions).
+_FIELDS: Final = {name: d.fields for name, d in CLIENT_MESSAGE_DEFS.items()}
 
-_ROOM_RE = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
-_MAX_ID_LEN = 128
-MAX_TOKEN_LEN: Final = 8192
+_MAX_ID_LEN = MESSAGE_ID_TEXT.max_length
+MAX_TOKEN_LEN: Final = TOKEN.max_length
+_id_int = MESSAGE_ID_INT.check
+_id_text = MESSAGE_ID_TEXT.check
+_epoch = EPOCH.check
+_offset = OFFSET.check
+_room = ROOM.check
 
 
-class ProtocolError(Exception):
+class ProtocolError(LocalError):
     """The peer's fault: answer with an ``error`` reply and keep the connection."""
 
     def __init__(
@@ -69,12 +85,6 @@ class ProtocolError(Exception):
         self.message = message
         self.msg_id = msg_id
         self.msg_type = msg_type
-
-
-@dataclass(frozen=True, slots=True)
-class StreamPosition:
-    epoch: str
-    offset: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,9 +146,7 @@ ClientMessage = Auth | Subscribe | Unsubscribe | Heartbeat | GetStats | Join | L
 def _check_id(raw: Any) -> Any:
     if raw is None:
         return None
-    if type(raw) is int and abs(raw) <= 2**53:
-        return raw
-    if type(raw) is str and len(raw) <= _MAX_ID_LEN:
+    if _id_int(raw) or _id_text(raw):
         return raw
     raise ProtocolError(
         "invalid_message", f"id must be a string of at most {_MAX_ID_LEN} characters or an integer"
@@ -201,10 +209,9 @@ def _parse_since(raw: Any, msg_id: Any) -> dict[SubscriptionType, StreamPosition
             ) from None
         if (
             type(pos) is not dict
-            or type(pos.get("epoch")) is not str
-            or len(pos["epoch"]) > 64
-            or type(pos.get("offset")) is not int
-            or not 0 <= pos["offset"] < 2**63
+            or len(pos) != 2
+            or not _epoch(pos.get("epoch"))
+            or not _offset(pos.get("offset"))
         ):
             raise ProtocolError(
                 "invalid_since",
@@ -254,10 +261,10 @@ def parse_client_message(text: str) -> ClientMessage:
         raise ProtocolError("invalid_message", "data must be an object", msg_id, t)
 
     if t == "subscribe":
-        _known_keys(data, ("subscription_type", "filters", "since", "snapshot"), msg_id, t)
+        _known_keys(data, _FIELDS[t], msg_id, t)
         st = _subscription_type(data.get("subscription_type"), msg_id, t)
         flt = parse_filters(data.get("filters"), msg_id, t)
-        if st is None and flt.event_types is None:
+        if not SUBSCRIBE_NEEDS.check({"subscription_type": st, "filters": flt}):
             raise ProtocolError(
                 "invalid_message",
                 "data.subscription_type is required unless filters.event_types is given",
@@ -269,14 +276,14 @@ def parse_client_message(text: str) -> ClientMessage:
             raise ProtocolError("invalid_message", "data.snapshot must be a boolean", msg_id, t)
         return Subscribe(msg_id, st, flt, _parse_since(data.get("since"), msg_id), snapshot)
     if t == "unsubscribe":
-        _known_keys(data, ("subscription_id", "subscription_type"), msg_id, t)
+        _known_keys(data, _FIELDS[t], msg_id, t)
         sid = data.get("subscription_id")
-        if sid is not None and (type(sid) is not str or len(sid) > _MAX_ID_LEN):
+        if sid is not None and not SUBSCRIPTION_ID.check(sid):
             raise ProtocolError(
                 "invalid_message", "data.subscription_id must be a string", msg_id, t
             )
         st = _subscription_type(data.get("subscription_type"), msg_id, t)
-        if sid is None and st is None:
+        if not UNSUBSCRIBE_NEEDS.check({"subscription_id": sid, "subscription_type": st}):
             raise ProtocolError(
                 "invalid_message",
                 "give data.subscription_id or data.subscription_type",
@@ -285,9 +292,9 @@ def parse_client_message(text: str) -> ClientMessage:
             )
         return Unsubscribe(msg_id, sid, st)
     if t == "auth":
-        _known_keys(data, ("token",), msg_id, t)
+        _known_keys(data, _FIELDS[t], msg_id, t)
         token = data.get("token")
-        if type(token) is not str or not 0 < len(token) <= MAX_TOKEN_LEN:
+        if not TOKEN.check(token):
             raise ProtocolError(
                 "invalid_message",
                 f"data.token must be a non-empty string of at most {MAX_TOKEN_LEN} characters",
@@ -299,12 +306,13 @@ def parse_client_message(text: str) -> ClientMessage:
         return Heartbeat(msg_id)
     if t == "get_stats":
         return GetStats(msg_id)
-    _known_keys(data, ("room",), msg_id, t)
+    _known_keys(data, _FIELDS[t], msg_id, t)
     room = data.get("room")
-    if type(room) is not str or not _ROOM_RE.match(room):
+    if not _room(room):
         raise ProtocolError(
             "invalid_message",
-            "data.room must be 1-128 characters of letters, digits and _ . : -",
+            f"data.room must be {ROOM.min_length}-{ROOM.max_length} characters of letters, "
+            "digits and _ . : -",
             msg_id,
             t,
         )

@@ -26,6 +26,13 @@ from .events import EVENT_STREAM, STREAM_EVENT_TYPES, EventType, SubscriptionTyp
 MAX_MATCH_IDS = 1000
 MAX_LEAGUES = 100
 
+#: Schema of ``event_types``: no event type sent only to connections (the validator
+#: below refuses those). Stated as ``not contains`` on the list so that generated
+#: TypeScript keeps ``EventType[]``.
+_SUBSCRIBABLE: dict[str, Any] = {
+    "not": {"contains": {"enum": sorted(et.value for et in EventType if et not in EVENT_STREAM)}}
+}
+
 League = Annotated[
     str, StringConstraints(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")
 ]
@@ -47,7 +54,8 @@ class SubscriptionFilter(BaseModel):
     min_confidence: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
     event_types: (
         Annotated[
-            list[Annotated[EventType, Field(strict=False)]], Field(min_length=1, max_length=15)
+            list[Annotated[EventType, Field(strict=False)]],
+            Field(min_length=1, max_length=15, json_schema_extra=_SUBSCRIBABLE),
         ]
         | None
     ) = None

@@ -20,9 +20,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.responses import PlainTextResponse
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -31,7 +32,8 @@ from prometheus_client.core import (
     HistogramMetricFamily,
     Metric,
 )
-from prometheus_client.exposition import choose_encoder
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, choose_encoder
+from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS_CONTENT_TYPE
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
@@ -320,13 +322,43 @@ def build_registry(realtime: RealtimeService) -> CollectorRegistry:
     return registry
 
 
+#: The exposition is text: Prometheus' format, or OpenMetrics when ``Accept`` asks for it.
+_METRICS_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The Prometheus text exposition (OpenMetrics by Accept).",
+        "content": {
+            CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}},
+            OPENMETRICS_CONTENT_TYPE.split(";")[0]: {"schema": {"type": "string"}},
+        },
+    },
+    413: {
+        "description": "The request body is larger than REALTIME_MAX_REQUEST_BODY (64 KiB).",
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"detail": {"type": "string"}},
+                    "required": ["detail"],
+                }
+            }
+        },
+    },
+}
+
+
 def metrics_router(registry: CollectorRegistry, path: str = "/metrics") -> APIRouter:
     """``GET <path>``: the Prometheus (or OpenMetrics, by ``Accept``) exposition of
     ``registry`` (see :func:`build_registry`)."""
     router = APIRouter()
 
     # async: the collector must read the counters on the event loop that writes them.
-    @router.get(path, summary="Prometheus metrics", tags=["operations"])
+    @router.get(
+        path,
+        summary="Prometheus metrics",
+        tags=["operations"],
+        response_class=PlainTextResponse,
+        responses=_METRICS_RESPONSES,
+    )
     async def metrics(request: Request) -> Response:
         encoder, content_type = choose_encoder(request.headers.get("accept", ""))
         return Response(encoder(registry), headers={"Content-Type": content_type})

@@ -1,21 +1,48 @@
-"""REST endpoints (seed: REST API端点): health, stats, connection details, broadcast."""
+"""REST endpoints (seed: REST API端点): health, stats, connection details, broadcast.
+
+The OpenAPI document states every answer an endpoint gives (401/403 for the admin
+endpoints, 404, 413 from :class:`BodySizeLimit`, 422, 503 with ``Retry-After``) and the
+broadcast body as the server checks it: one variant per publishable event type whose
+``data`` is that type's payload model, ``target`` naming exactly one recipient. The
+body is still validated at run time by :class:`BroadcastRequest` and
+``prepare_published_event`` (so a refusal names ``body.data.<field>``); only its
+published schema is the per-type union (``tests/test_openapi_conformance.py`` runs
+schemathesis against it).
+"""
 
 from __future__ import annotations
 
 import logging
 import secrets
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetJsonSchemaHandler,
+    TypeAdapter,
+    create_model,
+    model_validator,
+)
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .._version import __version__
 from ..auth import AuthError
 from ..brokers.base import BrokerUnavailable
-from ..core.events import EventType, EventValidationError
+from ..core.errors import LocalError
+from ..core.events import (
+    EVENT_STREAM,
+    PAYLOAD_MODELS,
+    EventType,
+    EventValidationError,
+    IsoTimestamp,
+)
 from ..logs import current_correlation_id
 
 if TYPE_CHECKING:
@@ -28,10 +55,20 @@ log = logging.getLogger("football_realtime.api")
 ADMIN_ROLES = frozenset({"admin", "service"})
 
 
+#: ``target`` names exactly one recipient: one of the three fields is a string, the
+#: others absent or null (the schema of :meth:`Target._exactly_one`).
+_ONE_TARGET: dict[str, Any] = {
+    "oneOf": [
+        {"required": [k], "properties": {k: {"type": "string"}}}
+        for k in ("user_id", "connection_id", "room")
+    ]
+}
+
+
 class Target(BaseModel):
     """Exactly one of ``user_id``, ``connection_id``, ``room``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_ONE_TARGET)
     user_id: Annotated[str, Field(min_length=1, max_length=128)] | None = None
     connection_id: Annotated[str, Field(min_length=1, max_length=128)] | None = None
     room: Annotated[str, Field(min_length=1, max_length=128)] | None = None
@@ -42,6 +79,41 @@ class Target(BaseModel):
         if len(given) != 1:
             raise ValueError("target must name exactly one of user_id, connection_id, room")
         return self
+
+
+_Text200 = Annotated[str, Field(max_length=200)]
+#: ``Literal`` with a value known only at run time.
+_Literal: Any = Literal
+
+
+def _broadcast_variant(et: EventType) -> type[BaseModel]:
+    """The documented body for one event type: its ``data`` is that type's payload."""
+    name = "".join(p.capitalize() for p in et.value.split("_"))
+    model: type[BaseModel] = create_model(
+        f"Broadcast{name}",
+        __config__=ConfigDict(extra="forbid"),
+        __module__=__name__,
+        event_type=(_Literal[et.value], ...),
+        data=(PAYLOAD_MODELS[et], ...),
+        source=(_Text200 | None, None),
+        correlation_id=(_Text200 | None, None),
+        timestamp=(IsoTimestamp | None, None),
+        target=(Target | None, None),
+        idempotency_key=(Annotated[str, Field(min_length=1, max_length=200)] | None, None),
+    )
+    return model
+
+
+def _broadcast_union() -> Any:
+    variants: Any = None
+    for et in EVENT_STREAM:  # the publishable event types, in protocol order
+        v = _broadcast_variant(et)
+        variants = v if variants is None else variants | v
+    return Annotated[variants, Field(discriminator="event_type")]
+
+
+#: The documented broadcast body (validation stays with BroadcastRequest).
+_BROADCAST_SCHEMA = TypeAdapter(_broadcast_union())
 
 
 class BroadcastRequest(BaseModel):
@@ -64,6 +136,20 @@ class BroadcastRequest(BaseModel):
     target: Target | None = None
     idempotency_key: Annotated[str, Field(min_length=1, max_length=200)] | None = None
 
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        schema = handler(_BROADCAST_SCHEMA.core_schema)
+        extra = cls.model_config.get("json_schema_extra")
+        if isinstance(extra, dict):
+            schema.update(extra)  # the example
+        schema["description"] = (
+            "An event to publish, or to send to one target. One variant per publishable "
+            "event type; `data` is that type's payload (unknown payload fields are kept)."
+        )
+        return schema
+
 
 class BroadcastResult(BaseModel):
     accepted: bool
@@ -74,6 +160,36 @@ class BroadcastResult(BaseModel):
     duplicate: bool | None = None
     target: dict[str, str] | None = None
     recipients: int | None = None
+
+
+class ErrorMessage(BaseModel):
+    """Why a request was refused."""
+
+    detail: str
+
+
+def _answer(description: str, **headers: str) -> dict[str, Any]:
+    out: dict[str, Any] = {"model": ErrorMessage, "description": description}
+    if headers:
+        out["headers"] = {
+            h: {"description": d, "schema": {"type": "string"}} for h, d in headers.items()
+        }
+    return out
+
+
+#: Answers every endpoint may give.
+ANY_ENDPOINT: dict[int | str, dict[str, Any]] = {
+    413: _answer("The request body is larger than REALTIME_MAX_REQUEST_BODY (64 KiB).")
+}
+#: Answers of the admin endpoints.
+ADMIN_ONLY: dict[int | str, dict[str, Any]] = {
+    401: _answer(
+        "No, or an invalid, admin token or JWT.",
+        **{"WWW-Authenticate": "Bearer"},
+    ),
+    403: _answer("The JWT is valid but has neither role admin nor service."),
+}
+_RETRY = {"Retry-After": "Seconds to wait before retrying."}
 
 
 class BodySizeLimit:
@@ -123,12 +239,12 @@ class BodySizeLimit:
         await response(scope, receive, send)
 
 
-class _TooLarge(Exception):
+class _TooLarge(LocalError):
     pass
 
 
 def build_api_router(rt: RealtimeService, admin_token: str) -> APIRouter:
-    router = APIRouter()
+    router = APIRouter(responses=ANY_ENDPOINT)
 
     def require_admin(
         authorization: Annotated[str | None, Header()] = None,
@@ -156,7 +272,12 @@ def build_api_router(rt: RealtimeService, admin_token: str) -> APIRouter:
 
     admin = [Depends(require_admin)]
 
-    @router.get("/health", summary="Service health", tags=["realtime"])
+    @router.get(
+        "/health",
+        summary="Service health",
+        tags=["realtime"],
+        responses={503: {"description": "Degraded: the broker is unreachable (same body)."}},
+    )
     async def health() -> JSONResponse:
         ok = await rt.broker.healthy()
         body = {
@@ -187,6 +308,13 @@ def build_api_router(rt: RealtimeService, admin_token: str) -> APIRouter:
         summary="One connection's details (admin)",
         tags=["realtime"],
         dependencies=admin,
+        responses={
+            **ADMIN_ONLY,
+            404: _answer("No such connection on any instance."),
+            503: _answer(
+                "Not on this instance, and the cluster registry (Redis) is unreachable.", **_RETRY
+            ),
+        },
     )
     async def connection(connection_id: str) -> dict[str, Any]:
         conn = rt.hub.connections.get(connection_id)
@@ -215,6 +343,11 @@ def build_api_router(rt: RealtimeService, admin_token: str) -> APIRouter:
         dependencies=admin,
         response_model=BroadcastResult,
         response_model_exclude_none=True,
+        responses={
+            **ADMIN_ONLY,
+            400: _answer("The body could not be read (e.g. not UTF-8, or not JSON at all)."),
+            503: _answer("The broker (Redis) is unreachable; nothing was published.", **_RETRY),
+        },
     )
     async def broadcast(
         body: BroadcastRequest,

@@ -22,6 +22,7 @@ from ..config import Settings
 from ..core import protocol as proto
 from ..core.close_codes import CloseCode
 from ..core.encoding import server_message
+from ..core.errors import LocalError
 from ..core.events import EventType, SubscriptionType, utc_now_iso
 from ..core.protocol import ProtocolError
 from ..core.subscriptions import SubscriptionFilter
@@ -40,7 +41,7 @@ log = logging.getLogger("football_realtime.transport")
 _IDENT_RE = re.compile(r"^[^\x00-\x1f\x7f]{1,128}$")
 
 
-class QueryError(ValueError):
+class QueryError(LocalError, ValueError):
     pass
 
 

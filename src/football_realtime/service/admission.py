@@ -18,6 +18,7 @@ from typing import Protocol
 from ..auth import AuthError, Identity, TokenVerifier
 from ..config import Settings
 from ..core.close_codes import CloseCode
+from ..core.errors import LocalError
 from ..core.permissions import Tier, TierPolicy
 from ..stats import ServiceStats
 
@@ -39,7 +40,7 @@ class Handshake(Protocol):
     def query_value(self, name: str) -> str | None: ...
 
 
-class Refused(Exception):
+class Refused(LocalError):
     """A connection may not open (or go on): close it with ``code`` after an ``error``."""
 
     def __init__(self, code: CloseCode, reason: str, error_code: str) -> None:

@@ -27,6 +27,10 @@ export type ClientMessage =
   | GetStatsMessage
   | JoinMessage
   | LeaveMessage;
+/**
+ * ``subscription_type`` is required unless ``filters.event_types`` is given.
+ */
+export type SubscribeData = SubscribeData1;
 export type ClientMessageType =
   'auth' | 'subscribe' | 'unsubscribe' | 'heartbeat' | 'get_stats' | 'join' | 'leave';
 /**
@@ -126,7 +130,7 @@ export interface AnalyticsUpdatedEvent {
 }
 export interface AuthAck {
   /**
-   * Echoed in the reply; a string (<= 128 chars) or an integer (|n| <= 2^53).
+   * Echoed in the reply; a string (<= 128 chars) or an integer (|n| <= 2^53, written without a fraction).
    */
   id: number | string | null;
   result: AuthResult;
@@ -173,23 +177,22 @@ export interface AuthData {
 export interface AuthMessage {
   data: AuthData;
   /**
-   * Echoed in the reply; a string (<= 128 chars) or an integer (|n| <= 2^53).
+   * Echoed in the reply; a string (<= 128 chars) or an integer (|n| <= 2^53, written without a fraction).
    */
   id?: number | string | null;
   type: 'auth';
+  [k: string]: unknown | undefined;
 }
 export interface SubscribeMessage {
   data: SubscribeData;
   /**
-   * Echoed in the reply; a string (<= 128 chars) or an integer (|n| <= 2^53).
+   * Echoed in the reply; a string (<= 128 chars) or an integer (|n| <= 2^53, written without a fraction).
    */
   id?: number | string | null;
   type: 'subscribe';
+  [k: string]: unknown | undefined;
 }
-/**
- * ``subscription_type`` is required unless ``filters.event_types`` is given.
- */
-export interface SubscribeData {
+export interface SubscribeData1 {
   filters?: SubscriptionFilter | null;
   since?: {
     [k: string]: StreamPosition | undefined;
@@ -216,10 +219,11 @@ export interface StreamPosition {
 export interface UnsubscribeMessage {
   data: UnsubscribeData;
   /**
-   * Echoed in the reply; a string (<= 128 chars) or an integer (|n| <= 2^53).
+   * Echoed in the reply; a string (<= 128 chars) or an integer (|n| <= 2^53, written without a fraction).
    */
   id?: number | string | null;
   type: 'unsubscribe';
+  [k: string]: unknown | undefined;
 }
 /**
  * Give ``subscription_id``, or ``subscription_type`` to drop every subscription of it.
@@ -231,10 +235,11 @@ export interface UnsubscribeData {
 export interface HeartbeatMessage {
   data?: NoData | null;
   /**
-   * Echoed in the reply; a string (<= 128 chars) or an integer (|n| <= 2^53).
+   * Echoed in the reply; a string (<= 128 chars) or an integer (|n| <= 2^53, written without a fraction).
    */
   id?: number | string | null;
   type: 'heartbeat';
+  [k: string]: unknown | undefined;
 }
 /**
  * No fields; anything given is ignored.
@@ -245,29 +250,35 @@ export interface NoData {
 export interface GetStatsMessage {
   data?: NoData | null;
   /**
-   * Echoed in the reply; a string (<= 128 chars) or an integer (|n| <= 2^53).
+   * Echoed in the reply; a string (<= 128 chars) or an integer (|n| <= 2^53, written without a fraction).
    */
   id?: number | string | null;
   type: 'get_stats';
+  [k: string]: unknown | undefined;
 }
 export interface JoinMessage {
   data: RoomData;
   /**
-   * Echoed in the reply; a string (<= 128 chars) or an integer (|n| <= 2^53).
+   * Echoed in the reply; a string (<= 128 chars) or an integer (|n| <= 2^53, written without a fraction).
    */
   id?: number | string | null;
   type: 'join';
+  [k: string]: unknown | undefined;
 }
 export interface RoomData {
+  /**
+   * 1-128 letters, digits and _ . : -
+   */
   room: string;
 }
 export interface LeaveMessage {
   data: RoomData;
   /**
-   * Echoed in the reply; a string (<= 128 chars) or an integer (|n| <= 2^53).
+   * Echoed in the reply; a string (<= 128 chars) or an integer (|n| <= 2^53, written without a fraction).
    */
   id?: number | string | null;
   type: 'leave';
+  [k: string]: unknown | undefined;
 }
 /**
  * Server-side connection state; ``connected`` carries the connection's details.
@@ -326,7 +337,7 @@ export interface DataRefreshEvent {
 export interface ErrorReply {
   code: ErrorCode;
   /**
-   * Echoed in the reply; a string (<= 128 chars) or an integer (|n| <= 2^53).
+   * Echoed in the reply; a string (<= 128 chars) or an integer (|n| <= 2^53, written without a fraction).
    */
   id: number | string | null;
   message: string;
@@ -539,7 +550,7 @@ export interface UserSubscriptionChanged {
 }
 export interface GetStatsAck {
   /**
-   * Echoed in the reply; a string (<= 128 chars) or an integer (|n| <= 2^53).
+   * Echoed in the reply; a string (<= 128 chars) or an integer (|n| <= 2^53, written without a fraction).
    */
   id: number | string | null;
   result: GetStatsResult;
@@ -557,7 +568,7 @@ export interface GetStatsResult {
 }
 export interface HeartbeatAck {
   /**
-   * Echoed in the reply; a string (<= 128 chars) or an integer (|n| <= 2^53).
+   * Echoed in the reply; a string (<= 128 chars) or an integer (|n| <= 2^53, written without a fraction).
    */
   id: number | string | null;
   result: HeartbeatResult;
@@ -573,7 +584,7 @@ export interface HeartbeatResult {
 }
 export interface JoinAck {
   /**
-   * Echoed in the reply; a string (<= 128 chars) or an integer (|n| <= 2^53).
+   * Echoed in the reply; a string (<= 128 chars) or an integer (|n| <= 2^53, written without a fraction).
    */
   id: number | string | null;
   result: RoomResult;
@@ -587,7 +598,7 @@ export interface RoomResult {
 }
 export interface LeaveAck {
   /**
-   * Echoed in the reply; a string (<= 128 chars) or an integer (|n| <= 2^53).
+   * Echoed in the reply; a string (<= 128 chars) or an integer (|n| <= 2^53, written without a fraction).
    */
   id: number | string | null;
   result: RoomResult;
@@ -648,7 +659,7 @@ export interface MatchStatusChangedEvent {
 }
 export interface SubscribeAck {
   /**
-   * Echoed in the reply; a string (<= 128 chars) or an integer (|n| <= 2^53).
+   * Echoed in the reply; a string (<= 128 chars) or an integer (|n| <= 2^53, written without a fraction).
    */
   id: number | string | null;
   result: SubscribeResult;
@@ -678,7 +689,7 @@ export interface SubscribeResult {
 }
 export interface UnsubscribeAck {
   /**
-   * Echoed in the reply; a string (<= 128 chars) or an integer (|n| <= 2^53).
+   * Echoed in the reply; a string (<= 128 chars) or an integer (|n| <= 2^53, written without a fraction).
    */
   id: number | string | null;
   result: UnsubscribeResult;
