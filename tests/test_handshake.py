@@ -1,6 +1,7 @@
-"""The WebSocket handshake on our layer: the upgrade request as httptools parsed it
-goes straight to websockets' handshake (no second parse); a request websockets'
-parser would treat differently takes uvicorn's way (serialised, parsed again)."""
+"""The WebSocket handshake on our layer: the upgrade request uvicorn hands over is read
+with one split when it is a plain GET within websockets' limits (no run of websockets'
+request parser); a request websockets' parser would treat differently is left to
+that parser (same answers as websockets gives)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from typing import Any
 import orjson
 import pytest
 
-from football_realtime.wsprotocol import RealtimeWebSocketProtocol
+from football_realtime.server import websocket_protocol
+from football_realtime.server.websocket_protocol import WebSocketProtocol
 
 from .support import TIMEOUT, RunningServer, running_server, token
 
@@ -26,20 +28,26 @@ seen: list[tuple[Any, Any, Any]] = []
 
 @pytest.fixture
 def spied() -> Iterator[tuple[RunningServer, list[bool]]]:
-    """A server whose WebSocket layer records what ``open_from_parsed`` decided."""
+    """A server whose WebSocket layer records whether its own reading of the request
+    took it (True) or left it to websockets' parser (False)."""
     calls: list[bool] = []
     seen.clear()
-    original = RealtimeWebSocketProtocol.open_from_parsed
+    parse = websocket_protocol._parse_plain_request
+    handshake = WebSocketProtocol.handshake
 
-    def spy(self: RealtimeWebSocketProtocol, *args: Any) -> bool:
-        result = original(self, *args)
-        calls.append(result)
-        # The addresses come from the HTTP protocol that handed the connection over.
-        seen.append((self.scheme, self.client, self.server))
+    def parse_spy(data: bytes) -> Any:
+        result = parse(data)
+        calls.append(result is not None)
         return result
 
+    def handshake_spy(self: WebSocketProtocol, data: bytes) -> None:
+        handshake(self, data)
+        scope = self.scope or {}
+        seen.append((scope.get("scheme"), self.client, self.server))
+
     mp = pytest.MonkeyPatch()
-    mp.setattr(RealtimeWebSocketProtocol, "open_from_parsed", spy)
+    mp.setattr(websocket_protocol, "_parse_plain_request", parse_spy)
+    mp.setattr(WebSocketProtocol, "handshake", handshake_spy)
     try:
         with running_server() as srv:
             yield srv, calls
@@ -92,6 +100,7 @@ async def test_a_plain_upgrade_is_handed_over_parsed(
     )
     assert head.startswith(b"HTTP/1.1 101 ")
     assert calls == [True]
+    # The addresses are read from the socket; the host string is shared.
     scheme, client, server = seen[0]
     assert (scheme, client[0], server) == ("ws", "127.0.0.1", ("127.0.0.1", srv.port))
     data = first["data"]
@@ -99,12 +108,12 @@ async def test_a_plain_upgrade_is_handed_over_parsed(
     assert data["subscriptions"][0]["filters"]["leagues"] == ["英超"]
 
 
-async def test_a_request_with_a_body_header_takes_the_second_parse(
+async def test_a_request_with_a_body_header_is_left_to_websockets_parser(
     spied: tuple[RunningServer, list[bool]],
 ) -> None:
     srv, calls = spied
-    # websockets tolerates "Content-Length: 0" on an upgrade; the parsed path leaves
-    # body headers to its parser.
+    # websockets tolerates "Content-Length: 0" on an upgrade; our reading leaves body
+    # headers to its parser.
     head, first = await _handshake(
         srv.port,
         "/realtime/ws?user_id=plain",

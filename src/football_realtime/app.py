@@ -110,6 +110,14 @@ class Realtime:
         router.include_router(build_api_router(self))
         return router
 
+    def ws_routes(self, prefix: str = "/realtime") -> dict[str, ASGIApp]:
+        """The WebSocket endpoints as bare ASGI apps by full path, for the router
+        mounted under ``prefix``: ``serve`` hands them to its WebSocket layer, which
+        calls them directly (with the correlation id bound as the middleware does)
+        instead of through FastAPI's routing and exception middleware around each
+        connection. BodySizeLimit concerns HTTP bodies."""
+        return {prefix + path: websocket_app(ep) for path, ep in self.ws_endpoints.items()}
+
     # -- lifecycle ---------------------------------------------------------------
 
     async def start(self) -> None:
@@ -315,10 +323,4 @@ def create_app(settings: Settings | None = None, *, broker: Broker | None = None
     app.include_router(metrics_router(realtime))
     app.add_middleware(CorrelationIdMiddleware)
     app.add_middleware(BodySizeLimit, limit=realtime.settings.max_request_body)
-    # For RealtimeWebSocketProtocol.for_app: `serve` runs these paths directly (with
-    # the correlation id bound as the middleware does), without FastAPI's routing and
-    # exception middleware around each connection. BodySizeLimit concerns HTTP bodies.
-    app.state.realtime_ws_routes = {
-        "/realtime" + path: websocket_app(ep) for path, ep in realtime.ws_endpoints.items()
-    }
     return app

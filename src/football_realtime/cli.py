@@ -219,15 +219,19 @@ def serve(
     from . import logredact
     from .app import create_app
     from .logs import configure_logging
-    from .serving import uvicorn_config
+    from .server import uvicorn_config
 
     configure_logging(settings)
+    routes = None
     if app is None:
         app = create_app(settings)
+        # The service's own WebSocket routes, called directly by our WebSocket layer.
+        routes = app.state.realtime.ws_routes()
     tune_gc()
     config = uvicorn_config(
         app,
         settings,
+        routes=routes,
         ssl_certfile=ssl_certfile,
         ssl_keyfile=ssl_keyfile,
         log_config=None,  # keep the handler configure_logging installed

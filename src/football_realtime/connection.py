@@ -4,9 +4,10 @@ The hub calls :meth:`Connection.send` for every message; it never awaits. Bytes
 go straight to the socket while it keeps up, otherwise into a bounded
 :class:`OutboundBuffer`. Two sinks move the bytes:
 
-* :class:`FastSink` writes pre-built frames to the transport of our uvicorn
-  WebSocket protocol (``wsprotocol.py``) and drains the buffer from its
-  ``resume_writing`` callback: no task and no await per connection or delivery.
+* :class:`FastSink` writes pre-built frames through a :class:`FrameTransport` (our
+  WebSocket layer offers one in the ASGI scope, ``server/websocket_protocol.py``) and
+  drains the buffer from its writable callback: no task and no await per connection
+  or delivery.
 * :class:`AsgiSink` works under any ASGI server (the router mounted in another
   app): a writer task awaits ``websocket.send`` for what the buffer holds.
 
@@ -22,7 +23,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Hashable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from starlette.websockets import WebSocket
 
@@ -31,9 +32,6 @@ from .core.encoding import batch_payload, mark_conflated, text_frame
 from .core.outbound import OutboundBuffer
 from .core.subscriptions import Subscription
 from .stats import ServiceStats
-
-if TYPE_CHECKING:
-    from .wsprotocol import RealtimeWebSocketProtocol
 
 log = logging.getLogger("football_realtime.connection")
 
@@ -53,6 +51,39 @@ class Encoded:
         self.payload = payload
         self.size = len(payload)
         self.frame = text_frame(payload)
+
+
+#: ASGI scope extension under which a server offers a :class:`FrameTransport`
+#: (``scope["extensions"][FRAME_TRANSPORT]["protocol"]``).
+FRAME_TRANSPORT = "football_realtime.transport"
+
+
+class FrameTransport(Protocol):
+    """The fast path a WebSocket server may offer a connection: writes of pre-built
+    frames and callbacks instead of awaits. The service sets the ``on_*`` callbacks."""
+
+    #: True while the socket does not take more data (flow control).
+    write_paused: bool
+    #: Called with False when writing pauses and True when it resumes.
+    on_writable: Callable[[bool], None] | None
+    #: Called once when the connection is lost.
+    on_lost: Callable[[], None] | None
+    #: Called on graceful server shutdown, before the server closes with 1012.
+    on_shutdown: Callable[[], None] | None
+
+    @property
+    def write(self) -> Callable[[bytes], object]:
+        """Writes one complete frame to the socket."""
+        ...
+
+    async def receive(self) -> Any:
+        """The ASGI ``receive`` of the connection."""
+        ...
+
+    def close_now(self, code: int, reason: str, abort: bool) -> None:
+        """Start the closing handshake without awaiting; ``abort``: the peer does not
+        read, drop the connection with a TCP reset after a short grace."""
+        ...
 
 
 class Sink(Protocol):
@@ -262,17 +293,17 @@ class Connection:
 
 
 class FastSink:
-    """Writes pre-built frames to our uvicorn protocol's transport."""
+    """Writes pre-built frames through the server's :class:`FrameTransport`."""
 
     __slots__ = ("direct", "proto", "writable")
 
-    def __init__(self, proto: RealtimeWebSocketProtocol) -> None:
+    def __init__(self, proto: FrameTransport) -> None:
         self.proto = proto
         self.writable = not proto.write_paused
-        self.direct: Callable[[bytes], object] | None = proto.transport.write
+        self.direct: Callable[[bytes], object] | None = proto.write
 
     def write(self, frame: bytes) -> None:
-        self.proto.transport.write(frame)
+        self.proto.write(frame)
 
     def wake(self) -> None:
         pass  # resume_writing drains the buffer

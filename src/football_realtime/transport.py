@@ -10,13 +10,13 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from . import recovery
-from .connection import AsgiSink, Connection, FastSink, Sink
+from .connection import FRAME_TRANSPORT, AsgiSink, Connection, FastSink, FrameTransport, Sink
 from .core import protocol as proto
 from .core.close_codes import CloseCode
 from .core.encoding import server_message
@@ -26,7 +26,6 @@ from .core.subscriptions import SubscriptionFilter
 from .hub import new_connection_id
 from .logs import bind_connection
 from .security import Refused
-from .wsprotocol import protocol_of
 
 if TYPE_CHECKING:
     from .app import Realtime
@@ -34,6 +33,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("football_realtime.transport")
 
 _IDENT_RE = re.compile(r"^[^\x00-\x1f\x7f]{1,128}$")
+
+
+def protocol_of(scope: Mapping[str, Any]) -> FrameTransport | None:
+    """The fast path the server offers this connection, if any (``FRAME_TRANSPORT``)."""
+    entry = (scope.get("extensions") or {}).get(FRAME_TRANSPORT)
+    return None if entry is None else entry.get("protocol")
 
 
 class QueryError(ValueError):
