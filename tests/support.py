@@ -88,6 +88,8 @@ class RunningServer:
     app_factory: Callable[[Settings], Any] = create_app
     app: Any = None
     server: uvicorn.Server | None = None
+    #: The WebSocket layer's per-server state (open connections, keepalive wheel).
+    ws_layer: Any = None
     thread: threading.Thread | None = None
     loop: asyncio.AbstractEventLoop | None = None
 
@@ -131,6 +133,7 @@ class RunningServer:
             access_log=False,
             lifespan="on",
         )
+        self.ws_layer = getattr(config.ws, "layer", None)
         self.server = uvicorn.Server(config)
         ready = threading.Event()
 

@@ -976,13 +976,24 @@ async def test_zz_server_still_serves_and_nothing_leaked(srv: RunningServer) -> 
             "addresses": len(rt.guard.ip_connections),
             "sockets": len(srv.server.server_state.connections),
             "tasks": len(srv.server.server_state.tasks),
+            "websockets": len(srv.ws_layer.connections),
         }
 
-    while srv.call(state)["sockets"] or srv.call(state)["tasks"]:
+    while any(srv.call(state)[k] for k in ("sockets", "tasks", "websockets")):
         assert time.monotonic() < deadline, srv.call(state)
         await asyncio.sleep(0.02)
     assert srv.call(state) == dict.fromkeys(
-        ("connections", "subscriptions", "users", "rooms", "addresses", "sockets", "tasks"), 0
+        (
+            "connections",
+            "subscriptions",
+            "users",
+            "rooms",
+            "addresses",
+            "sockets",
+            "tasks",
+            "websockets",
+        ),
+        0,
     )
     stats = rt.stats
     assert stats.connections_opened == stats.connections_closed
