@@ -55,7 +55,7 @@ from typing import Any, ClassVar, cast
 from urllib.parse import unquote
 
 from websockets.datastructures import Headers
-from websockets.exceptions import InvalidHeaderValue, InvalidState
+from websockets.exceptions import InvalidState
 from websockets.frames import Close, Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import State
@@ -259,8 +259,22 @@ _Utf8Decoder = codecs.getincrementaldecoder("utf-8")
 # else is left to that parser, so its refusals stay websockets'.
 _MAX_HEADERS = 128
 _MAX_LINE = 8192 - 2  # a line with its CRLF
-_TOKEN = re.compile(rb"[-!#$%&\'*+.^_`|~0-9a-zA-Z]+")
+#: Header lines websockets' parser takes as they are: a token, a colon, a value of
+#: visible characters, spaces, tabs or obs-text (websockets.http11).
+_HEADER_LINES = re.compile(rb"(?:[-!#$%&\'*+.^_`|~0-9a-zA-Z]+:[\t\x20-\x7e\x80-\xff]*\r\n)*")
 _BODY_HEADERS = frozenset((b"content-length", b"transfer-encoding"))
+#: The request headers websockets' handshake reads (ServerProtocol.accept).
+_HANDSHAKE_HEADERS = frozenset(
+    (
+        b"connection",
+        b"upgrade",
+        b"origin",
+        b"sec-websocket-key",
+        b"sec-websocket-version",
+        b"sec-websocket-extensions",
+        b"sec-websocket-protocol",
+    )
+)
 #: An empty final continuation frame (masked, as from a client).
 _END_OF_MESSAGE = b"\x80\x80\x00\x00\x00\x00"
 _BAD_REQUEST_TEXT = "Failed to open a WebSocket connection: invalid HTTP request.\n"
@@ -268,37 +282,39 @@ _BAD_REQUEST_TEXT = "Failed to open a WebSocket connection: invalid HTTP request
 
 def _parse_plain_request(data: bytes) -> tuple[Request, list[tuple[bytes, bytes]]] | None:
     """The upgrade request uvicorn hands over, if it is a plain ``GET`` HTTP/1.1
-    request websockets' parser would take as it is; else None."""
-    if not data.endswith(b"\r\n\r\n"):
+    request websockets' parser would take as it is; else None.
+
+    Returns the request for websockets' handshake (``ServerProtocol.accept``), with the
+    headers that handshake reads, and every header for the ASGI scope."""
+    end = data.find(b"\r\n")
+    if end < 0 or not data.endswith(b"\r\n\r\n") or end > _MAX_LINE:
         return None
-    lines = data[:-4].split(b"\r\n")
-    parts = lines[0].split(b" ")
+    parts = data[:end].split(b" ")
     if (
         len(parts) != 3
         or parts[0] != b"GET"
         or parts[2] != b"HTTP/1.1"
-        or len(lines[0]) > _MAX_LINE
         or not parts[1].isascii()
-        or len(lines) - 1 > _MAX_HEADERS
+        or not _HEADER_LINES.fullmatch(data, end + 2, len(data) - 2)
     ):
+        return None
+    block = data[end + 2 : -4]
+    lines = block.split(b"\r\n") if block else []
+    if len(lines) > _MAX_HEADERS:
         return None
     headers = Headers()
     raw: list[tuple[bytes, bytes]] = []
-    try:
-        for line in lines[1:]:
-            name, sep, value = line.partition(b":")
-            value = value.strip(b" \t")
-            if (
-                not sep
-                or len(line) > _MAX_LINE
-                or not _TOKEN.fullmatch(name)
-                or name.lower() in _BODY_HEADERS
-            ):
-                return None
-            headers[name.decode("ascii")] = value.decode("iso-8859-1")  # checks the value
-            raw.append((name, value))
-    except InvalidHeaderValue:
-        return None
+    for line in lines:
+        if len(line) > _MAX_LINE:
+            return None
+        name, _, value = line.partition(b":")
+        value = value.strip(b" \t")
+        lower = name.lower()
+        if lower in _HANDSHAKE_HEADERS:
+            headers[name.decode("ascii")] = value.decode("iso-8859-1")
+        elif lower in _BODY_HEADERS:
+            return None
+        raw.append((name, value))
     return Request(parts[1].decode("ascii"), headers), raw
 
 
