@@ -14,9 +14,11 @@ where each request's headers start and end:
   otherwise 408 and the connection is closed;
 * at most ``max_header_bytes`` of request line and headers per request: otherwise 431.
 
-When uvicorn hands the connection to the WebSocket layer (``transport.set_protocol``),
-the transport stops calling this protocol: it drops its timer, its parser and the
-HTTP protocol at once.
+uvicorn's protocol sees the transport through a :class:`TransportView`. When it hands
+the connection to the WebSocket layer (``set_protocol``), the view is cut off and the
+HTTP protocol gets ``connection_lost`` like any finished connection (so it lets go of
+its parser and the request; whatever it does to the view then is a no-op), and this
+protocol drops its timer and parser.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from typing import Any, cast
 import httptools
 from uvicorn.config import HTTP_PROTOCOLS
 from uvicorn.importer import import_from_string
+
+from .transport_view import TransportView
 
 log = logging.getLogger("football_realtime.serving")
 
@@ -59,7 +63,7 @@ class HeaderDeadline(asyncio.Protocol):
     #: The HTTP protocol class wrapped (uvicorn's httptools protocol by default).
     inner_class: Any = None
 
-    __slots__ = ("header_bytes", "http", "loop", "parser", "timer", "transport")
+    __slots__ = ("header_bytes", "http", "loop", "parser", "timer", "transport", "view")
 
     def __init__(
         self,
@@ -77,14 +81,16 @@ class HeaderDeadline(asyncio.Protocol):
         self.timer: asyncio.TimerHandle | None = None
         self.header_bytes = 0
         self.transport: asyncio.Transport | None = None
+        self.view: TransportView | None = None
 
     # -- forwarded asyncio.Protocol callbacks ----------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)
         self.transport = transport
+        self.view = TransportView(transport)
         assert self.http is not None
-        self.http.connection_made(transport)
+        self.http.connection_made(self.view)
         self._arm()
 
     def data_received(self, data: bytes) -> None:
@@ -103,9 +109,12 @@ class HeaderDeadline(asyncio.Protocol):
                 self._disarm()
         http.data_received(data)
         transport = self.transport
-        assert transport is not None
-        if transport.get_protocol() is not self:
-            self._detach()  # upgraded: the WebSocket layer has the connection
+        assert transport is not None and self.view is not None
+        if self.view.cut:
+            # Upgraded: the WebSocket layer has the connection; for the HTTP protocol
+            # it is over.
+            self._detach()
+            http.connection_lost(None)
             return
         if pending and self.timer is not None:
             self.header_bytes += len(data)
@@ -155,6 +164,7 @@ class HeaderDeadline(asyncio.Protocol):
         self._disarm()
         self.parser = None
         self.http = None
+        self.view = None
 
     def _too_slow(self) -> None:
         self.timer = None
@@ -170,4 +180,10 @@ class HeaderDeadline(asyncio.Protocol):
         transport.close()
 
 
-__all__ = ["HEADERS_TOO_LARGE", "REQUEST_TIMEOUT", "HeaderDeadline", "stock_http_protocol"]
+__all__ = [
+    "HEADERS_TOO_LARGE",
+    "REQUEST_TIMEOUT",
+    "HeaderDeadline",
+    "TransportView",
+    "stock_http_protocol",
+]

@@ -29,12 +29,9 @@ What it adds to a plain ASGI WebSocket server (docs/security.md, docs/performanc
 * lean idle connections: slots, a receive queue and a writable flag that allocate
   only while a task waits, no handshake request, response or headers kept once open.
 
-The handshake request is read with a small parser of our own when it is a plain
-``GET ... HTTP/1.1`` within websockets' limits (the common case; one ``split``),
-otherwise with websockets' own parser, so refusals are websockets' (431, 400).
-Either way websockets' ``ServerProtocol.accept`` validates it and builds the
-response. The frame phase runs on a ``ServerProtocol`` created in the ``OPEN`` state
-(its documented ``state`` argument) on which ``accept`` was called.
+One ``ServerProtocol`` per connection reads the upgrade request uvicorn hands over
+(``receive_data``), checks it (``accept``; refusals are websockets': 400, 431, ...),
+sends the response the app decides (``send_response``) and then parses frames.
 """
 
 from __future__ import annotations
@@ -44,7 +41,6 @@ import codecs
 import contextlib
 import logging
 import random
-import re
 import socket
 import struct
 import sys
@@ -56,14 +52,14 @@ from urllib.parse import unquote
 
 from websockets.datastructures import Headers
 from websockets.exceptions import InvalidState
-from websockets.frames import Close, Frame, Opcode
+from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
-from websockets.protocol import State
 from websockets.server import ServerProtocol
 
 from ..connection import FRAME_TRANSPORT
 from ..core.limits import TokenBucket
 from ..timerwheel import TimerWheel
+from .transport_view import TransportView
 
 #: ASGI apps called directly for their exact path, instead of the app's full stack.
 NativeRoutes = Mapping[str, Callable[[Any, Any, Any], Awaitable[None]]]
@@ -255,82 +251,9 @@ class _Flag:
 
 _Utf8Decoder = codecs.getincrementaldecoder("utf-8")
 
-# What websockets' request parser accepts as it is (websockets.http11); anything
-# else is left to that parser, so its refusals stay websockets'.
-_MAX_HEADERS = 128
-_MAX_LINE = 8192 - 2  # a line with its CRLF
-#: Header lines websockets' parser takes as they are: a token, a colon, a value of
-#: visible characters, spaces, tabs or obs-text (websockets.http11).
-_HEADER_LINES = re.compile(rb"(?:[-!#$%&\'*+.^_`|~0-9a-zA-Z]+:[\t\x20-\x7e\x80-\xff]*\r\n)*")
-_BODY_HEADERS = frozenset((b"content-length", b"transfer-encoding"))
-#: The request headers websockets' handshake reads (ServerProtocol.accept).
-_HANDSHAKE_HEADERS = frozenset(
-    (
-        b"connection",
-        b"upgrade",
-        b"origin",
-        b"sec-websocket-key",
-        b"sec-websocket-version",
-        b"sec-websocket-extensions",
-        b"sec-websocket-protocol",
-    )
-)
 #: An empty final continuation frame (masked, as from a client).
 _END_OF_MESSAGE = b"\x80\x80\x00\x00\x00\x00"
 _BAD_REQUEST_TEXT = "Failed to open a WebSocket connection: invalid HTTP request.\n"
-
-
-def _parse_plain_request(data: bytes) -> tuple[Request, list[tuple[bytes, bytes]]] | None:
-    """The upgrade request uvicorn hands over, if it is a plain ``GET`` HTTP/1.1
-    request websockets' parser would take as it is; else None.
-
-    Returns the request for websockets' handshake (``ServerProtocol.accept``), with the
-    headers that handshake reads, and every header for the ASGI scope."""
-    end = data.find(b"\r\n")
-    if end < 0 or not data.endswith(b"\r\n\r\n") or end > _MAX_LINE:
-        return None
-    parts = data[:end].split(b" ")
-    if (
-        len(parts) != 3
-        or parts[0] != b"GET"
-        or parts[2] != b"HTTP/1.1"
-        or not parts[1].isascii()
-        or not _HEADER_LINES.fullmatch(data, end + 2, len(data) - 2)
-    ):
-        return None
-    block = data[end + 2 : -4]
-    lines = block.split(b"\r\n") if block else []
-    if len(lines) > _MAX_HEADERS:
-        return None
-    headers = Headers()
-    raw: list[tuple[bytes, bytes]] = []
-    for line in lines:
-        if len(line) > _MAX_LINE:
-            return None
-        name, _, value = line.partition(b":")
-        value = value.strip(b" \t")
-        lower = name.lower()
-        if lower in _HANDSHAKE_HEADERS:
-            headers[name.decode("ascii")] = value.decode("iso-8859-1")
-        elif lower in _BODY_HEADERS:
-            return None
-        raw.append((name, value))
-    return Request(parts[1].decode("ascii"), headers), raw
-
-
-def _http_response(status: int, text: str, headers: Mapping[str, str] | None = None) -> bytes:
-    body = text.encode()
-    head = Headers(
-        [
-            ("Date", formatdate(usegmt=True)),
-            ("Connection", "close"),
-            ("Content-Length", str(len(body))),
-            ("Content-Type", "text/plain; charset=utf-8"),
-        ]
-    )
-    if headers:
-        head.update(headers)
-    return Response(status, HTTPStatus(status).phrase, head, body).serialize()
 
 
 class WebSocketProtocol(asyncio.Protocol):
@@ -425,6 +348,8 @@ class WebSocketProtocol(asyncio.Protocol):
     # -- asyncio.Protocol --------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if isinstance(transport, TransportView):
+            transport = transport.real  # handed over by our HeaderDeadline
         transport = cast(asyncio.Transport, transport)
         self.transport = transport
         self.layer.connections.add(self)
@@ -502,50 +427,53 @@ class WebSocketProtocol(asyncio.Protocol):
     # -- the opening handshake ---------------------------------------------------
 
     def handshake(self, data: bytes) -> None:
+        """The upgrade request uvicorn hands over: websockets reads and checks it
+        (``receive_data``, ``accept``); the response waits for the app."""
         layer = self.layer
-        parsed = _parse_plain_request(data)
-        if parsed is not None:
-            request, raw_headers = parsed
-        else:
-            # Anything unusual: websockets' parser reads it (and refuses what it refuses).
-            reader = ServerProtocol(max_size=layer.max_size, logger=layer.ws_logger)
-            reader.receive_data(data)
-            events = reader.events_received()
-            if reader.handshake_exc is not None or not events:
-                output = b"".join(reader.data_to_send()) or _http_response(400, _BAD_REQUEST_TEXT)
-                self._refuse(output)
-                return
-            event = events[0]
-            assert isinstance(event, Request)
-            request = event
-            raw_headers = [
-                (name.encode("ascii"), value.encode("iso-8859-1"))
-                for name, value in request.headers.raw_items()
-            ]
+        conn = ServerProtocol(max_size=layer.max_size, logger=layer.ws_logger)
+        conn.receive_data(data)
+        events = conn.events_received()
+        if conn.handshake_exc is not None or not events:
+            output = b"".join(conn.data_to_send())
+            if not output:  # websockets only closes: answer 400 rather than nothing
+                conn = ServerProtocol(logger=layer.ws_logger)
+                conn.send_response(conn.reject(400, _BAD_REQUEST_TEXT))
+                output = b"".join(conn.data_to_send())
+            self._refuse(output)
+            return
+        request = events[0]
+        assert isinstance(request, Request)
         versions = request.headers.get_all("Sec-WebSocket-Version")
         if versions and versions != ["13"]:
             # RFC 6455 §4.4: tell the client which version this server speaks.
-            self._refuse(
-                _http_response(
-                    426,
-                    "Failed to open a WebSocket connection: unsupported "
-                    "Sec-WebSocket-Version; this server speaks 13.\n",
-                    {"Sec-WebSocket-Version": "13"},
-                )
+            response = conn.reject(
+                426,
+                "Failed to open a WebSocket connection: unsupported Sec-WebSocket-Version; "
+                "this server speaks 13.\n",
             )
+            response.headers["Sec-WebSocket-Version"] = "13"
+            conn.send_response(response)
+            self._refuse(b"".join(conn.data_to_send()))
             return
-        conn = ServerProtocol(state=State.OPEN, max_size=layer.max_size, logger=layer.ws_logger)
         response = conn.accept(request)
         if response.status_code != 101:
-            self._refuse(response.serialize())
+            conn.send_response(response)
+            self._refuse(b"".join(conn.data_to_send()))
             return
         self.conn = conn
         self.response = response  # sent when the app accepts
+        raw_headers = [
+            (name.encode("ascii"), value.encode("iso-8859-1"))
+            for name, value in request.headers.raw_items()
+        ]
         raw_path, _, query = request.path.partition("?")
         root = layer.root_path
         subprotocols: list[str] = []
         for header in request.headers.get_all("Sec-WebSocket-Protocol"):
             subprotocols.extend([token.strip() for token in header.split(",")])
+        # websockets' parser keeps the request for the connection's lifetime; its
+        # headers are in the scope now.
+        request.headers.clear()
         extensions: dict[str, Any] = {"websocket.http.response": {}}
         if layer.fast_path:
             extensions[FRAME_TRANSPORT] = {"protocol": self}
@@ -573,6 +501,14 @@ class WebSocketProtocol(asyncio.Protocol):
         self.transport.write(output)
         self.transport.close()
 
+    def _respond(self, response: Response) -> None:
+        """Send an HTTP response instead of accepting, and close."""
+        conn = self.conn
+        assert conn is not None
+        conn.send_response(response)
+        self.response = None
+        self._refuse(b"".join(conn.data_to_send()))
+
     # -- ASGI --------------------------------------------------------------------
 
     async def run_asgi(self) -> None:
@@ -597,9 +533,13 @@ class WebSocketProtocol(asyncio.Protocol):
             self.transport.close()
 
     def send_500_response(self) -> None:
-        if self.initial_response or self.handshake_complete:
+        conn = self.conn
+        if self.initial_response or self.handshake_complete or conn is None:
             return
-        self.transport.write(_http_response(500, "Internal Server Error"))
+        if conn.close_expected():  # a response was sent already
+            return
+        conn.send_response(conn.reject(500, "Internal Server Error"))
+        self.transport.write(b"".join(conn.data_to_send()))
 
     async def receive(self) -> Any:
         message = await self.inbox.get()
@@ -648,17 +588,17 @@ class WebSocketProtocol(asyncio.Protocol):
                     headers.append(("Sec-WebSocket-Protocol", subprotocol))
                 del response.headers["Date"]
                 response.headers.update(headers)
+                self.response = None  # sent; not needed any more
                 if not self.transport.is_closing():
                     self.handshake_complete = True
-                    self.transport.write(response.serialize())
+                    conn.send_response(response)
+                    self.transport.write(b"".join(conn.data_to_send()))
                     self.start_keepalive()
-                self.response = None  # sent; not needed any more
             elif kind == "websocket.close":
                 # Closing before accepting: HTTP 403.
                 self.inbox.put_nowait({"type": "websocket.disconnect", "code": 1006})
                 self._handshake_line("403")
-                self.response = None
-                self._refuse(conn.reject(HTTPStatus.FORBIDDEN, "").serialize())
+                self._respond(conn.reject(HTTPStatus.FORBIDDEN, ""))
             elif kind == "websocket.http.response.start" and self.initial_response is None:
                 status = message["status"]
                 if not (100 <= status < 600):
@@ -729,7 +669,7 @@ class WebSocketProtocol(asyncio.Protocol):
                 except ValueError:
                     phrase = ""
                 self.inbox.put_nowait({"type": "websocket.disconnect", "code": 1006})
-                self._refuse(Response(status, phrase, head, body).serialize())
+                self._respond(Response(status, phrase, head, body))
         else:
             raise RuntimeError(
                 f"Unexpected ASGI message '{kind}', after sending 'websocket.close'."
@@ -903,16 +843,18 @@ class WebSocketProtocol(asyncio.Protocol):
             self.transport.write(data)
         if b"" not in out:  # websockets.protocol.SEND_EOF: close the TCP connection
             return
-        if not peer_closed and not self.close_sent:
-            # websockets failed the connection (framing, size, ...): tell the app the
-            # code and reason of the close frame it sent.
-            code, reason = 1006, ""
-            for chunk in out:
-                if chunk[:1] == b"\x88":
-                    close = Close.parse(chunk[2:])
-                    code, reason = close.code, close.reason
+        if not self.close_sent:
+            # websockets ended the connection: the peer's close frame (echoed), or a
+            # failure (framing, size, ...; its close frame sent). Nothing more is read;
+            # the connection is CLOSED and its close codes known.
+            conn.receive_eof()
+            if peer_closed:
+                code, reason = conn.close_code, conn.close_reason
+            else:
+                sent = conn.close_exc.sent
+                code, reason = (sent.code, sent.reason) if sent is not None else (1006, "")
+                self.close_sent = True
             self.inbox.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
-            self.close_sent = True
         self.transport.close()
 
     def deliver(self, message: dict[str, Any]) -> None:
@@ -982,19 +924,13 @@ class WebSocketProtocol(asyncio.Protocol):
             self.deliver({"type": "websocket.receive", "text": text})
 
     def handle_close(self, event: Frame) -> None:
-        if self.close_sent:
+        if self.close_sent and self.close_timer is not None:
             # The peer answered our close frame: the closing handshake is complete.
-            if self.close_timer is not None:
-                self.close_timer.cancel()
-                self.close_timer = None
-                self.transport.close()
-            return
-        if not self.transport.is_closing():
-            close = Close.parse(event.data)
-            self.inbox.put_nowait(
-                {"type": "websocket.disconnect", "code": close.code, "reason": close.reason}
-            )
-            # websockets queued the echo and the end of the stream: _flush sends both.
+            self.close_timer.cancel()
+            self.close_timer = None
+            self.transport.close()
+        # Otherwise websockets queued the echo and the end of the stream: _flush sends
+        # both and tells the app the peer's code and reason.
 
     def fail(self, code: int, reason: str) -> None:
         """Fail the connection from the reading side: close frame, then drop TCP."""
