@@ -4,10 +4,14 @@ uvicorn's HTTP protocol hands a WebSocket upgrade over to the class given as
 ``uvicorn.Config(ws=...)``: it constructs it with ``config=``, ``server_state=`` and
 ``app_state=``, calls ``connection_made(transport)``, switches the transport to it and
 feeds it the upgrade request with ``data_received``. That is the whole contract with
-uvicorn; the rest is websockets' public sans-I/O API (``ServerProtocol``: ``accept``,
-``reject``, ``receive_data``, ``events_received``, ``data_to_send``, ``send_*``,
-``fail``; ``Request``/``Response``/``Headers``, ``Close``) and the ASGI WebSocket
-interface towards the app.
+uvicorn, besides documented ``uvicorn.Config`` settings (``loaded_app``,
+``root_path``, ``ws_*``, ``access_log``, ``server_header``, ``date_header``,
+``headers``); ``server_state`` is not touched. The rest is websockets' documented
+sans-I/O API (``ServerProtocol``: ``receive_data``, ``receive_eof``,
+``events_received``, ``data_to_send``, ``accept``, ``reject``, ``send_response``,
+``send_*``, ``fail``, ``close_expected``, ``handshake_exc``,
+``close_code``/``close_reason``/``close_exc``; ``Request``/``Response``/``Headers``,
+``Frame``/``Opcode``) and the ASGI WebSocket interface towards the app.
 
 What it adds to a plain ASGI WebSocket server (docs/security.md, docs/performance.md):
 
@@ -25,7 +29,8 @@ What it adds to a plain ASGI WebSocket server (docs/security.md, docs/performanc
   handshakes websockets refuses (431, 400);
 * a close frame in the middle of a fragmented message drops the partial message and
   is echoed (RFC 6455 §5.4 lets control frames interleave; websockets would fail
-  the connection with 1002);
+  the connection with 1002): frame boundaries are followed in the bytes received and
+  an empty final continuation frame is fed to websockets before such a close;
 * lean idle connections: slots, a receive queue and a writable flag that allocate
   only while a task waits, no handshake request, response or headers kept once open.
 
@@ -110,7 +115,10 @@ class WebSocketLayer:
         self.addrs: dict[Any, Any] = {}
         self.ws_logger = _InfoAsDebug(logging.getLogger("football_realtime.ws"), {})
         self.config: Any = None
-        self.server_state: Any = None
+        #: Headers of every handshake response (uvicorn's ``server_header`` and
+        #: ``headers`` settings); ``date_header``: keep websockets' Date header.
+        self.response_headers: list[tuple[str, str]] = []
+        self.date_header = True
         self.app_state: dict[str, Any] = {}
         self.app: Any = None
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
@@ -122,12 +130,16 @@ class WebSocketLayer:
         self.ping_timeout: float | None = None
         self.access_log = True
 
-    def bind(self, config: Any, server_state: Any, app_state: dict[str, Any]) -> None:
+    def bind(self, config: Any, app_state: dict[str, Any]) -> None:
         if not config.loaded:
             config.load()
         self.config = config
-        self.server_state = server_state
         self.app_state = app_state
+        headers = [(name.lower(), value) for name, value in config.headers]
+        if config.server_header and not any(name == "server" for name, _ in headers):
+            headers.insert(0, ("server", "uvicorn"))
+        self.response_headers = headers
+        self.date_header = config.date_header
         self.app = config.loaded_app
         self.root_path = config.root_path
         self.asgi_version = config.asgi_version
@@ -150,10 +162,6 @@ class WebSocketLayer:
         self.connections.discard(proto)
         if not self.connections and self.closed_all is not None and not self.closed_all.done():
             self.closed_all.set_result(None)
-
-    def default_headers(self) -> list[tuple[bytes, bytes]]:
-        headers: list[tuple[bytes, bytes]] = getattr(self.server_state, "default_headers", [])
-        return headers
 
     async def shutdown(self, timeout: float) -> None:
         """Graceful shutdown: every open connection says goodbye (the app's
@@ -306,7 +314,7 @@ class WebSocketProtocol(asyncio.Protocol):
     ) -> None:
         layer = self.layer
         if layer.config is not config:
-            layer.bind(config, server_state, app_state)
+            layer.bind(config, app_state)
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.conn: ServerProtocol | None = None
         self.scope: dict[str, Any] | None = None
@@ -577,16 +585,16 @@ class WebSocketProtocol(asyncio.Protocol):
                 self._handshake_line("[accepted]")
                 response = self.response
                 assert response is not None
-                headers = [
+                layer = self.layer
+                headers = layer.response_headers + [
                     (name.decode("latin-1").lower(), value.decode("latin-1"))
-                    for name, value in (
-                        self.layer.default_headers() + list(message.get("headers", []))
-                    )
+                    for name, value in message.get("headers", [])
                 ]
                 subprotocol = message.get("subprotocol")
                 if subprotocol:
                     headers.append(("Sec-WebSocket-Protocol", subprotocol))
-                del response.headers["Date"]
+                if not layer.date_header:
+                    del response.headers["Date"]
                 response.headers.update(headers)
                 self.response = None  # sent; not needed any more
                 if not self.transport.is_closing():
