@@ -480,8 +480,9 @@ class WebSocketProtocol(asyncio.Protocol):
         for header in request.headers.get_all("Sec-WebSocket-Protocol"):
             subprotocols.extend([token.strip() for token in header.split(",")])
         # websockets' parser keeps the request for the connection's lifetime; its
-        # headers are in the scope now.
+        # headers and target (with a token, maybe) are in the scope now.
         request.headers.clear()
+        request.path = ""
         extensions: dict[str, Any] = {"websocket.http.response": {}}
         if layer.fast_path:
             extensions[FRAME_TRANSPORT] = {"protocol": self}
