@@ -324,7 +324,8 @@ class WebSocketProtocol(asyncio.Protocol):
         self.response: Response | None = None
         self.initial_response: tuple[int, list[tuple[str, str]], bytes] | None = None
         self.inbox = _Inbox()
-        self.writable = _Flag()
+        # Created when writing first pauses.
+        self.writable: _Flag | None = None
         self.handshake_complete = False
         self.close_sent = False
         self.disconnected = False
@@ -341,10 +342,11 @@ class WebSocketProtocol(asyncio.Protocol):
         self.ping_sent_at = 0.0
         self.last_ping_rtt = 0.0
         self.last_received = 0.0
-        self.pings = TokenBucket(layer.max_pings_per_second, layer.ping_burst, layer.loop.time())
-        # The message being received: its frames, and for text the decoder (created
+        # Created at the first ping (most clients never send one).
+        self.pings: TokenBucket | None = None
+        # A message in several frames being received: its frames, and for text the
         # per text message, not per idle connection).
-        self.frames: list[Any] = []
+        self.frames: list[Any] | None = None
         self.text = False
         self.utf8: codecs.IncrementalDecoder | None = None
         # Frame boundaries as read so far (see _boundaries).
@@ -399,6 +401,8 @@ class WebSocketProtocol(asyncio.Protocol):
         pass
 
     def pause_writing(self) -> None:
+        if self.writable is None:
+            self.writable = _Flag()
         self.writable.clear()
         self.write_paused = True
         cb = self.on_writable
@@ -406,7 +410,8 @@ class WebSocketProtocol(asyncio.Protocol):
             cb(False)
 
     def resume_writing(self) -> None:
-        self.writable.set()
+        if self.writable is not None:
+            self.writable.set()
         self.write_paused = False
         cb = self.on_writable
         if cb is not None:
@@ -425,7 +430,8 @@ class WebSocketProtocol(asyncio.Protocol):
         self.handshake_complete = True
         self.disconnected = True
         # Unblock a send() waiting for the socket: no resume_writing comes any more.
-        self.writable.set()
+        if self.writable is not None:
+            self.writable.set()
         if self.close_timer is not None:
             self.close_timer.cancel()
             self.close_timer = None
@@ -574,8 +580,9 @@ class WebSocketProtocol(asyncio.Protocol):
             )
 
     async def send(self, message: Any) -> None:
-        if not self.writable.is_set():
-            await self.writable.wait()
+        writable = self.writable
+        if writable is not None and not writable.is_set():
+            await writable.wait()
         if self.disconnected:
             raise ClientDisconnected()
         kind = message["type"]
@@ -820,8 +827,12 @@ class WebSocketProtocol(asyncio.Protocol):
             if e.opcode is Opcode.PING:
                 pings += 1
         if pings:
-            now = self.layer.loop.time()
-            if not all([self.pings.take(now) for _ in range(pings)]):
+            layer = self.layer
+            now = layer.loop.time()
+            bucket = self.pings
+            if bucket is None:
+                bucket = self.pings = TokenBucket(layer.max_pings_per_second, layer.ping_burst, now)
+            if not all([bucket.take(now) for _ in range(pings)]):
                 assert self.conn is not None
                 self.conn.data_to_send()  # drop the queued pongs
                 self.fail(1008, "too many pings")
@@ -883,6 +894,14 @@ class WebSocketProtocol(asyncio.Protocol):
         if self.close_sent:
             return
         self.text = True
+        if event.fin:  # the common case: one frame, decoded at once
+            try:
+                text = str(event.data, "utf-8")
+            except UnicodeDecodeError as exc:
+                self.fail(1007, f"invalid UTF-8 at position {exc.start}")
+                return
+            self.deliver({"type": "websocket.receive", "text": text})
+            return
         self.utf8 = _Utf8Decoder()
         self.frames = []
         self._text_piece(event)
@@ -891,46 +910,43 @@ class WebSocketProtocol(asyncio.Protocol):
         if self.close_sent:
             return
         self.text = False
-        self.utf8 = None
-        self.frames = [event.data]
         if event.fin:
-            self.frames = []
             self.deliver({"type": "websocket.receive", "bytes": bytes(event.data)})
+        else:
+            self.frames = [event.data]
 
     def handle_cont(self, event: Frame) -> None:
+        frames = self.frames
         if self.partial_dropped:
             # The end put before a close frame: the partial message is dropped.
             self.partial_dropped = False
-            self.frames = []
-            self.utf8 = None
+            self.frames = self.utf8 = None
             return
-        if self.close_sent:
+        if self.close_sent or frames is None:
             return
-        if len(self.frames) >= self.layer.max_fragments:
+        if len(frames) >= self.layer.max_fragments:
             self.fail(1009, f"message has more than {self.layer.max_fragments} fragments")
             return
         if self.text:
             self._text_piece(event)
             return
-        self.frames.append(event.data)
+        frames.append(event.data)
         if event.fin:
-            data = b"".join(self.frames)
-            self.frames = []
-            self.deliver({"type": "websocket.receive", "bytes": data})
+            self.frames = None
+            self.deliver({"type": "websocket.receive", "bytes": b"".join(frames)})
 
     def _text_piece(self, event: Frame) -> None:
-        assert self.utf8 is not None  # set by handle_text
+        frames = self.frames
+        assert self.utf8 is not None and frames is not None  # set by handle_text
         try:
             piece = self.utf8.decode(event.data, event.fin)
         except UnicodeDecodeError as exc:
             self.fail(1007, f"invalid UTF-8 at position {exc.start}")
             return
-        self.frames.append(piece)
+        frames.append(piece)
         if event.fin:
-            text = piece if len(self.frames) == 1 else "".join(self.frames)
-            self.frames = []
-            self.utf8 = None
-            self.deliver({"type": "websocket.receive", "text": text})
+            self.frames = self.utf8 = None
+            self.deliver({"type": "websocket.receive", "text": "".join(frames)})
 
     def handle_close(self, event: Frame) -> None:
         if self.close_sent and self.close_timer is not None:
@@ -945,8 +961,7 @@ class WebSocketProtocol(asyncio.Protocol):
         """Fail the connection from the reading side: close frame, then drop TCP."""
         conn = self.conn
         assert conn is not None
-        self.frames = []
-        self.utf8 = None
+        self.frames = self.utf8 = None
         if self.close_sent:
             return
         conn.fail(code, reason)
