@@ -16,9 +16,9 @@ import orjson
 from football_realtime.app import Realtime
 from football_realtime.brokers.base import PublishedEvent
 from football_realtime.config import Settings
-from football_realtime.connection import Connection, Encoded
 from football_realtime.core.events import EventType, SubscriptionType
 from football_realtime.core.subscriptions import SubscriptionFilter
+from football_realtime.service.connection import Connection, Encoded
 
 
 class NullSink:

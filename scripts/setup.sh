@@ -10,7 +10,7 @@ command -v "$PY" >/dev/null 2>&1 || PY=python3
 apt_install() {
   local missing=()
   for pkg in "$@"; do
-    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
   done
   if [ ${#missing[@]} -gt 0 ]; then
     echo "setup: installing system packages: ${missing[*]}"
@@ -24,6 +24,8 @@ apt_install() {
 if command -v apt-get >/dev/null 2>&1; then
   # redis-server and nginx: the scale-out tests start their own on free ports.
   apt_install redis-server nginx ${SYSTEM_PACKAGES:-}
+  # kubectl: tests/test_deploy.py renders deploy/k8s with `kubectl kustomize`.
+  command -v kubectl >/dev/null 2>&1 || apt_install kubernetes-client
 fi
 
 # The demo's dashboard: Node.js for its build and tests, Debian's Chromium for the

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from .support import TIMEOUT, free_port
@@ -19,7 +20,7 @@ REDIS_SERVER = shutil.which("redis-server")
 
 
 class RedisServer:
-    def __init__(self, *, persistent: bool = False) -> None:
+    def __init__(self, *, persistent: bool = False, args: Sequence[str] = ()) -> None:
         if REDIS_SERVER is None:
             raise RuntimeError(
                 "redis-server is not installed (apt-get install redis-server); "
@@ -28,6 +29,7 @@ class RedisServer:
         self.port = free_port()
         assert self.port != 6379
         self.persistent = persistent
+        self.args = list(args)  # extra redis-server options, e.g. --replicaof
         self.dir = Path(tempfile.mkdtemp(prefix="frt-redis-"))
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -57,6 +59,7 @@ class RedisServer:
             args += ["--appendonly", "yes", "--appendfsync", "always"]
         else:
             args += ["--appendonly", "no"]
+        args += self.args
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + TIMEOUT
         while time.monotonic() < deadline:

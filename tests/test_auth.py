@@ -277,7 +277,7 @@ async def test_preset_endpoint_forbidden_for_free_tier(server: RunningServer) ->
 async def test_each_view_is_serialised_once(server: RunningServer) -> None:
     rt = server.realtime
     calls: list[tuple[int, str]] = []
-    original = rt.guard.render_view
+    original = rt.views.render
 
     def counting(ev: Any, view: Any) -> Any:
         calls.append((ev.offset, view))
@@ -336,7 +336,7 @@ async def test_token_deadlines_leave_the_shared_timer_wheel_with_their_connectio
     with running_server() as srv:
 
         def scheduled() -> int:
-            wheel = srv.realtime.guard._expiry
+            wheel = srv.realtime.sessions._expiry
             return len(wheel) if wheel is not None else 0
 
         clients = [await WSClient.connect(srv.url(token=token(f"w{i}", ttl=600))) for i in range(3)]

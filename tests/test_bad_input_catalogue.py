@@ -1004,7 +1004,7 @@ async def test_zz_server_still_serves_and_nothing_leaked(srv: RunningServer) -> 
             "subscriptions": len(rt.hub.index),
             "users": len(rt.hub.user_connections),
             "rooms": len(rt.hub.rooms),
-            "addresses": len(rt.guard.ip_connections),
+            "addresses": len(rt.admission.ip_connections),
             "sockets": len(srv.server.server_state.connections),
             "tasks": len(srv.server.server_state.tasks),
             "websockets": len(srv.ws_layer.connections),

@@ -1,4 +1,5 @@
-"""One conformance suite for every broker: memory, and redis on a real redis-server.
+"""One conformance suite for every broker: memory, redis on a real redis-server, and
+redis through a real Sentinel set (1 master, 2 replicas, 3 sentinels).
 
 What brokers/base.py promises: gapless offsets per stream from 1, delivery in offset
 order exactly once, bounded history (size and age) read back by offset with no partial
@@ -18,6 +19,7 @@ from football_realtime.brokers import Broker, MemoryBroker, PublishedEvent
 from football_realtime.brokers.redis import RedisBroker
 from football_realtime.core.events import SubscriptionType
 
+from .redis_sentinel import SentinelSet
 from .redis_server import RedisServer
 from .support import TIMEOUT, UNIT
 
@@ -111,16 +113,47 @@ class RedisBackend(Backend):
         return node
 
 
+class SentinelBackend(Backend):
+    """The Redis broker on ``redis+sentinel://``, publishing with MIN_REPLICAS=1."""
+
+    name = "redis"
+
+    def __init__(self, sentinels: SentinelSet) -> None:
+        self.sentinels = sentinels
+
+    def broker(self, history_size: int = 1000, history_ttl: float = 600.0) -> Broker:
+        return RedisBroker(
+            self.sentinels.url(),
+            history_size=history_size,
+            history_ttl=history_ttl,
+            min_replicas=1,
+        )
+
+    async def lose_history(self, node: Node) -> Node:
+        await asyncio.to_thread(self.sentinels.flushall)
+        return node
+
+
 @pytest.fixture(scope="module")
 def redis_server() -> Iterator[RedisServer]:
     with RedisServer() as srv:
         yield srv
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(scope="module")
+def sentinel_set() -> Iterator[SentinelSet]:
+    with SentinelSet() as sentinels:
+        yield sentinels
+
+
+@pytest.fixture(params=["memory", "redis", "sentinel"])
 def backend(request: pytest.FixtureRequest) -> Backend:
     if request.param == "memory":
         return MemoryBackend()
+    if request.param == "sentinel":
+        sentinels: SentinelSet = request.getfixturevalue("sentinel_set")
+        sentinels.flushall()
+        return SentinelBackend(sentinels)
     srv: RedisServer = request.getfixturevalue("redis_server")
     srv.flushall()
     return RedisBackend(srv)

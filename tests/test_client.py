@@ -280,8 +280,9 @@ async def test_unknown_event_fields_and_types_do_not_break_the_client(
         # A frame from a newer server with an event type this client does not know.
         conn_id = client.connection_info["connection_id"]
         server.call(
-            lambda: server.realtime.hub.send_to_connection(
-                conn_id, b'{"event_type":"goal_celebration","data":{"x":1}}'
+            lambda: server.realtime.hub.send_payload(
+                server.realtime.hub.connections[conn_id],
+                b'{"event_type":"goal_celebration","data":{"x":1}}',
             )
         )
         (odd,) = await take(client, 1, pred=lambda it: it.event_type == "goal_celebration")

@@ -1,9 +1,12 @@
 """deploy/: the Kubernetes manifests, the Dockerfile and the Grafana dashboard.
 
-No cluster and no Docker daemon here: the manifests are validated against the
-Kubernetes OpenAPI schemas and cross-checked with each other and with Settings;
-the Dockerfile is parsed, and its CMD, ENV and HEALTHCHECK are run for real
-against a service process. See docs/deployment.md for what was not run.
+No cluster here: the manifests are rendered with `kubectl kustomize`, validated
+against the Kubernetes OpenAPI schemas and cross-checked with each other, with
+Settings and with what the container test checks of the image (its tag, port,
+probes, user, read-only root). The image itself is built and run by
+scripts/image-test.sh (tests/container_checks.py); here the Dockerfile is parsed,
+and its CMD, ENV and HEALTHCHECK are run for real against a service process.
+See docs/deployment.md for what is tested where.
 """
 
 from __future__ import annotations
@@ -13,9 +16,11 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -26,8 +31,9 @@ import yaml
 from dockerfile_parse import DockerfileParser
 
 from football_realtime.docs_config import replace_generated, setting_specs
-from football_realtime.metrics import METRICS
+from football_realtime.edges.metrics import METRICS
 
+from .container_checks import APP_UID, CONTAINER_PORT, HEALTH_PATH, LIVE_PATH, image_tag
 from .scrape import scrape
 from .support import ADMIN, TIMEOUT, RunningServer, ServeProcess, free_port
 
@@ -280,6 +286,19 @@ def test_dockerfile_essentials() -> None:
     ignore = (DEPLOY / "Dockerfile.dockerignore").read_text().splitlines()
     assert ignore[ignore.index("**") + 1 :]  # everything excluded, then a short allow-list
     assert "!src/" in ignore and "dashboard/node_modules" in ignore
+    # the dashboard links the TypeScript client (file:../clients/js) and builds it
+    assert (
+        json.loads((ROOT / "dashboard" / "package.json").read_text())["dependencies"][
+            "@football-realtime/client"
+        ]
+        == "file:../clients/js"
+    )
+    assert {"!clients/js/package.json", "!clients/js/package-lock.json", "!clients/js/src/"} <= set(
+        ignore
+    )
+    assert "!requirements-runtime.lock" in ignore
+    assert "pip install --require-hashes -r requirements-runtime.lock" in text
+    assert not text.startswith("# syntax=")  # a frontend image to pull: none is reachable
 
 
 def healthcheck_command() -> list[str]:
@@ -337,6 +356,94 @@ def test_image_cmd_env_and_healthcheck_run_for_real() -> None:
         timeout=TIMEOUT * 2,
     )
     assert dead.returncode != 0
+
+
+def lock_entries(path: Path) -> dict[str, tuple[str, frozenset[str]]]:
+    """``name -> (version, hashes)`` of a uv/pip-compile lock file."""
+    entries: dict[str, tuple[str, frozenset[str]]] = {}
+    name = ""
+    for line in path.read_text().splitlines():
+        m = re.match(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)", line)
+        if m:
+            name = re.sub(r"[-_.]+", "-", m.group(1)).lower()
+            entries[name] = (m.group(2), frozenset())
+            continue
+        h = re.search(r"--hash=(sha256:[0-9a-f]{64})", line)
+        if h and name:
+            version, hashes = entries[name]
+            entries[name] = (version, hashes | {h.group(1)})
+    return entries
+
+
+def test_the_image_lock_is_the_runtime_part_of_the_full_lock() -> None:
+    """requirements-runtime.lock (the image) pins the same versions, with the same
+    hashes, as requirements.lock (CI): scripts/lock.sh writes both."""
+    full = lock_entries(ROOT / "requirements.lock")
+    runtime = lock_entries(ROOT / "requirements-runtime.lock")
+    assert runtime and all(hashes for _, hashes in runtime.values())
+    assert runtime.items() <= full.items(), {k: v for k, v in runtime.items() if full.get(k) != v}
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    wanted = {
+        re.sub(r"[-_.]+", "-", re.split(r"[\[<>=!~; ]", dep, maxsplit=1)[0]).lower()
+        for dep in project["project"]["dependencies"]
+    }
+    assert wanted | {"setuptools", "wheel"} <= set(runtime)  # + the build backend
+    assert not {"pytest", "mypy", "ruff", "kubernetes-validate"} & set(runtime)
+
+
+# -- what the container test checks --------------------------------------------------
+
+
+KUBECTL = shutil.which("kubectl")
+
+
+@pytest.mark.skipif(
+    KUBECTL is None, reason="kubectl is not installed (scripts/setup.sh installs kubernetes-client)"
+)
+def test_kustomize_renders_valid_manifests_of_the_tested_image(
+    k8s: dict[tuple[str, str], dict[str, Any]],
+) -> None:
+    assert KUBECTL is not None
+    r = subprocess.run(
+        [KUBECTL, "kustomize", str(K8S)], capture_output=True, text=True, timeout=120
+    )
+    assert r.returncode == 0, r.stderr
+    docs = [d for d in yaml.safe_load_all(r.stdout) if d]
+    for doc in docs:
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+    rendered = {(d["kind"], d["metadata"]["name"]) for d in docs}
+    assert rendered == set(k8s) - {("Secret", "football-realtime-secrets")}
+    (dep,) = [d for d in docs if d["kind"] == "Deployment"]
+    (c,) = dep["spec"]["template"]["spec"]["containers"]
+    assert c["image"] == image_tag()  # what scripts/image-test.sh builds and runs
+
+
+def test_k8s_runs_the_image_as_the_container_test_checks_it(
+    k8s: dict[tuple[str, str], dict[str, Any]],
+) -> None:
+    """The Deployment runs the image the way tests/container_checks.py proved it works."""
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    (img,) = kustomization["images"]
+    assert f"{img['name']}:{img['newTag']}" == image_tag()
+    c = container(k8s)
+    pod = k8s[("Deployment", "football-realtime")]["spec"]["template"]["spec"]
+    assert c["image"].split(":")[0] == img["name"]
+    # port, probes
+    assert [p["containerPort"] for p in c["ports"]] == [CONTAINER_PORT]
+    assert instruction(final_stage(), "EXPOSE") == [str(CONTAINER_PORT)]
+    assert c["readinessProbe"]["httpGet"]["path"] == HEALTH_PATH
+    assert c["livenessProbe"]["httpGet"]["path"] == LIVE_PATH
+    (health,) = instruction(final_stage(), "HEALTHCHECK")
+    assert HEALTH_PATH in health
+    # user: the image's USER, and the pod's
+    (user,) = instruction(final_stage(), "USER")
+    assert user == f"{APP_UID}:{APP_UID}"
+    assert pod["securityContext"]["runAsUser"] == pod["securityContext"]["runAsGroup"] == APP_UID
+    # read-only root with a writable /tmp (docker run --read-only --tmpfs /tmp)
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    (tmp,) = [m for m in c["volumeMounts"] if m["mountPath"] == "/tmp"]
+    (vol,) = [v for v in pod["volumes"] if v["name"] == tmp["name"]]
+    assert vol["emptyDir"]["medium"] == "Memory"
 
 
 # -- Grafana and docs ----------------------------------------------------------------------

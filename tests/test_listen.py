@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from football_realtime.client.listen import format_json, format_row
-from football_realtime.client.models import RecoveryFailed, parse_event
+from football_realtime.client.models import parse_event
+from football_realtime.client.subscription import RecoveryFailed
 
 from .client_support import TcpProxy, pred, refusing_listener, valid_token
 from .support import TIMEOUT, RunningServer, post_broadcast, start_serve_process

@@ -16,7 +16,7 @@ import websockets
 from prometheus_client import CollectorRegistry
 
 from football_realtime.app import Realtime, create_app
-from football_realtime.metrics import METRICS, bounded, close_code_label, mount_metrics
+from football_realtime.edges.metrics import METRICS, bounded, close_code_label, mount_metrics
 
 from .scrape import Scrape, histogram_quantile, scrape
 from .support import TIMEOUT, UNIT, RunningServer, make_settings, running_server, token

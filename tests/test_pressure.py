@@ -19,7 +19,7 @@ import orjson
 import pytest
 import websockets
 
-from football_realtime.connection import Connection
+from football_realtime.service.connection import Connection
 
 from .cluster_support import odds
 from .support import TIMEOUT, UNIT, RunningServer, WSClient, running_server, token

@@ -1,7 +1,6 @@
 """football-realtime: real-time push of football events over WebSocket."""
 
-__version__ = "0.1.0"
-
+from ._version import __version__
 from .app import Realtime, create_app
 from .config import Settings
 from .core.close_codes import CloseCode

@@ -8,10 +8,9 @@ variable. Invalid values are refused with exit code 2 and a message naming the v
 from __future__ import annotations
 
 import argparse
-import contextlib
-import gc
 import json
 import os
+import re
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -22,31 +21,14 @@ from pydantic import SecretStr, ValidationError
 from .client import listen
 from .config import Settings
 from .demo.cli import add_demo_parser, run_demo
-from .docs_config import SettingSpec, setting_specs
-
-EXIT_INVALID_CONFIG = 2
-
-
-def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group(
-        "settings", "each flag overrides its REALTIME_* environment variable"
-    )
-    for spec in setting_specs():
-        if spec.flag is None:
-            continue
-        help_text = f"{spec.description} [{spec.env}]".replace("%", "%%")
-        if spec.is_bool:
-            group.add_argument(
-                spec.flag,
-                dest=spec.name,
-                action=argparse.BooleanOptionalAction,
-                default=None,
-                help=help_text,
-            )
-        else:
-            group.add_argument(
-                spec.flag, dest=spec.name, default=None, metavar="VALUE", help=help_text
-            )
+from .serve import serve
+from .settings_cli import (
+    EXIT_INVALID_CONFIG,
+    add_settings_arguments,
+    explain_invalid,
+    flag_overrides,
+)
+from .settings_reference import SettingSpec, reference, setting_specs
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -95,45 +77,24 @@ def write_schema(out: str | None) -> int:
     return 0
 
 
-def flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """The settings given as flags (they win over the environment)."""
-    return {
-        s.name: getattr(args, s.name)
-        for s in setting_specs()
-        if getattr(args, s.name, None) is not None
-    }
-
-
-def explain_invalid(exc: ValidationError, overrides: dict[str, Any]) -> list[str]:
-    specs = {s.name: s for s in setting_specs()}
-    lines = []
-    for e in exc.errors(include_url=False):
-        name = str(e["loc"][0]) if e["loc"] else ""
-        spec = specs.get(name)
-        if spec is None:
-            lines.append(f"invalid configuration: {e['msg']}")
-            continue
-        where = spec.env
-        if name in overrides and spec.flag:
-            where += f" (given as {spec.flag})"
-        shown = "" if spec.secret else f" = {e.get('input')!r}"
-        lines.append(f"invalid configuration: {where}{shown}: {e['msg']}")
-    return lines
-
-
 def redact_url(value: str) -> str:
-    """``redis://user:secret@host`` -> ``redis://user:***@host``."""
+    """``redis://user:secret@host`` -> ``redis://user:***@host``; also a Sentinel URL's
+    several hosts and its ``sentinel_password`` query parameter."""
     try:
         parts = urlsplit(value)
     except ValueError:
         return value
-    if parts.password is None:
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    netloc = parts.netloc
+    if at and ":" in userinfo:
+        netloc = f"{userinfo.partition(':')[0]}:***@{hosts}"
+    query = _SENTINEL_PASSWORD.sub(r"\1***", parts.query)
+    if netloc == parts.netloc and query == parts.query:
         return value
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host += f":{parts.port}"
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+_SENTINEL_PASSWORD = re.compile(r"((?:^|&)sentinel_password=)[^&]*")
 
 
 def _display(spec: SettingSpec, value: Any) -> Any:
@@ -189,61 +150,6 @@ def print_config(args: argparse.Namespace, settings: Settings, overrides: dict[s
         print(f"{line}  # {note}")
 
 
-def tune_gc() -> None:
-    """Keep the cyclic garbage collector's work per accepted connection low without
-    long pauses.
-
-    Everything built at start-up (FastAPI, pydantic models, the app) lives as long as the
-    process: freezing it keeps collections from re-scanning it. The first threshold goes
-    from 700 to 10,000 allocations: with CPython's defaults, full collections ran about
-    ten times while 10,000 connections were accepted, each pausing the loop up to 350 ms
-    (the heap grows by a quarter between them); with 10,000 a young collection pauses
-    ~2 ms, an older one ~40 ms at 10,000 connections, and accepting costs ~100 µs less.
-    Larger thresholds save a little more per accept but let one collection scan up to a
-    million objects (a 250 ms pause). Measured in docs/performance.md.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(10_000, 10, 10)
-
-
-def serve(
-    settings: Settings,
-    ssl_certfile: str | None = None,
-    ssl_keyfile: str | None = None,
-    app: Any = None,
-) -> None:
-    """Run ``app`` (default: the plain service) with the settings' server options."""
-    import uvicorn
-
-    from . import logredact
-    from .app import create_app
-    from .logs import configure_logging
-    from .server import uvicorn_config
-
-    configure_logging(settings)
-    routes = None
-    if app is None:
-        app = create_app(settings)
-        # The service's own WebSocket routes, called directly by our WebSocket layer.
-        routes = app.state.realtime.ws_routes()
-    tune_gc()
-    config = uvicorn_config(
-        app,
-        settings,
-        routes=routes,
-        ssl_certfile=ssl_certfile,
-        ssl_keyfile=ssl_keyfile,
-        log_config=None,  # keep the handler configure_logging installed
-    )
-    logredact.install()  # after logging is configured: tokens never reach a log
-    server = uvicorn.Server(config)
-    with contextlib.suppress(KeyboardInterrupt):
-        server.run()
-    if not server.started:
-        sys.exit(3)  # uvicorn's STARTUP_FAILURE, as uvicorn.run does
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -254,9 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "listen":
         return listen.run(args)
     if args.command == "config" and args.markdown:
-        from .docs_config import reference
-
-        print(reference())
+        print(reference(parser))
         return 0
     overrides = flag_overrides(args)
     try:

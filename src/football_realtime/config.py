@@ -42,7 +42,18 @@ class Settings(BaseSettings):
         "details). Unset: a random token is generated at start-up and printed once.",
     )
     broker_url: str = Field(
-        "memory://", description="`memory://` (one process) or `redis://host:port/db`."
+        "memory://",
+        description="`memory://` (one process), `redis://host:port/db`, or "
+        "`redis+sentinel://host:port[,host:port...]/master_name[/db]` (the master found "
+        "through Redis Sentinel; failover followed; docs/scaling.md).",
+    )
+    redis_min_replicas: Annotated[int, Field(ge=0, le=64)] = Field(
+        0,
+        description="Redis broker: a publish succeeds only once this many replicas hold it "
+        "(`WAIT`, up to 1 s; else 503 `only k of N replicas acknowledged`), and instances "
+        "deliver only such events, so a failover loses no acknowledged event. 0: "
+        "acknowledged by the master alone (faster; a failover may lose the newest "
+        "events, and their subscribers get `recovered: false`).",
     )
     history_size: Annotated[int, Field(ge=0, le=10_000_000)] = Field(
         10_000, description="Events kept per stream for recovery."

@@ -16,9 +16,13 @@ Events are validated exactly as ``Realtime.publish`` and ``POST /realtime/broadc
 validate them (:class:`EventValidationError` names the field at fault) and written
 through the same broker code, so every instance of the service delivers them to
 its subscribers in the stream's order. :class:`BrokerUnavailable` is raised when
-Redis cannot take the event; nothing is dropped silently. History limits come from
-the same ``REALTIME_HISTORY_SIZE`` / ``REALTIME_HISTORY_TTL`` settings as the service
-(give both the same environment).
+Redis cannot take the event; nothing is dropped silently. History limits and the
+replica acknowledgements a publish needs come from the same ``REALTIME_HISTORY_SIZE`` /
+``REALTIME_HISTORY_TTL`` / ``REALTIME_REDIS_MIN_REPLICAS`` settings as the service
+(give both the same environment). The URL may name a Sentinel set
+(``redis+sentinel://host:26379,host2:26379/mymaster/0``): the publisher then follows a
+failover by itself (publishes raise :class:`BrokerUnavailable` until the sentinels
+name the new master; retry them with the same idempotency key).
 """
 
 from __future__ import annotations
@@ -26,30 +30,16 @@ from __future__ import annotations
 from types import TracebackType
 from typing import Any
 
+from .brokers import REDIS_SCHEMES, create_broker
 from .brokers.base import BrokerUnavailable, PublishResult
-from .brokers.redis import RedisBroker
 from .config import Settings
 from .core.events import (
-    EVENT_STREAM,
     EventValidationError,
     RealtimeEvent,
-    SubscriptionType,
-    prepare_published_event,
+    prepare_envelope,
 )
 
 __all__ = ["BrokerUnavailable", "EventValidationError", "Publisher", "prepare_envelope"]
-
-
-def prepare_envelope(
-    event: RealtimeEvent | dict[str, Any],
-) -> tuple[dict[str, Any], SubscriptionType]:
-    """Validate an event and return its envelope (without stream and offset, which
-    publishing assigns) and the stream it belongs to."""
-    ev = prepare_published_event(event)
-    envelope = ev.to_wire()
-    envelope.pop("stream", None)
-    envelope.pop("offset", None)
-    return envelope, EVENT_STREAM[ev.event_type]
 
 
 class Publisher:
@@ -61,18 +51,21 @@ class Publisher:
         *,
         history_size: int | None = None,
         history_ttl: float | None = None,
+        min_replicas: int | None = None,
     ) -> None:
         settings = Settings()
         url = url if url is not None else settings.broker_url
-        if not url.startswith(("redis://", "rediss://", "unix://")):
+        if not url.startswith(REDIS_SCHEMES):
             raise ValueError(
-                f"the publisher needs a shared broker (redis://host:port/db), not {url!r}: "
+                f"the publisher needs a shared broker (redis://host:port/db or "
+                f"redis+sentinel://host:port/master), not {url!r}: "
                 "a memory:// broker lives inside one service process"
             )
-        self.broker = RedisBroker(
+        self.broker = create_broker(
             url,
             history_size=history_size if history_size is not None else settings.history_size,
             history_ttl=history_ttl if history_ttl is not None else settings.history_ttl,
+            min_replicas=min_replicas if min_replicas is not None else settings.redis_min_replicas,
             reader=False,
         )
 

@@ -3,15 +3,48 @@
 from .base import Broker, BrokerUnavailable, PublishedEvent, PublishResult
 from .memory import MemoryBroker
 
-__all__ = ["Broker", "BrokerUnavailable", "MemoryBroker", "PublishResult", "PublishedEvent"]
+__all__ = [
+    "REDIS_SCHEMES",
+    "Broker",
+    "BrokerUnavailable",
+    "MemoryBroker",
+    "PublishResult",
+    "PublishedEvent",
+    "create_broker",
+]
+
+#: URL schemes of the Redis broker (``redis+sentinel``: brokers/sentinel.py).
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "redis+sentinel://")
 
 
-def create_broker(url: str, *, history_size: int, history_ttl: float) -> Broker:
-    """Build the broker named by ``REALTIME_BROKER_URL``."""
+def create_broker(
+    url: str,
+    *,
+    history_size: int,
+    history_ttl: float,
+    min_replicas: int = 0,
+    reader: bool = True,
+) -> Broker:
+    """Build the broker named by ``REALTIME_BROKER_URL``; ``min_replicas`` is
+    ``REALTIME_REDIS_MIN_REPLICAS`` (Redis only); ``reader=False``: a Redis broker that
+    publishes and reads history but delivers nothing (the standalone publisher)."""
     if url.startswith("memory://") or url == "memory":
+        if min_replicas:
+            raise ValueError(
+                "REALTIME_REDIS_MIN_REPLICAS needs a Redis broker (redis:// or "
+                f"redis+sentinel://), not {url!r}"
+            )
         return MemoryBroker(history_size=history_size, history_ttl=history_ttl)
-    if url.startswith(("redis://", "rediss://", "unix://")):
+    if url.startswith(REDIS_SCHEMES):
         from .redis import RedisBroker
 
-        return RedisBroker(url, history_size=history_size, history_ttl=history_ttl)
-    raise ValueError(f"unsupported broker URL scheme in {url!r}; use memory:// or redis://")
+        return RedisBroker(
+            url,
+            history_size=history_size,
+            history_ttl=history_ttl,
+            reader=reader,
+            min_replicas=min_replicas,
+        )
+    raise ValueError(
+        f"unsupported broker URL scheme in {url!r}; use memory://, redis:// or redis+sentinel://"
+    )

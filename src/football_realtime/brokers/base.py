@@ -17,9 +17,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from ..core.events import EventType, SubscriptionType
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 
 class BrokerUnavailable(RuntimeError):
@@ -80,3 +83,12 @@ class Broker(Protocol):
         events without one), oldest offset first."""
 
     async def healthy(self) -> bool: ...
+
+
+@runtime_checkable
+class SharesRedis(Protocol):
+    """Optional ability: a broker whose Redis client other components share (the
+    cluster registry keeps the cluster's connections and figures there)."""
+
+    @property
+    def redis(self) -> Redis: ...

@@ -5,7 +5,8 @@ stream's keys in one slot, so the publish script also runs on Redis Cluster:
 
 * ``{frt:S}:meta``   hash ``epoch`` (random string), ``offset`` (last assigned).
 * ``{frt:S}:log``    Redis Stream; entry id ``<offset>-0``, fields ``p`` (envelope
-  JSON with ``stream`` and ``offset``), ``t`` (Redis time, ms), ``e`` (epoch).
+  JSON with ``stream`` and ``offset``), ``t`` (Redis time, ms), ``e`` (epoch), ``n``
+  (a random id of this write, so a reader can tell two writes of one offset apart).
   Trimmed to ``history_size`` entries and ``history_ttl`` seconds.
 * ``{frt:S}:snap``   hash ``<event_type>:<match_id>`` -> ``<offset>|<payload>``: the
   latest event per (event type, match), for ``snapshot: true``.
@@ -27,6 +28,22 @@ offset gap it cannot fill, it calls ``on_reset`` so the service can tell that
 stream's subscribers to reconnect and recover (they get ``recovered: false``). After an
 epoch change it delivers the new epoch from its first offset, so a client that
 subscribed under the new epoch before this instance noticed misses nothing.
+
+Failover (``redis+sentinel://``, brokers/sentinel.py): connections are opened to the
+master the sentinels name, so after a failover the reader and the publishers reconnect
+to the promoted replica by themselves. Replication is asynchronous: the promoted replica
+may lack the newest writes, its offset counter is then behind what readers delivered,
+and new publishes reuse those offsets. The reader's resync (``_ENSURE``) therefore
+checks that the entry at the last offset it delivered is still the one it delivered
+(``n``); when the counter went back or that entry is another write, it rotates the
+epoch, so every subscriber that saw the lost events is told (``recovered: false``).
+
+``min_replicas`` (``REALTIME_REDIS_MIN_REPLICAS``) > 0: a publish sends its script and
+``WAIT min_replicas WAIT_TIMEOUT_MS`` in one pipeline on one connection, and succeeds
+only when that many replicas acknowledged the write; readers deliver an entry only
+after a ``WAIT`` on their own connection (behind a small write) says that many replicas
+hold it. A failover to the most up-to-date replica then loses no acknowledged and no
+delivered event.
 """
 
 from __future__ import annotations
@@ -42,12 +59,16 @@ from typing import Any, TypeVar
 import orjson
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, RedisError
 
 from ..core.encoding import dumps
 from ..core.events import EventType, SubscriptionType
+from ..tasks import cancelling, stop_task
 from .base import BrokerUnavailable, Deliver, PublishedEvent, PublishResult, Reset
+from .sentinel import is_sentinel_url, master_client, parse_sentinel_url, sentinel_manager
 
 log = logging.getLogger("football_realtime.brokers.redis")
 
@@ -65,6 +86,13 @@ READ_BLOCK_MS = 1000
 READ_COUNT = 1000
 BACKOFF_MIN = 0.05
 BACKOFF_MAX = 2.0
+#: With ``min_replicas`` > 0: how long a publish (and the reader, before delivering)
+#: waits for the replicas' acknowledgement (``WAIT``), in milliseconds. Below
+#: COMMAND_TIMEOUT; a healthy replica on a LAN acknowledges within a millisecond or two.
+WAIT_TIMEOUT_MS = 1000
+#: Sentinel: how often the reader and publishers ask the sentinels whether the master
+#: moved (a demoted master stays reachable until Sentinel reconfigures it).
+MASTER_CHECK_INTERVAL = 1.0
 #: history() waits at most this long for this instance's reader to reach a client's
 #: offset (the client came from an instance that was a few milliseconds ahead).
 CATCH_UP_TIMEOUT = 2.0
@@ -73,9 +101,11 @@ _T = TypeVar("_T")
 _STALE = object()  # history read under an epoch the reader has not adopted yet
 
 # KEYS: meta, log, snap, idem
-# ARGV: epoch candidate, envelope JSON without its closing brace, stream name,
-#       history size, history ttl ms, idem ttl s, snapshot field ('' = none),
-#       snapshot ttl s
+# ARGV: epoch candidate (random per publish: also the entry's write id ``n``),
+#       envelope JSON without its closing brace, stream name, history size, history
+#       ttl ms, idem ttl s, snapshot field ('' = none), snapshot ttl s
+# An idempotent retry rewrites its record (KEEPTTL): a write, so that a WAIT after it
+# covers the original publish too (replication is in order).
 _PUBLISH = """
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
@@ -86,13 +116,15 @@ end
 local seen = redis.call('GET', KEYS[4])
 if seen then
   local sep = string.find(seen, '|', 1, true)
+  redis.call('SET', KEYS[4], seen, 'KEEPTTL')
   return {tonumber(string.sub(seen, 1, sep - 1)), string.sub(seen, sep + 1), 1}
 end
 local offset = redis.call('HINCRBY', KEYS[1], 'offset', 1)
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local payload = ARGV[2] .. ',"stream":"' .. ARGV[3] .. '","offset":' .. offset .. '}'
-redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[4], offset .. '-0', 'p', payload, 't', now, 'e', epoch)
+redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[4], offset .. '-0', 'p', payload, 't', now, 'e', epoch,
+  'n', ARGV[1])
 local cutoff = now - tonumber(ARGV[5])
 local first = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)
 if #first > 0 and tonumber(first[1][2][4]) < cutoff then
@@ -123,13 +155,29 @@ return {offset, epoch, 0}
 """
 
 # KEYS: meta, log, snap.  ARGV: epoch candidate, epoch this instance knows, the last
-# offset it delivered. Creates the epoch if missing; rotates it when the counter went
-# backwards under the same epoch (Redis restored from an older snapshot: those
-# offsets would be handed out twice). Returns {epoch, offset}.
+# offset it delivered, that entry's write id ('' = unknown). Creates the epoch if
+# missing; rotates it when the counter went backwards under the same epoch (Redis
+# restored from an older snapshot, or a failover to a replica that lacked the newest
+# writes: those offsets would be handed out twice), or when the entry at the last
+# delivered offset is another write than the one delivered (the same failover, after
+# new publishes reused the lost offsets). Returns {epoch, offset}.
 _ENSURE = """
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 local offset = tonumber(redis.call('HGET', KEYS[1], 'offset') or '0')
-if (not epoch) or (epoch == ARGV[2] and offset < tonumber(ARGV[3])) then
+local last = tonumber(ARGV[3])
+local diverged = false
+if epoch and epoch == ARGV[2] and ARGV[4] ~= '' and last > 0 and offset >= last then
+  local e = redis.call('XRANGE', KEYS[2], last .. '-0', last .. '-0')
+  if #e > 0 then
+    local f = e[1][2]
+    local n = ''
+    for i = 1, #f, 2 do
+      if f[i] == 'n' then n = f[i + 1] end
+    end
+    diverged = n ~= ARGV[4]
+  end
+end
+if (not epoch) or (epoch == ARGV[2] and (offset < last or diverged)) then
   epoch = ARGV[1]
   redis.call('DEL', KEYS[2], KEYS[3])
   redis.call('HSET', KEYS[1], 'epoch', epoch, 'offset', offset)
@@ -169,47 +217,51 @@ def _s(v: Any) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
-def cancelling() -> bool:
-    """Whether the current task is being cancelled (redis-py may turn a cancellation
-    during a read into a ConnectionError; the loops must not retry then)."""
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0
-
-
-async def stop_task(task: asyncio.Task[None]) -> None:
-    """Cancel a background loop and wait for it, cancelling again if a library swallowed
-    the first cancellation."""
-    while not task.done():
-        task.cancel()
-        await asyncio.wait({task}, timeout=1.0)
-    with contextlib.suppress(asyncio.CancelledError, Exception):
-        task.result()
-
-
 class RedisBroker:
     """Broker over one Redis (or one shard per stream); see the module docstring.
 
     ``reader=False`` (the standalone :class:`~football_realtime.publisher.Publisher`)
-    publishes and reads history but delivers nothing.
+    publishes and reads history but delivers nothing. ``url`` is ``redis://``,
+    ``rediss://``, ``unix://`` or ``redis+sentinel://`` (brokers/sentinel.py).
+    ``min_replicas``: acknowledge a publish only once that many replicas hold it (and
+    deliver only such events); see the module docstring.
     """
 
     name = "redis"
 
     def __init__(
-        self, url: str, *, history_size: int, history_ttl: float, reader: bool = True
+        self,
+        url: str,
+        *,
+        history_size: int,
+        history_ttl: float,
+        reader: bool = True,
+        min_replicas: int = 0,
     ) -> None:
         self.url = url
         self.history_size = max(1, history_size)  # delivery itself runs through the stream
         self.history_ttl_ms = max(1, int(history_ttl * 1000))
-        self.redis: Redis = Redis.from_url(
-            url,
+        self.min_replicas = max(0, min_replicas)
+        self._sentinel: Sentinel | None = None
+        if is_sentinel_url(url):
+            self.name = "redis-sentinel"
+            target = parse_sentinel_url(url)
+            manager = self._sentinel = sentinel_manager(target, timeout=CONNECT_TIMEOUT)
+
+            def client(**kw: Any) -> Redis:
+                return master_client(manager, target, **kw)
+        else:
+
+            def client(**kw: Any) -> Redis:
+                return Redis.from_url(url, **kw)
+
+        self.redis: Redis = client(
             socket_timeout=COMMAND_TIMEOUT,
             socket_connect_timeout=CONNECT_TIMEOUT,
             retry=Retry(NoBackoff(), 1),
         )
         self._reader_redis: Redis | None = (
-            Redis.from_url(
-                url,
+            client(
                 socket_timeout=READ_BLOCK_MS / 1000 + COMMAND_TIMEOUT,
                 socket_connect_timeout=CONNECT_TIMEOUT,
                 retry=Retry(NoBackoff(), 0),
@@ -217,6 +269,9 @@ class RedisBroker:
             if reader
             else None
         )
+        # The reader's WAIT needs a write of its own on its connection (WAIT waits for
+        # the replication offset of the connection's last write).
+        self._marker = f"{PREFIX}:reader:{secrets.token_hex(6)}"
         self._publish = self.redis.register_script(_PUBLISH)
         self._ensure = self.redis.register_script(_ENSURE)
         self._deliver: Deliver | None = None
@@ -225,12 +280,17 @@ class RedisBroker:
         # delivered. Valid while self._live.
         self._epoch: dict[SubscriptionType, str] = {}
         self._last: dict[SubscriptionType, int] = {}
+        # The write id (``n``) of the entry at self._last, '' when unknown.
+        self._last_id: dict[SubscriptionType, str] = {}
         self._live = False
         self._stopping = False
         self._fresh: set[SubscriptionType] = set()  # new epoch, nothing delivered yet
         self._resync = asyncio.Event()
         self._progress = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
+        self._checks: set[asyncio.Task[bool]] = set()
+        self._master_checked = 0.0
+        self._reader_checked = 0.0
         self._ready: asyncio.Future[None] | None = None
         self.resets = 0
         self.outages = 0
@@ -256,11 +316,16 @@ class RedisBroker:
         task, self._task = self._task, None
         if task is not None:
             await stop_task(task)
+        for check in list(self._checks):
+            check.cancel()
+        await asyncio.gather(*self._checks, return_exceptions=True)
         self._live = False
         self._deliver = None
         await self.redis.aclose()
         if self._reader_redis is not None:
             await self._reader_redis.aclose()
+        if self._sentinel is not None:
+            await self._sentinel.aclose()
 
     async def healthy(self) -> bool:
         if self._reader_redis is not None:
@@ -284,25 +349,87 @@ class RedisBroker:
         else:
             idem, ttl = _idem_key(stream, "r:" + secrets.token_hex(8)), RETRY_WINDOW
         field = snapshot_field(str(envelope["event_type"]), envelope.get("data") or {})
-        res = await self._call(
-            self._publish(
-                keys=[meta, log_key, snap, idem],
-                args=[
-                    secrets.token_hex(6),
-                    body[:-1],
-                    stream.value,
-                    self.history_size,
-                    self.history_ttl_ms,
-                    ttl,
-                    field,
-                    max(SNAPSHOT_TTL, self.history_ttl_ms // 1000),
-                ],
-            )
-        )
+        keys = [meta, log_key, snap, idem]
+        args: list[Any] = [
+            secrets.token_hex(6),
+            body[:-1],
+            stream.value,
+            self.history_size,
+            self.history_ttl_ms,
+            ttl,
+            field,
+            max(SNAPSHOT_TTL, self.history_ttl_ms // 1000),
+        ]
+        if self._sentinel is not None:
+            self._check_master_soon()
+        try:
+            if self.min_replicas:
+                res = await self._publish_replicated(keys, args)
+            else:
+                res = await self._call(self._publish(keys=keys, args=args))
+        except BrokerUnavailable:
+            if self._sentinel is not None:
+                await self._follow_master(self.redis)  # the next retry goes to the new one
+            raise
         offset, epoch, dup = int(res[0]), _s(res[1]), bool(int(res[2]))
         if self._live and epoch != self._epoch.get(stream):
             self._resync.set()  # our reader has not noticed the new epoch yet
         return PublishResult(stream, offset, epoch, duplicate=dup)
+
+    async def _publish_replicated(self, keys: list[str], args: list[Any]) -> Any:
+        """The publish script and ``WAIT`` in one pipeline on one connection (the WAIT
+        covers that connection's last write: this publish, or an idempotent retry's
+        rewrite of its record)."""
+        for attempt in (1, 2):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.evalsha(self._publish.sha, len(keys), *keys, *args)
+                pipe.wait(self.min_replicas, WAIT_TIMEOUT_MS)
+                res, acked = await self._call(pipe.execute(raise_on_error=False))
+            if isinstance(res, NoScriptError) and attempt == 1:
+                # A new master (failover, restart) without the script: nothing ran.
+                await self._call(self.redis.script_load(_PUBLISH))
+                continue
+            for reply in (res, acked):
+                if isinstance(reply, Exception):
+                    raise BrokerUnavailable(f"redis: {type(reply).__name__}: {reply}")
+            if int(acked) < self.min_replicas:
+                raise BrokerUnavailable(
+                    f"redis: only {int(acked)} of {self.min_replicas} replicas acknowledged "
+                    f"within {WAIT_TIMEOUT_MS} ms (REALTIME_REDIS_MIN_REPLICAS); the event "
+                    "may still be delivered: retry with the same idempotency key"
+                )
+            return res
+        raise BrokerUnavailable("redis: the publish script could not be loaded")
+
+    def _check_master_soon(self) -> None:
+        """Sentinel: at most once per MASTER_CHECK_INTERVAL, in the background, ask the
+        sentinels whether the master moved (publishes never wait for it)."""
+        now = asyncio.get_running_loop().time()
+        if now - self._master_checked < MASTER_CHECK_INTERVAL or self._stopping:
+            return
+        self._master_checked = now
+        check = asyncio.create_task(self._follow_master(self.redis), name="redis-master-check")
+        self._checks.add(check)
+        check.add_done_callback(self._checks.discard)
+
+    async def _follow_master(self, client: Redis) -> bool:
+        """Sentinel: True when the sentinels now name another master than the one
+        ``client``'s connections go to; its idle connections are then dropped and its
+        busy ones reconnect when released, so the next commands go to the new master."""
+        pool = client.connection_pool
+        if not isinstance(pool, SentinelConnectionPool):
+            return False
+        before = pool.master_address
+        try:
+            # Drops the pool's idle connections when the master moved.
+            after = await pool.get_master_address()  # type: ignore[no-untyped-call]
+            if before is None or after == before:
+                return False
+            await pool.update_active_connections_for_reconnect()  # type: ignore[no-untyped-call]
+        except (RedisError, OSError):
+            return False
+        log.warning("redis master moved from %s to %s", before, after)
+        return True
 
     async def _call(self, aw: Awaitable[_T]) -> _T:
         try:
@@ -317,7 +444,7 @@ class RedisBroker:
         a few milliseconds behind: :meth:`history` waits for it)."""
         meta, log_key, snap = _keys(stream)
         res = await self._call(
-            self._ensure(keys=[meta, log_key, snap], args=[secrets.token_hex(6), "", 0])
+            self._ensure(keys=[meta, log_key, snap], args=[secrets.token_hex(6), "", 0, ""])
         )
         epoch = _s(res[0])
         if self._live and self._epoch.get(stream) != epoch:
@@ -432,6 +559,12 @@ class RedisBroker:
         need_sync = True
         while not self._stopping:
             try:
+                if self._sentinel is not None and self._reader_redis is not None:
+                    now = asyncio.get_running_loop().time()
+                    if now - self._reader_checked >= MASTER_CHECK_INTERVAL:
+                        self._reader_checked = now
+                        if await self._follow_master(self._reader_redis):
+                            need_sync = True
                 if need_sync or self._resync.is_set():
                     self._resync.clear()
                     await self._sync()
@@ -451,6 +584,11 @@ class RedisBroker:
                     self.outages += 1
                     log.warning("redis unavailable (%s); reconnecting with backoff", exc)
                 await self._set_live(False)
+                if self._sentinel is not None and self._reader_redis is not None:
+                    # Reconnect through the sentinels: the master may have changed (a
+                    # demoted master still answers reads, as a replica).
+                    with contextlib.suppress(RedisError, OSError):
+                        await self._reader_redis.connection_pool.disconnect()
                 need_sync = True
                 await asyncio.sleep(random.uniform(0, backoff))
                 backoff = min(BACKOFF_MAX, backoff * 2)
@@ -474,7 +612,12 @@ class RedisBroker:
                 meta, log_key, snap = _keys(st)
                 await self._ensure(
                     keys=[meta, log_key, snap],
-                    args=[secrets.token_hex(6), self._epoch.get(st, ""), self._last.get(st, 0)],
+                    args=[
+                        secrets.token_hex(6),
+                        self._epoch.get(st, ""),
+                        self._last.get(st, 0),
+                        self._last_id.get(st, ""),
+                    ],
                     client=pipe,
                 )
             results = await pipe.execute()
@@ -483,12 +626,14 @@ class RedisBroker:
             epoch = _s(epoch_b)
             if first:
                 self._epoch[st], self._last[st] = epoch, int(offset)
+                self._last_id[st] = ""
             elif epoch != self._epoch[st]:
                 # History lost. Subscribers positioned under the old epoch reconnect (their
                 # `since` names it, so they learn it). Deliver the new epoch from its start:
                 # clients may already have subscribed under it through Redis's position.
                 log.warning("stream %s: epoch changed %s -> %s", st, self._epoch[st], epoch)
                 self._epoch[st], self._last[st] = epoch, 0
+                self._last_id[st] = ""
                 self._fresh.add(st)
                 reset.append(st)
         for st in reset:
@@ -506,6 +651,8 @@ class RedisBroker:
         resp: Any = await self._reader_redis.xread(streams, count=READ_COUNT, block=READ_BLOCK_MS)
         if not resp:
             return False
+        if self.min_replicas:
+            await self._replicated()
         by_key = {_keys(st)[1]: st for st in SubscriptionType}
         for key, entries in resp:
             st = by_key[_s(key)]
@@ -522,6 +669,7 @@ class RedisBroker:
                     self._reset(st, None)
                 self._fresh.discard(st)
                 self._last[st] = off
+                self._last_id[st] = _s(fields.get(b"n", b""))
                 if self._deliver is not None:
                     try:
                         self._deliver(_event(st, fields[b"p"], float(fields[b"t"])))
@@ -530,3 +678,28 @@ class RedisBroker:
         async with self._progress:
             self._progress.notify_all()
         return True
+
+    async def _replicated(self) -> None:
+        """Wait until ``min_replicas`` replicas hold everything the last read returned
+        (a failover to the most up-to-date replica then takes back nothing a client has
+        seen). While they do not, delivery waits: publishes fail meanwhile, and what
+        they wrote is delivered once the replicas have it."""
+        assert self._reader_redis is not None
+        warned = False
+        while True:
+            async with self._reader_redis.pipeline(transaction=False) as pipe:
+                pipe.set(self._marker, b"1", px=60_000)
+                pipe.wait(self.min_replicas, WAIT_TIMEOUT_MS)
+                _, acked = await pipe.execute()
+            if int(acked) >= self.min_replicas:
+                return
+            if await self._follow_master(self._reader_redis):
+                # A demoted master keeps no replicas: reconnect, resync, re-read.
+                raise RedisConnectionError("the redis master moved")
+            if not warned:
+                warned = True
+                log.warning(
+                    "only %d of %d replicas acknowledged; delivery waits for them",
+                    int(acked),
+                    self.min_replicas,
+                )

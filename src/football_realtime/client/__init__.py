@@ -27,8 +27,9 @@ from .errors import (
     TerminalCloseError,
     UnavailableError,
 )
-from .models import ClientState, Event, RecoveryFailed
-from .realtime import ClientStats, RealtimeClient, Subscription
+from .models import ClientState, ClientStats, Event
+from .realtime import RealtimeClient
+from .subscription import RecoveryFailed, Subscription
 
 __all__ = [
     "Backoff",

@@ -24,8 +24,9 @@ import orjson
 
 from ..core.events import EventType, SubscriptionType
 from .errors import ClientClosed, RequestError
-from .models import ClientState, Event, RecoveryFailed
+from .models import ClientState, Event
 from .realtime import RealtimeClient
+from .subscription import RecoveryFailed
 
 DEFAULT_URL = "ws://localhost:8000/realtime/ws"
 

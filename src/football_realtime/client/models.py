@@ -1,18 +1,19 @@
-"""What the client hands the application: typed events, recovery notices, states."""
+"""What the client hands the application: typed events, its state, its counters.
+
+Plain data, importing nothing else of the client: the recovery notice, which names a
+subscription, lives with :class:`~.subscription.Subscription`.
+"""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from pydantic import ValidationError
 
 from ..core.events import PAYLOAD_MODELS, EventType, Payload
-
-if TYPE_CHECKING:
-    from .realtime import Subscription
 
 log = logging.getLogger("football_realtime.client")
 
@@ -108,32 +109,13 @@ def _warn_once(warned: set[str], name: str, what: str) -> None:
         log.warning("event %r: %s; delivered with untyped data", name[:60], what)
 
 
-@dataclass(frozen=True, slots=True)
-class RecoveryFailed:
-    """The events a subscription missed while disconnected cannot be replayed.
+@dataclass(slots=True)
+class ClientStats:
+    """Counters of one client, for logs and tests."""
 
-    Sent when a resubscribe ack says ``recovered: false`` (history no longer reaches
-    back, the server restarted without a shared broker, the stream's epoch changed)
-    or when the client sees a stream's epoch change. Reload the state this
-    subscription feeds (e.g. from the REST API); events that follow are live.
-    Delivered to ``async for`` iterators (client and subscription), to handlers
-    registered with ``client.on("recovery_failed", ...)`` and to the
-    ``on_recovery_failed`` callback.
-    """
-
-    event_type: ClassVar[str] = "recovery_failed"
-
-    subscription: Subscription
-    streams: tuple[str, ...]
-    reason: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "event_type": self.event_type,
-            "data": {
-                "subscription_id": self.subscription.id,
-                "subscription_type": self.subscription.subscription_type,
-                "streams": list(self.streams),
-                "reason": self.reason,
-            },
-        }
+    connections: int = 0
+    reconnects: int = 0
+    events: int = 0
+    duplicates_dropped: int = 0
+    recoveries: int = 0
+    recoveries_failed: int = 0

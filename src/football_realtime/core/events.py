@@ -394,3 +394,15 @@ def prepare_published_event(
         )
     validate_payload(event.event_type, event.data)
     return event
+
+
+def prepare_envelope(
+    event: RealtimeEvent | dict[str, Any],
+) -> tuple[dict[str, Any], SubscriptionType]:
+    """Validate an event and return its envelope (without stream and offset, which
+    publishing assigns) and the stream it belongs to."""
+    ev = prepare_published_event(event)
+    envelope = ev.to_wire()
+    envelope.pop("stream", None)
+    envelope.pop("offset", None)
+    return envelope, EVENT_STREAM[ev.event_type]

@@ -25,7 +25,7 @@ from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
-from .. import __version__
+from .._version import __version__
 from ..app import Realtime
 from ..config import Settings
 from .clock import RealClock

@@ -22,7 +22,7 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 
 
 def add_demo_parser(sub: Any) -> None:
-    from ..cli import add_settings_arguments
+    from ..settings_cli import add_settings_arguments
 
     p = sub.add_parser(
         "demo",
@@ -79,7 +79,7 @@ def run_demo(args: argparse.Namespace) -> int:
 def demo_settings(args: argparse.Namespace, jwt_secret: str | None = None) -> Settings:
     """The service's settings for ``demo``: its flags over REALTIME_* variables; no
     access log unless asked for (the dashboard polls); the viewers' token secret."""
-    from ..cli import flag_overrides
+    from ..settings_cli import flag_overrides
 
     overrides = flag_overrides(args)
     overrides.setdefault("access_log", False)
@@ -90,13 +90,13 @@ def demo_settings(args: argparse.Namespace, jwt_secret: str | None = None) -> Se
 
 
 def _embedded(args: argparse.Namespace, sim: SimConfig) -> int:
-    from ..cli import serve
+    from ..serve import serve
     from .app import DemoOptions, create_demo_app
 
     # REALTIME_JWT_SECRET if set (the service reads it too), else one for this run.
     given = os.environ.get("REALTIME_JWT_SECRET")
     secret = given or secrets.token_urlsafe(32)
-    from ..cli import EXIT_INVALID_CONFIG, explain_invalid, flag_overrides
+    from ..settings_cli import EXIT_INVALID_CONFIG, explain_invalid, flag_overrides
 
     try:
         settings = demo_settings(args, None if given else secret)

@@ -61,7 +61,7 @@ from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.server import ServerProtocol
 
-from ..connection import FRAME_TRANSPORT
+from ..service.connection import FRAME_TRANSPORT
 from ..core.limits import TokenBucket
 from ..timerwheel import TimerWheel
 from .transport_view import TransportView

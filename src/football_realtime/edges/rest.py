@@ -12,14 +12,14 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import __version__
-from .auth import AuthError
-from .brokers.base import BrokerUnavailable
-from .core.events import EventType, EventValidationError
-from .logs import current_correlation_id
+from .._version import __version__
+from ..auth import AuthError
+from ..brokers.base import BrokerUnavailable
+from ..core.events import EventType, EventValidationError
+from ..logs import current_correlation_id
 
 if TYPE_CHECKING:
-    from .app import Realtime
+    from ..service.realtime import RealtimeService
 
 log = logging.getLogger("football_realtime.api")
 
@@ -127,7 +127,7 @@ class _TooLarge(Exception):
     pass
 
 
-def build_api_router(rt: Realtime) -> APIRouter:
+def build_api_router(rt: RealtimeService, admin_token: str) -> APIRouter:
     router = APIRouter()
 
     def require_admin(
@@ -141,12 +141,12 @@ def build_api_router(rt: Realtime) -> APIRouter:
                 headers={"WWW-Authenticate": "Bearer"},
             )
         given = authorization[7:].strip()
-        if secrets.compare_digest(given.encode(), rt.admin_token.encode()):
+        if secrets.compare_digest(given.encode(), admin_token.encode()):
             return
-        if not rt.guard.verifier.enabled or given.count(".") != 2:
+        if not rt.verifier.enabled or given.count(".") != 2:
             raise HTTPException(401, "invalid admin token", headers={"WWW-Authenticate": "Bearer"})
         try:
-            identity = rt.guard.verifier.verify(given)
+            identity = rt.verifier.verify(given)
         except AuthError as exc:
             raise HTTPException(
                 401, f"invalid token: {exc.reason}", headers={"WWW-Authenticate": "Bearer"}

@@ -15,20 +15,20 @@ import time
 from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
-from .brokers.base import PublishedEvent
-from .connection import Connection, Encoded
-from .core.conflation import conflation_key
-from .core.encoding import server_message
-from .core.events import EventType, SubscriptionType
-from .core.protocol import ProtocolError
-from .core.subscriptions import (
+from ..brokers.base import PublishedEvent
+from ..core.conflation import conflation_key
+from ..core.encoding import server_message
+from ..core.events import EventType, SubscriptionType
+from ..core.protocol import ProtocolError
+from ..core.subscriptions import (
     EventAttributes,
     Subscription,
     SubscriptionFilter,
     SubscriptionIndex,
     effective_event_types,
 )
-from .stats import ServiceStats
+from ..stats import ServiceStats
+from .connection import Connection, Encoded
 
 log = logging.getLogger("football_realtime.hub")
 
@@ -40,23 +40,27 @@ class Hub:
         *,
         max_subscriptions: int,
         max_rooms: int,
+        render_view: Callable[[PublishedEvent, Hashable], Encoded | None] | None = None,
+        on_membership: Callable[[Connection, bool], None] | None = None,
+        connections: dict[str, Connection] | None = None,
     ) -> None:
+        """``render_view`` renders a published event for one view (e.g. a tier): the
+        bytes that view receives, or None when it may not receive the event at all;
+        called at most once per (event, view); connections whose ``view`` is None get
+        the event as published. ``on_membership`` is told of every connection added
+        (True) or removed (False): the cluster registry. ``connections``: the table to
+        keep them in, when another component reads it too (the registry)."""
         self.stats = stats
         self.max_subscriptions = max_subscriptions
         self.max_rooms = max_rooms
-        self.connections: dict[str, Connection] = {}
+        self.connections: dict[str, Connection] = connections if connections is not None else {}
         self.user_connections: dict[str, set[str]] = {}
         self.rooms: dict[str, set[str]] = {}
         self.index = SubscriptionIndex()
         self._seq = itertools.count(1)
         self._sub_ids = itertools.count(1)
-        #: Renders a published event for one view (e.g. a tier): the bytes that view
-        #: receives, or None when the view may not receive the event at all. Called at
-        #: most once per (event, view); connections whose ``view`` is None get the
-        #: event as published.
-        self.render_view: Callable[[PublishedEvent, Hashable], Encoded | None] | None = None
-        #: Told of every connection added (True) or removed (False): the cluster registry.
-        self.on_membership: Callable[[Connection, bool], None] | None = None
+        self.render_view = render_view
+        self.on_membership = on_membership
 
     # -- connections -------------------------------------------------------------
 
@@ -340,34 +344,6 @@ class Hub:
             if enc is not None and self._send(conn, enc):
                 n += 1
         return n
-
-    def _send_many(self, conn_ids: Iterable[str], payload: bytes) -> int:
-        enc = Encoded(payload)
-        n = 0
-        for cid in list(conn_ids):
-            conn = self.connections.get(cid)
-            if conn is not None and self._send(conn, enc):
-                n += 1
-        return n
-
-    # The send_to_* methods write raw bytes and bypass the tier views: use them only for
-    # connection-level messages. Events go through send_event_many (Realtime.send).
-
-    def send_to_connection(self, connection_id: str, payload: bytes) -> int:
-        return self._send_many((connection_id,), payload)
-
-    def send_to_user(self, user_id: str, payload: bytes) -> int:
-        return self._send_many(self.user_connections.get(user_id, ()), payload)
-
-    def send_to_room(self, room: str, payload: bytes) -> int:
-        return self._send_many(self.rooms.get(room, ()), payload)
-
-    def send_to_all(self, payload: bytes) -> int:
-        return self._send_many(self.connections, payload)
-
-    def close_all(self, code: int, reason: str) -> None:
-        for conn in list(self.connections.values()):
-            conn.close(code, reason)
 
 
 def new_connection_id() -> str:

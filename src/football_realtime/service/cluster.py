@@ -19,17 +19,18 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from .brokers.redis import cancelling, stop_task
+from ..brokers.base import Broker
+from ..tasks import cancelling, stop_task
+from .connection import Connection
 
 if TYPE_CHECKING:
-    from .app import Realtime
-    from .connection import Connection
+    from redis.asyncio import Redis
 
 log = logging.getLogger("football_realtime.cluster")
 
@@ -73,12 +74,24 @@ def _signature(conn: Connection) -> tuple[int, int, int, int]:
 
 
 class ClusterRegistry:
-    def __init__(self, rt: Realtime, redis: Redis | None, heartbeat_interval: float) -> None:
-        self.rt = rt
+    def __init__(
+        self,
+        instance_id: str,
+        connections: Mapping[str, Connection],
+        broker: Broker,
+        redis: Redis | None,
+        heartbeat_interval: float,
+    ) -> None:
+        """``connections``: this instance's connections (the hub's table, which tells
+        the registry of changes through :meth:`on_membership`); ``redis``: the shared
+        store, None when the cluster is this instance alone."""
+        self.instance_id = instance_id
+        self.connections = connections
+        self.broker = broker
         self.redis = redis
         self.interval = heartbeat_interval
         self.ttl = max(1, round(heartbeat_interval * 3))
-        self.instance_id = rt.settings.instance_id
+        self._snapshot: Callable[[], dict[str, Any]] = dict
         self._added: set[str] = set()
         self._removed: set[str] = set()
         self._written: dict[str, tuple[int, int, int, int]] = {}
@@ -102,7 +115,9 @@ class ClusterRegistry:
 
     # -- lifecycle -----------------------------------------------------------------
 
-    async def start(self) -> None:
+    async def start(self, snapshot: Callable[[], dict[str, Any]]) -> None:
+        """Start heartbeating ``snapshot()`` (this instance's /realtime/stats)."""
+        self._snapshot = snapshot
         if self.redis is None or self._task is not None:
             return
         self._task = asyncio.create_task(self._run(), name="cluster-registry")
@@ -157,7 +172,7 @@ class ClusterRegistry:
 
     async def _flush(self, beat: bool) -> None:
         assert self.redis is not None
-        conns = self.rt.hub.connections
+        conns = self.connections
         me = _conns_key(self.instance_id)
         if beat and not self._full:
             # Someone flushed Redis or our hash expired while we were paused.
@@ -207,10 +222,10 @@ class ClusterRegistry:
     # -- reading -------------------------------------------------------------------
 
     async def figures(self) -> dict[str, Any]:
-        snap = self.rt.stats_snapshot()
+        snap = self._snapshot()
         out = {k: snap[k] for k in (*SUMMED, *SHOWN) if k in snap}
         out["instance_id"] = self.instance_id
-        out["broker_healthy"] = await self.rt.broker.healthy()
+        out["broker_healthy"] = await self.broker.healthy()
         return out
 
     async def _live_instances(self) -> list[str]:

@@ -12,7 +12,7 @@ from closed sets in ``core``; close codes outside the documented table become
 
 Mount in a host app::
 
-    app.include_router(metrics_router(realtime))   # GET /metrics
+    app.include_router(metrics_router(build_registry(realtime)))   # GET /metrics
 """
 
 from __future__ import annotations
@@ -35,12 +35,12 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from . import __version__
-from .core.close_codes import CloseCode
-from .stats import QUEUE_BUCKETS, Histogram
+from .._version import __version__
+from ..core.close_codes import CloseCode
+from ..stats import QUEUE_BUCKETS, Histogram
 
 if TYPE_CHECKING:
-    from .app import Realtime
+    from ..service.realtime import RealtimeService
 
 PREFIX = "realtime_"
 #: Distinct values one label may take before the rest is folded into ``other``.
@@ -210,9 +210,9 @@ def _buckets(h: Histogram) -> list[tuple[str, float]]:
 
 
 class RealtimeCollector(Collector):
-    """Builds the ``realtime_*`` families from one :class:`Realtime` at scrape time."""
+    """Builds the ``realtime_*`` families from one service at scrape time."""
 
-    def __init__(self, realtime: Realtime) -> None:
+    def __init__(self, realtime: RealtimeService) -> None:
         self.rt = realtime
 
     def describe(self) -> Iterator[Metric]:
@@ -310,7 +310,7 @@ class RealtimeCollector(Collector):
         yield from fams.values()
 
 
-def build_registry(realtime: Realtime) -> CollectorRegistry:
+def build_registry(realtime: RealtimeService) -> CollectorRegistry:
     """A registry of this app's own: the service's metrics plus process, platform, GC."""
     registry = CollectorRegistry()
     registry.register(RealtimeCollector(realtime))
@@ -320,10 +320,10 @@ def build_registry(realtime: Realtime) -> CollectorRegistry:
     return registry
 
 
-def metrics_router(realtime: Realtime, path: str = "/metrics") -> APIRouter:
-    """``GET <path>``: the Prometheus (or OpenMetrics, by ``Accept``) exposition."""
+def metrics_router(registry: CollectorRegistry, path: str = "/metrics") -> APIRouter:
+    """``GET <path>``: the Prometheus (or OpenMetrics, by ``Accept``) exposition of
+    ``registry`` (see :func:`build_registry`)."""
     router = APIRouter()
-    registry = realtime.metrics_registry
 
     # async: the collector must read the counters on the event loop that writes them.
     @router.get(path, summary="Prometheus metrics", tags=["operations"])
@@ -334,6 +334,6 @@ def metrics_router(realtime: Realtime, path: str = "/metrics") -> APIRouter:
     return router
 
 
-def mount_metrics(app: FastAPI, realtime: Realtime, path: str = "/metrics") -> None:
+def mount_metrics(app: FastAPI, realtime: RealtimeService, path: str = "/metrics") -> None:
     """Serve ``realtime``'s metrics at ``path`` of a host app."""
-    app.include_router(metrics_router(realtime, path))
+    app.include_router(metrics_router(build_registry(realtime), path))

@@ -1,12 +1,11 @@
-"""The security edge of the WebSocket endpoint (docs/security.md).
+"""Sessions: the security state of each open connection (docs/security.md).
 
-:class:`Guard` (one per service) decides, at the handshake, whether a connection may
-open: allowed Origin, credentials (``token`` query parameter, ``Authorization:
-Bearer`` header, or a first ``auth`` message), connection limits per user and per
-client address. Afterwards it keeps each connection's :class:`Session`: its tier,
-its token's expiry (a warning, then close 4502), its message rate (``rate_limited``,
-then 1008), and token refreshes. It also renders published events for each tier
-(the hub's ``render_view`` hook), so delivery enforces the tier policy.
+Once :mod:`.admission` has let a connection in, :class:`Sessions` keeps its
+:class:`Session`: its tier, its token's expiry (a warning, then close 4502), its
+message rate (``rate_limited``, then 1008), the first ``auth`` message when the
+handshake carried no token, and token refreshes. Subscriptions go through
+:meth:`Sessions.subscribe`, which narrows them to what the tier may receive; delivery
+enforces the same policy through :mod:`.views`.
 
 The pure policy lives in ``core.permissions`` and ``core.limits``; token checks in
 ``auth``.
@@ -17,46 +16,31 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from starlette.websockets import WebSocket
-
-from .auth import AuthError, Identity, TokenVerifier
-from .brokers.base import PublishedEvent
-from .config import Settings
-from .connection import Connection, Encoded
-from .core import protocol as proto
-from .core.close_codes import CloseCode
-from .core.encoding import server_message
-from .core.events import EventType, SubscriptionType
-from .core.limits import TokenBucket
-from .core.permissions import Forbidden, Tier, TierPolicy
-from .core.protocol import ProtocolError
-from .core.subscriptions import Subscription, SubscriptionFilter, effective_event_types
-from .stats import ServiceStats
-from .timerwheel import TimerWheel
-
-if TYPE_CHECKING:
-    from .hub import Hub
+from ..auth import AuthError, Identity
+from ..config import Settings
+from ..core import protocol as proto
+from ..core.close_codes import CloseCode
+from ..core.encoding import server_message
+from ..core.events import EventType, SubscriptionType
+from ..core.limits import TokenBucket
+from ..core.permissions import Forbidden, Tier
+from ..core.protocol import ProtocolError
+from ..core.subscriptions import Subscription, SubscriptionFilter, effective_event_types
+from ..stats import ServiceStats
+from ..timerwheel import TimerWheel
+from .admission import Admission, Refused
+from .connection import Connection
+from .hub import Hub
 
 log = logging.getLogger("football_realtime.security")
 
 #: Granularity of token expiry deadlines (seconds): a token is closed at most this late
 #: (and at most twice this early, rather than one tick after it expired).
 _EXPIRY_TICK = 0.05
-
-
-class Refused(Exception):
-    """A connection may not open (or go on): close it with ``code`` after an ``error``."""
-
-    def __init__(self, code: CloseCode, reason: str, error_code: str) -> None:
-        super().__init__(reason)
-        self.code = code
-        self.reason = reason
-        self.error_code = error_code
 
 
 class Session:
@@ -74,7 +58,13 @@ class Session:
     )
 
     def __init__(
-        self, ip: str, identity: Identity | None, tier: Tier, pending: bool, bucket: TokenBucket
+        self,
+        ip: str,
+        identity: Identity | None,
+        tier: Tier,
+        pending: bool,
+        bucket: TokenBucket,
+        on_authenticated: Callable[[], None] | None = None,
     ) -> None:
         self.ip = ip
         self.identity = identity
@@ -83,7 +73,8 @@ class Session:
         #: the connection is sent nothing but the reply to ``auth``.
         self.pending = pending
         self.bucket = bucket
-        self.on_authenticated: Callable[[], None] | None = None
+        #: Called once when a pending connection authenticates.
+        self.on_authenticated = on_authenticated
         self.auth_timer: asyncio.TimerHandle | None = None
         #: The token's next deadline (expiry warning, then expiry) on the guard's
         #: timer wheel; 0 when none.
@@ -97,118 +88,18 @@ class Session:
         }
 
 
-class Guard:
-    def __init__(self, settings: Settings, hub: Hub, stats: ServiceStats) -> None:
+class Sessions:
+    """Every connection's :class:`Session` (one per service)."""
+
+    def __init__(
+        self, settings: Settings, hub: Hub, stats: ServiceStats, admission: Admission
+    ) -> None:
         self.settings = settings
         self.hub = hub
         self.stats = stats
-        self.verifier = TokenVerifier(settings)
-        self.policy = TierPolicy.from_config(settings.tiers, settings.default_tier)
-        self.allowed_origins = frozenset(settings.allowed_origins)
-        self.ip_connections: Counter[str] = Counter()
+        self.admission = admission
+        self.policy = admission.policy
         self._expiry: TimerWheel[Connection] | None = None
-        if settings.require_auth and not self.verifier.enabled:
-            raise ValueError(
-                "REALTIME_REQUIRE_AUTH=true needs REALTIME_JWT_SECRET or REALTIME_JWT_PUBLIC_KEY"
-            )
-
-    # -- handshake ---------------------------------------------------------------
-
-    def check_origin(self, websocket: WebSocket) -> str | None:
-        """None when the handshake may proceed, else why not (answered with HTTP 403).
-
-        Exact string match against REALTIME_ALLOWED_ORIGINS; a request without an
-        Origin header (not a browser) is not affected.
-        """
-        if not self.allowed_origins:
-            return None
-        origins = websocket.headers.getlist("origin")
-        if not origins:
-            return None
-        if len(origins) == 1 and origins[0] in self.allowed_origins:
-            return None
-        self.stats.errors_by_code["forbidden_origin"] += 1
-        log.warning(
-            "refused WebSocket handshake from %s: Origin %s is not allowed",
-            client_ip(websocket),
-            ", ".join(repr(o[:200]) for o in origins),
-        )
-        return "origin not allowed"
-
-    def token_from(self, websocket: WebSocket) -> str | None:
-        """The token of the handshake: ``?token=`` or ``Authorization: Bearer``."""
-        token = websocket.query_params.get("token")
-        if token:
-            return token
-        header = websocket.headers.get("authorization")
-        if header is not None and header[:7].lower() == "bearer ":
-            return header[7:].strip() or None
-        return None
-
-    def identify(self, token: str) -> tuple[Identity, Tier]:
-        """Verify a token and resolve its tier. Raises :class:`AuthError`."""
-        identity = self.verifier.verify(token)
-        name = identity.tier if identity.tier is not None else self.policy.default_tier
-        tier = self.policy.get(name)
-        if tier is None:
-            raise AuthError(f"unknown tier {name[:64]!r}")
-        return identity, tier
-
-    def admit(
-        self, websocket: WebSocket, user_id: str | None
-    ) -> tuple[str, Identity | None, Tier, bool]:
-        """Decide whether a handshake may open a connection.
-
-        Returns (client address, identity or None, tier, pending auth). Raises
-        :class:`Refused` with the close code and reason to send.
-        """
-        ip = client_ip(websocket)
-        limit = self.settings.max_connections_per_ip
-        if self.ip_connections[ip] >= limit:
-            self._limit_hit("ip", ip)
-            raise Refused(
-                CloseCode.CONNECTION_LIMIT,
-                f"connection limit: at most {limit} connections per client address",
-                "limit_exceeded",
-            )
-        token = self.token_from(websocket)
-        if token is None:
-            if self.settings.require_auth:
-                return ip, None, self.policy.tiers[self.policy.default_tier], True
-            if user_id is not None:
-                self._check_user_limit(user_id)
-            return ip, None, self.policy.tiers[self.policy.default_tier], False
-        try:
-            identity, tier = self.identify(token)
-        except AuthError as exc:
-            self._auth_failed(ip, exc)
-            raise Refused(exc.close_code, exc.reason, "unauthorized") from None
-        if user_id is not None and user_id != identity.user_id:
-            mismatch = AuthError("user_id query parameter does not match the token")
-            self._auth_failed(ip, mismatch)
-            raise Refused(mismatch.close_code, mismatch.reason, "unauthorized")
-        self._check_user_limit(identity.user_id)
-        return ip, identity, tier, False
-
-    def _check_user_limit(self, user_id: str, conn: Connection | None = None) -> None:
-        limit = self.settings.max_connections_per_user
-        ids = self.hub.user_connections.get(user_id, ())
-        held = len(ids) - (1 if conn is not None and conn.id in ids else 0)
-        if held >= limit:
-            self._limit_hit("user", user_id)
-            raise Refused(
-                CloseCode.CONNECTION_LIMIT,
-                f"connection limit: at most {limit} connections per user",
-                "limit_exceeded",
-            )
-
-    def _limit_hit(self, kind: str, who: str) -> None:
-        self.stats.errors_by_code["connection_limit"] += 1
-        log.info("refused connection: %s %s is at its connection limit", kind, who)
-
-    def _auth_failed(self, ip: str, exc: AuthError) -> None:
-        self.stats.errors_by_code["unauthorized"] += 1
-        log.info("authentication failed from %s: %s", ip, exc.reason)
 
     # -- sessions ----------------------------------------------------------------
 
@@ -219,6 +110,7 @@ class Guard:
         identity: Identity | None,
         tier: Tier,
         pending: bool,
+        on_authenticated: Callable[[], None] | None = None,
     ) -> Session:
         s = self.settings
         loop = asyncio.get_running_loop()
@@ -228,10 +120,11 @@ class Guard:
             tier,
             pending,
             TokenBucket(s.rate_limit_per_second, s.rate_limit_burst, loop.time()),
+            on_authenticated,
         )
         conn.session = session
         conn.view = None if tier.unrestricted else tier.name
-        self.ip_connections[ip] += 1
+        self.admission.opened(ip)
         if pending:
             session.auth_timer = loop.call_later(s.auth_timeout, self._auth_timeout, conn)
         elif identity is not None:
@@ -249,11 +142,7 @@ class Guard:
             self._expiry.remove(conn, session.expiry_slot)
             session.expiry_slot = 0
         session.on_authenticated = None
-        n = self.ip_connections[session.ip] - 1
-        if n > 0:
-            self.ip_connections[session.ip] = n
-        else:
-            del self.ip_connections[session.ip]
+        self.admission.closed(session.ip)
 
     def admit_message(self, conn: Connection) -> bool:
         """Token-bucket rate limit: False when the message must be dropped (it was
@@ -294,15 +183,15 @@ class Guard:
         if session is None:  # pragma: no cover - every endpoint connection has one
             raise ProtocolError("internal_error", "no session", msg.id, msg.type)
         try:
-            identity, tier = self.identify(msg.token)
+            identity, tier = self.admission.identify(msg.token)
             current = session.identity.user_id if session.identity else conn.user_id
             if current is not None and current != identity.user_id:
                 raise AuthError("the token names another user than this connection")
             if session.identity is None:
-                self._check_user_limit(identity.user_id, conn)
+                self.admission.check_user_limit(identity.user_id, conn.id)
         except (AuthError, Refused) as exc:
             if isinstance(exc, AuthError):
-                self._auth_failed(session.ip, exc)
+                self.admission.auth_failed(session.ip, exc)
                 code, reason, error_code = exc.close_code, exc.reason, "unauthorized"
             else:
                 code, reason, error_code = exc.code, exc.reason, exc.error_code
@@ -410,16 +299,6 @@ class Guard:
         log.info("closing connection %s: token expired (user %s)", conn.id, conn.user_id)
         conn.close(CloseCode.TOKEN_EXPIRED, "token expired")
 
-    # -- delivery ----------------------------------------------------------------
-
-    def render_view(self, ev: PublishedEvent, view: Hashable) -> Encoded | None:
-        """The hub's ``render_view`` hook: ``view`` is a tier name."""
-        tier = self.policy.get(str(view))
-        if tier is None:  # a tier removed from the policy receives nothing
-            return None
-        out = self.policy.render(tier, ev.event_type, ev.payload)
-        return None if out is None else Encoded(out)
-
     def subscribe(
         self,
         conn: Connection,
@@ -446,15 +325,8 @@ class Guard:
         return self.hub.subscribe(conn, subscription_type, flt, msg_id, event_types=event_types)
 
 
-def client_ip(websocket: WebSocket) -> str:
-    # uvicorn has already applied X-Forwarded-For from trusted proxies
-    # (FORWARDED_ALLOW_IPS), so this is the client's address behind nginx too.
-    client = websocket.client
-    return client.host if client is not None else "unknown"
-
-
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-__all__ = ["Guard", "Refused", "Session", "client_ip"]
+__all__ = ["Refused", "Session", "Sessions"]

@@ -1,7 +1,10 @@
-"""The WebSocket edge: handshake, connection registration, receive loop, replies.
+"""The WebSocket edge: handshake, connection registration, receive loop.
 
-Everything a client sends is parsed by ``core.protocol``; what it may receive is
-decided by the hub. This module only moves data between the two.
+The endpoint adapts the request for admission (``service/admission.py``), builds the
+:class:`Connection` with the sink that fits the server it runs on (``edges/sinks.py``),
+and hands every text message to the service's request handler
+(``service/requests.py``), which parses it and replies. What a connection receives is
+decided by the hub. This module only moves data between the socket and the service.
 """
 
 from __future__ import annotations
@@ -11,34 +14,35 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from . import recovery
-from .connection import FRAME_TRANSPORT, AsgiSink, Connection, FastSink, FrameTransport, Sink
-from .core import protocol as proto
-from .core.close_codes import CloseCode
-from .core.encoding import server_message
-from .core.events import EventType, SubscriptionType, utc_now_iso
-from .core.protocol import ProtocolError
-from .core.subscriptions import SubscriptionFilter
-from .hub import new_connection_id
-from .logs import bind_connection
-from .security import Refused
-
-if TYPE_CHECKING:
-    from .app import Realtime
+from ..config import Settings
+from ..core import protocol as proto
+from ..core.close_codes import CloseCode
+from ..core.encoding import server_message
+from ..core.events import EventType, SubscriptionType, utc_now_iso
+from ..core.protocol import ProtocolError
+from ..core.subscriptions import SubscriptionFilter
+from ..logs import bind_connection
+from ..service.admission import Admission, Refused
+from ..service.connection import FRAME_TRANSPORT, Connection, FrameTransport, Sink
+from ..service.hub import Hub, new_connection_id
+from ..service.requests import RequestHandler
+from ..service.sessions import Sessions
+from ..stats import ServiceStats
+from .sinks import AsgiSink, FastSink
 
 log = logging.getLogger("football_realtime.transport")
-
-_IDENT_RE = re.compile(r"^[^\x00-\x1f\x7f]{1,128}$")
 
 
 def protocol_of(scope: Mapping[str, Any]) -> FrameTransport | None:
     """The fast path the server offers this connection, if any (``FRAME_TRANSPORT``)."""
     entry = (scope.get("extensions") or {}).get(FRAME_TRANSPORT)
     return None if entry is None else entry.get("protocol")
+
+_IDENT_RE = re.compile(r"^[^\x00-\x1f\x7f]{1,128}$")
 
 
 class QueryError(ValueError):
@@ -91,22 +95,65 @@ def query_filters(ws: WebSocket) -> SubscriptionFilter:
         raise QueryError(exc.message) from None
 
 
+class StarletteHandshake:
+    """The upgrade request as admission reads it (``service.admission.Handshake``)."""
+
+    __slots__ = ("ws",)
+
+    def __init__(self, ws: WebSocket) -> None:
+        self.ws = ws
+
+    @property
+    def client_host(self) -> str:
+        # uvicorn has already applied X-Forwarded-For from trusted proxies
+        # (FORWARDED_ALLOW_IPS), so this is the client's address behind nginx too.
+        client = self.ws.client
+        return client.host if client is not None else "unknown"
+
+    def header_values(self, name: str) -> list[str]:
+        return self.ws.headers.getlist(name)
+
+    def query_value(self, name: str) -> str | None:
+        return self.ws.query_params.get(name)
+
+
 class WebSocketEndpoint:
     """``/ws`` and the dedicated ``/ws/<subscription_type>`` endpoints."""
 
-    def __init__(self, realtime: Realtime, preset: SubscriptionType | None = None) -> None:
-        self.rt = realtime
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        hub: Hub,
+        admission: Admission,
+        sessions: Sessions,
+        requests: RequestHandler,
+        stats: ServiceStats,
+        on_slow_consumer: Callable[[Connection], None],
+        on_shutdown: Callable[[Connection], None],
+        preset: SubscriptionType | None = None,
+    ) -> None:
+        self.settings = settings
+        self.hub = hub
+        self.admission = admission
+        self.sessions = sessions
+        self.requests = requests
+        self.stats = stats
+        self.on_slow_consumer = on_slow_consumer
+        #: Graceful shutdown of one connection (``connection_status`` closing, 1012).
+        self.on_shutdown = on_shutdown
         self.preset = preset
 
     async def __call__(self, websocket: WebSocket) -> None:
-        rt = self.rt
-        hub = rt.hub
-        guard = rt.guard
+        hub = self.hub
+        admission = self.admission
+        sessions = self.sessions
+        handshake = StarletteHandshake(websocket)
         # This task is the connection's: everything logged in it, from uvicorn's
         # "[accepted]" line on, carries the connection (and later user) id.
         conn_id = new_connection_id()
         bind_connection(conn_id)
-        if guard.check_origin(websocket) is not None:
+        if admission.check_origin(handshake) is not None:
             # Closing before accepting answers the handshake with HTTP 403.
             await websocket.close(CloseCode.POLICY_VIOLATION)
             return
@@ -119,13 +166,13 @@ class WebSocketEndpoint:
         except QueryError as exc:
             await self._refuse(websocket, CloseCode.BAD_REQUEST, str(exc), "invalid_filter")
             return
-        if len(hub.connections) >= rt.settings.max_connections:
+        if len(hub.connections) >= self.settings.max_connections:
             await self._refuse(
                 websocket, CloseCode.TRY_AGAIN_LATER, "server at connection capacity", None
             )
             return
         try:
-            ip, identity, tier, pending = guard.admit(websocket, user_id)
+            ip, identity, tier, pending = admission.admit(handshake, user_id)
         except Refused as exc:
             await self._refuse(websocket, exc.code, exc.reason, exc.error_code)
             return
@@ -142,19 +189,26 @@ class WebSocketEndpoint:
             user_id,
             session_id,
             sink,
-            rt.settings.outbound_buffer_bytes,
+            self.settings.outbound_buffer_bytes,
             f"{client.host}:{client.port}" if client else None,
             batch=batch,
+            on_overflow=self.on_slow_consumer,
         )
-        conn.on_overflow = rt.on_slow_consumer
         if fast is not None:
             fast.on_writable = conn.writable_changed
             fast.on_lost = conn.lost
-            fast.on_shutdown = lambda: rt.close_for_shutdown(conn)
+            fast.on_shutdown = lambda: self.on_shutdown(conn)
         elif isinstance(sink, AsgiSink):
             sink.start(conn)
 
-        session = guard.open(conn, ip, identity, tier, pending)
+        session = sessions.open(
+            conn,
+            ip,
+            identity,
+            tier,
+            pending,
+            on_authenticated=(lambda: self._start(conn, preset_filter)) if pending else None,
+        )
         hub.add(conn)
         bind_connection(conn)
         log.info(
@@ -163,9 +217,7 @@ class WebSocketEndpoint:
         )
         code: int = CloseCode.ABNORMAL
         try:
-            if pending:
-                session.on_authenticated = lambda: self._start(conn, preset_filter)
-            else:
+            if not session.pending:
                 self._start(conn, preset_filter)
             if fast is not None:
                 # The handshake is over (origin, token and admission read the request):
@@ -188,7 +240,7 @@ class WebSocketEndpoint:
             task.uncancel()
             code = CloseCode.SLOW_CONSUMER
         finally:
-            guard.close(conn)
+            sessions.close(conn)
             hub.remove(conn, code)
             if isinstance(sink, AsgiSink):
                 await sink.stop()
@@ -204,11 +256,11 @@ class WebSocketEndpoint:
 
     def _start(self, conn: Connection, preset_filter: SubscriptionFilter | None) -> None:
         """Once the connection may receive: the preset subscription, then ``connected``."""
-        hub = self.rt.hub
+        hub = self.hub
         if self.preset is not None:
             assert preset_filter is not None
             try:
-                self.rt.guard.subscribe(conn, self.preset, preset_filter, None)
+                self.sessions.subscribe(conn, self.preset, preset_filter, None)
             except ProtocolError as exc:
                 hub.send_payload(conn, proto.error_reply(exc))
                 code = CloseCode.FORBIDDEN if exc.code == "forbidden" else CloseCode.BAD_REQUEST
@@ -226,9 +278,9 @@ class WebSocketEndpoint:
                 "session_id": conn.session_id,
                 "subscriptions": [s.describe() for s in conn.subscriptions.values()],
                 **(conn.session.describe() if conn.session is not None else {}),
-                "heartbeat_interval": self.rt.settings.heartbeat_interval,
+                "heartbeat_interval": self.settings.heartbeat_interval,
                 "server_time": utc_now_iso(),
-                "instance_id": self.rt.settings.instance_id,
+                "instance_id": self.settings.instance_id,
             },
         )
 
@@ -241,8 +293,9 @@ class WebSocketEndpoint:
         await websocket.close(code, reason[:120])
 
     async def _receive_loop(self, receive: Callable[[], Awaitable[Any]], conn: Connection) -> int:
-        stats = self.rt.stats
-        guard = self.rt.guard
+        stats = self.stats
+        sessions = self.sessions
+        handle = self.requests.handle
         while True:
             try:
                 message = await receive()
@@ -259,75 +312,6 @@ class WebSocketEndpoint:
             size = len(text.encode())  # bytes, not characters
             conn.bytes_received += size
             stats.record_received(size)
-            if conn.closing or not guard.admit_message(conn):
+            if conn.closing or not sessions.admit_message(conn):
                 continue
-            await handle_client_text(self.rt, conn, text)
-
-
-async def handle_client_text(rt: Realtime, conn: Connection, text: str) -> None:
-    """Parse one client message, act on it, and send exactly one reply."""
-    hub = rt.hub
-    msg: proto.ClientMessage | None = None
-    session = conn.session
-    try:
-        msg = proto.parse_client_message(text)
-        rt.stats.received_by_type[msg.type] += 1
-        if isinstance(msg, proto.Auth):
-            rt.guard.handle_auth(conn, msg)
-            return
-        if session is not None and session.pending:
-            rt.guard.refuse_unauthenticated(conn, f"got {msg.type!r} before auth")
-            return
-        if isinstance(msg, proto.Subscribe):
-            await recovery.subscribe(rt, conn, msg)
-            return
-        if isinstance(msg, proto.Unsubscribe):
-            removed = hub.unsubscribe(conn, msg.subscription_id, msg.subscription_type, msg.id)
-            reply = proto.ack(
-                msg.id,
-                msg.type,
-                {
-                    "removed": [s.describe() for s in removed],
-                    "subscriptions": [s.describe() for s in conn.subscriptions.values()],
-                },
-            )
-            hub.send_payload(conn, reply)
-            hub.notify_user_subscriptions(conn, "unsubscribed", removed)
-            return
-        elif isinstance(msg, proto.Heartbeat):
-            reply = proto.ack(msg.id, msg.type, {"server_time": utc_now_iso()})
-        elif isinstance(msg, proto.GetStats):
-            reply = proto.ack(
-                msg.id, msg.type, {"connection": conn.describe(), "server": rt.stats_snapshot()}
-            )
-        elif isinstance(msg, proto.Join):
-            hub.join(conn, msg.room, msg.id)
-            reply = proto.ack(
-                msg.id, msg.type, {"room": msg.room, "rooms": sorted(conn.rooms or ())}
-            )
-        else:
-            hub.leave(conn, msg.room, msg.id)
-            reply = proto.ack(
-                msg.id, msg.type, {"room": msg.room, "rooms": sorted(conn.rooms or ())}
-            )
-        hub.send_payload(conn, reply)
-    except ProtocolError as exc:
-        if session is not None and session.pending:
-            rt.guard.refuse_unauthenticated(conn, exc.message)
-            return
-        rt.stats.errors_by_code[exc.code] += 1
-        hub.send_payload(conn, proto.error_reply(exc))
-    except Exception:
-        log.exception("request failed on connection %s", conn.id)
-        rt.stats.errors_by_code["internal_error"] += 1
-        hub.send_payload(
-            conn,
-            proto.error_reply(
-                ProtocolError(
-                    "internal_error",
-                    "the server failed to handle this",
-                    msg.id if msg is not None else None,
-                    msg.type if msg is not None else None,
-                )
-            ),
-        )
+            await handle(conn, text)

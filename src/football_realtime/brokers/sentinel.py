@@ -1,0 +1,125 @@
+"""``redis+sentinel://`` URLs: find the Redis master through Redis Sentinel.
+
+::
+
+    redis+sentinel://[USER:PASSWORD@]HOST:PORT[,HOST:PORT...]/MASTER_NAME[/DB]
+                     [?sentinel_username=U&sentinel_password=P]
+
+* ``HOST:PORT`` are the sentinels (port 26379 when left out; ``[::1]:26379`` for IPv6).
+* ``MASTER_NAME`` is the name the sentinels monitor (``sentinel monitor NAME ...``).
+* ``USER:PASSWORD@`` authenticate to the Redis master (and replicas), exactly as in a
+  ``redis://`` URL. They are **not** sent to the sentinels: sentinels usually run without
+  ``requirepass``; when yours have one, give it as ``sentinel_password`` (and
+  ``sentinel_username`` for an ACL user) in the query.
+
+Every connection asks the sentinels for the current master when it is opened (redis-py's
+``redis.asyncio.sentinel.Sentinel.master_for``), so after a failover the next connection
+goes to the promoted replica. TLS (``rediss+sentinel``) is not supported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
+from redis.backoff import NoBackoff
+
+SCHEME = "redis+sentinel"
+DEFAULT_SENTINEL_PORT = 26379
+
+
+@dataclass(frozen=True, slots=True)
+class SentinelURL:
+    sentinels: tuple[tuple[str, int], ...]
+    master_name: str
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+    sentinel_username: str | None = None
+    sentinel_password: str | None = None
+
+
+def is_sentinel_url(url: str) -> bool:
+    return url.startswith(SCHEME + "://")
+
+
+def _host_port(item: str, url: str) -> tuple[str, int]:
+    if item.startswith("["):  # [IPv6]:port
+        host, _, rest = item[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+    else:
+        host, _, port = item.rpartition(":") if ":" in item else (item, "", "")
+    if not host:
+        raise ValueError(f"a sentinel without a host in {url!r}")
+    try:
+        return host, int(port) if port else DEFAULT_SENTINEL_PORT
+    except ValueError:
+        raise ValueError(f"bad sentinel port {port!r} in {url!r}") from None
+
+
+def parse_sentinel_url(url: str) -> SentinelURL:
+    """Parse a ``redis+sentinel://`` URL (see the module docstring); ValueError names
+    what is wrong."""
+    if not is_sentinel_url(url):
+        raise ValueError(f"not a {SCHEME}:// URL: {url!r}")
+    parts = urlsplit(url)
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    username = password = None
+    if at:
+        user, colon, pw = userinfo.partition(":")
+        username = unquote(user) or None
+        password = unquote(pw) if colon else None
+    sentinels = tuple(_host_port(h.strip(), url) for h in hosts.split(",") if h.strip())
+    if not sentinels:
+        raise ValueError(f"no sentinel address in {url!r}")
+    path = [p for p in parts.path.split("/") if p]
+    if not path or len(path) > 2:
+        raise ValueError(f"expected /MASTER_NAME or /MASTER_NAME/DB after the sentinels: {url!r}")
+    try:
+        db = int(path[1]) if len(path) == 2 else 0
+    except ValueError:
+        raise ValueError(f"bad database number {path[1]!r} in {url!r}") from None
+    query = parse_qs(parts.query)
+    return SentinelURL(
+        sentinels=sentinels,
+        master_name=unquote(path[0]),
+        db=db,
+        username=username,
+        password=password,
+        sentinel_username=query.get("sentinel_username", [None])[0],
+        sentinel_password=query.get("sentinel_password", [None])[0],
+    )
+
+
+def sentinel_manager(target: SentinelURL, *, timeout: float) -> Sentinel:
+    """The sentinels of ``target``; each asked in turn (a dead one costs one refused
+    connection or ``timeout``)."""
+    sentinel_kwargs: dict[str, Any] = {
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        "retry": Retry(NoBackoff(), 0),
+    }
+    if target.sentinel_password is not None:
+        sentinel_kwargs["password"] = target.sentinel_password
+    if target.sentinel_username is not None:
+        sentinel_kwargs["username"] = target.sentinel_username
+    return Sentinel(  # type: ignore[no-untyped-call]
+        list(target.sentinels), sentinel_kwargs=sentinel_kwargs
+    )
+
+
+def master_client(manager: Sentinel, target: SentinelURL, **kwargs: Any) -> Redis:
+    """A client whose connections go to the master the sentinels currently name."""
+    client: Redis = manager.master_for(
+        target.master_name,
+        redis_class=Redis,
+        db=target.db,
+        username=target.username,
+        password=target.password,
+        **kwargs,
+    )
+    return client
