@@ -42,6 +42,7 @@ def protocol_of(scope: Mapping[str, Any]) -> FrameTransport | None:
     entry = (scope.get("extensions") or {}).get(FRAME_TRANSPORT)
     return None if entry is None else entry.get("protocol")
 
+
 _IDENT_RE = re.compile(r"^[^\x00-\x1f\x7f]{1,128}$")
 
 

@@ -61,8 +61,8 @@ from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.server import ServerProtocol
 
-from ..service.connection import FRAME_TRANSPORT
 from ..core.limits import TokenBucket
+from ..service.connection import FRAME_TRANSPORT
 from ..timerwheel import TimerWheel
 from .transport_view import TransportView
 
