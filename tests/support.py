@@ -26,7 +26,7 @@ import websockets
 
 from football_realtime.app import Realtime, create_app
 from football_realtime.config import Settings
-from football_realtime.serving import uvicorn_config
+from football_realtime.server import uvicorn_config
 
 UNIT = float(os.environ.get("REALTIME_TEST_UNIT", "1.0"))
 TIMEOUT = 5.0 * UNIT
@@ -88,6 +88,8 @@ class RunningServer:
     app_factory: Callable[[Settings], Any] = create_app
     app: Any = None
     server: uvicorn.Server | None = None
+    #: The WebSocket layer's per-server state (open connections, keepalive wheel).
+    ws_layer: Any = None
     thread: threading.Thread | None = None
     loop: asyncio.AbstractEventLoop | None = None
 
@@ -117,16 +119,21 @@ class RunningServer:
     def start(self) -> RunningServer:
         self.app = self.app or self.app_factory(self.settings)
         # The options `serve` ships (WebSocket layer, limits, timeouts), on our port.
+        # As `serve` does: an app built by create_app has its WebSocket routes called
+        # directly (an app given with an extra route keeps that route on the app).
+        routes = self.realtime.ws_routes() if self.app_factory is create_app else None
         config = uvicorn_config(
             self.app,
             self.settings,
             fast=self.fast,
+            routes=routes,
             host="127.0.0.1",
             port=self.port,
             log_level="warning",
             access_log=False,
             lifespan="on",
         )
+        self.ws_layer = getattr(config.ws, "layer", None)
         self.server = uvicorn.Server(config)
         ready = threading.Event()
 

@@ -261,6 +261,37 @@ async def test_P4_valid_close_is_echoed_and_server_closes_tcp(srv: RunningServer
     ws.close()
 
 
+@pytest.mark.parametrize("chunk", [0, 1, 3], ids=["one-write", "byte-by-byte", "3-bytes"])
+async def test_P4_close_inside_a_fragmented_message_is_echoed(
+    srv: RunningServer, chunk: int
+) -> None:
+    """RFC 6455 §5.4 lets control frames interleave with fragments (Autobahn 7.1.5): the
+    partial message is dropped and the close echoed, however the bytes arrive."""
+    ws, _, _ = await RawWS.handshake(srv.port)
+    wire = (
+        ws.frame(0x1, b'{"type":', fin=False)
+        + ws.frame(0x9, b"ping in between")
+        + ws.frame(0x0, b'"heart', fin=False)
+        + ws.frame(0x8, struct.pack("!H", 1000) + b"bye")
+    )
+    if chunk == 0:
+        ws.writer.write(wire + ws.frame(0x0, b'beat"}'))  # what follows a close is ignored
+    else:
+        for i in range(0, len(wire), chunk):
+            ws.writer.write(wire[i : i + chunk])
+            await ws.writer.drain()
+            await asyncio.sleep(0.001)
+    code, reason, before = await ws.until_close()
+    assert (code, reason) == (1000, "bye")
+    # The connection status, the pong; no reply to the dropped message.
+    assert [b["data"]["status"] if isinstance(b, dict) else b for b in before] == [
+        "connected",
+        (0xA, b"ping in between"),
+    ]
+    assert await ws.eof()
+    ws.close()
+
+
 async def test_P5a_pings_get_identical_pongs_and_pongs_are_ignored(srv: RunningServer) -> None:
     ws, _, _ = await RawWS.handshake(srv.port)
     await ws.read_frame()  # connection_status
@@ -976,13 +1007,24 @@ async def test_zz_server_still_serves_and_nothing_leaked(srv: RunningServer) -> 
             "addresses": len(rt.admission.ip_connections),
             "sockets": len(srv.server.server_state.connections),
             "tasks": len(srv.server.server_state.tasks),
+            "websockets": len(srv.ws_layer.connections),
         }
 
-    while srv.call(state)["sockets"] or srv.call(state)["tasks"]:
+    while any(srv.call(state)[k] for k in ("sockets", "tasks", "websockets")):
         assert time.monotonic() < deadline, srv.call(state)
         await asyncio.sleep(0.02)
     assert srv.call(state) == dict.fromkeys(
-        ("connections", "subscriptions", "users", "rooms", "addresses", "sockets", "tasks"), 0
+        (
+            "connections",
+            "subscriptions",
+            "users",
+            "rooms",
+            "addresses",
+            "sockets",
+            "tasks",
+            "websockets",
+        ),
+        0,
     )
     stats = rt.stats
     assert stats.connections_opened == stats.connections_closed

@@ -1,11 +1,13 @@
-"""The WebSocket handshake on our layer: the upgrade request as httptools parsed it
-goes straight to websockets' handshake (no second parse); a request websockets'
-parser would treat differently takes uvicorn's way (serialised, parsed again)."""
+"""The WebSocket handshake on our layer: uvicorn's HTTP protocol hands the upgrade
+over (its request re-serialised), websockets' sans-I/O protocol reads and checks it,
+and uvicorn's HTTP protocol is done with the connection (its connection_lost runs, so
+nothing of it is left for the garbage collector)."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import gc
 import hashlib
 import os
 import urllib.parse
@@ -15,7 +17,7 @@ from typing import Any
 import orjson
 import pytest
 
-from football_realtime.wsprotocol import RealtimeWebSocketProtocol
+from football_realtime.server.websocket_protocol import WebSocketProtocol
 
 from .support import TIMEOUT, RunningServer, running_server, token
 
@@ -25,24 +27,21 @@ seen: list[tuple[Any, Any, Any]] = []
 
 
 @pytest.fixture
-def spied() -> Iterator[tuple[RunningServer, list[bool]]]:
-    """A server whose WebSocket layer records what ``open_from_parsed`` decided."""
-    calls: list[bool] = []
+def spied() -> Iterator[RunningServer]:
+    """A server whose WebSocket layer records the addresses of each handshake."""
     seen.clear()
-    original = RealtimeWebSocketProtocol.open_from_parsed
+    handshake = WebSocketProtocol.handshake
 
-    def spy(self: RealtimeWebSocketProtocol, *args: Any) -> bool:
-        result = original(self, *args)
-        calls.append(result)
-        # The addresses come from the HTTP protocol that handed the connection over.
-        seen.append((self.scheme, self.client, self.server))
-        return result
+    def handshake_spy(self: WebSocketProtocol, data: bytes) -> None:
+        handshake(self, data)
+        scope = self.scope or {}
+        seen.append((scope.get("scheme"), self.client, self.server))
 
     mp = pytest.MonkeyPatch()
-    mp.setattr(RealtimeWebSocketProtocol, "open_from_parsed", spy)
+    mp.setattr(WebSocketProtocol, "handshake", handshake_spy)
     try:
         with running_server() as srv:
-            yield srv, calls
+            yield srv
     finally:
         mp.undo()
 
@@ -76,10 +75,8 @@ async def _handshake(
         writer.close()
 
 
-async def test_a_plain_upgrade_is_handed_over_parsed(
-    spied: tuple[RunningServer, list[bool]],
-) -> None:
-    srv, calls = spied
+async def test_a_plain_upgrade_is_handed_over(spied: RunningServer) -> None:
+    srv = spied
     league = urllib.parse.quote("英超")
     target = f"/realtime/ws/matches?leagues={league}&session_id=s-1"
     head, first = await _handshake(
@@ -91,7 +88,6 @@ async def test_a_plain_upgrade_is_handed_over_parsed(
         ],
     )
     assert head.startswith(b"HTTP/1.1 101 ")
-    assert calls == [True]
     scheme, client, server = seen[0]
     assert (scheme, client[0], server) == ("ws", "127.0.0.1", ("127.0.0.1", srv.port))
     data = first["data"]
@@ -99,17 +95,37 @@ async def test_a_plain_upgrade_is_handed_over_parsed(
     assert data["subscriptions"][0]["filters"]["leagues"] == ["英超"]
 
 
-async def test_a_request_with_a_body_header_takes_the_second_parse(
-    spied: tuple[RunningServer, list[bool]],
-) -> None:
-    srv, calls = spied
-    # websockets tolerates "Content-Length: 0" on an upgrade; the parsed path leaves
-    # body headers to its parser.
+async def test_an_upgrade_with_an_empty_body_header_is_accepted(spied: RunningServer) -> None:
+    srv = spied
+    # websockets tolerates "Content-Length: 0" on an upgrade.
     head, first = await _handshake(
         srv.port,
         "/realtime/ws?user_id=plain",
         [("Authorization", f"Bearer {token('plain')}".encode()), ("Content-Length", b"0")],
     )
     assert head.startswith(b"HTTP/1.1 101 ")
-    assert calls == [False]
     assert first["data"]["user_id"] == "plain"
+
+
+def test_the_http_protocol_lets_go_at_the_upgrade() -> None:
+    """uvicorn's HTTP protocol holds a reference cycle (its parser calls it back) that
+    its connection_lost breaks: it gets that call at the hand-over, so nothing of it
+    waits for the cycle collector, accept after accept."""
+    from websockets.sync.client import connect
+
+    def http_protocols() -> int:
+        return sum(type(o).__name__ == "HttpToolsProtocol" for o in gc.get_objects())
+
+    with running_server() as srv:
+        gc.collect()
+        gc.disable()
+        try:
+            with (
+                connect(srv.premium_url, open_timeout=TIMEOUT) as a,
+                connect(srv.premium_url, open_timeout=TIMEOUT) as b,
+            ):
+                a.recv(TIMEOUT)
+                b.recv(TIMEOUT)
+                assert srv.call(http_protocols) == 0
+        finally:
+            gc.enable()

@@ -1,7 +1,7 @@
 """RFC 6455 conformance of the WebSocket stack we ship (catalogue P1): the Autobahn
 TestSuite cases, run by ``kosoku`` (no Docker), against an echo route that exists only
-in this test's app, served with the uvicorn options ``serve`` uses (serving.py: our
-RealtimeWebSocketProtocol, 64 KiB messages, deflate off, fragment and ping caps).
+in this test's app, served with the uvicorn options ``serve`` uses (server/config.py: our
+WebSocket layer, 64 KiB messages, deflate off, fragment and ping caps).
 
 Every verdict other than OK/INFORMATIONAL is listed below and explained in
 docs/security.md ("RFC 6455 conformance"). Run time: about 15 s.

@@ -71,6 +71,14 @@ class Realtime(RealtimeService):
             preset=preset,
         )
 
+    def ws_routes(self, prefix: str = "/realtime") -> dict[str, ASGIApp]:
+        """The WebSocket endpoints as bare ASGI apps by full path, for the router
+        mounted under ``prefix``: ``serve`` hands them to its WebSocket layer, which
+        calls them directly (with the correlation id bound as the middleware does)
+        instead of through FastAPI's routing and exception middleware around each
+        connection. BodySizeLimit concerns HTTP bodies."""
+        return {prefix + path: websocket_app(ep) for path, ep in self.ws_endpoints.items()}
+
     async def start(self) -> None:
         if self.started:
             return
@@ -121,10 +129,4 @@ def create_app(settings: Settings | None = None, *, broker: Broker | None = None
     app.include_router(metrics_router(realtime.metrics_registry))
     app.add_middleware(CorrelationIdMiddleware)
     app.add_middleware(BodySizeLimit, limit=realtime.settings.max_request_body)
-    # For RealtimeWebSocketProtocol.for_app: `serve` runs these paths directly (with
-    # the correlation id bound as the middleware does), without FastAPI's routing and
-    # exception middleware around each connection. BodySizeLimit concerns HTTP bodies.
-    app.state.realtime_ws_routes = {
-        "/realtime" + path: websocket_app(ep) for path, ep in realtime.ws_endpoints.items()
-    }
     return app

@@ -1,5 +1,5 @@
 """Run the service in this process: logging, garbage-collector tuning, and uvicorn with
-the server options we ship (``serving.py``)."""
+the server options we ship (``server/config.py``)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from . import logredact
 from .app import create_app
 from .config import Settings
 from .logs import configure_logging
-from .serving import uvicorn_config
+from .server import uvicorn_config
 
 
 def tune_gc() -> None:
@@ -43,12 +43,16 @@ def serve(
 ) -> None:
     """Run ``app`` (default: the plain service) with the settings' server options."""
     configure_logging(settings)
+    routes = None
     if app is None:
         app = create_app(settings)
+        # The service's own WebSocket routes, called directly by our WebSocket layer.
+        routes = app.state.realtime.ws_routes()
     tune_gc()
     config = uvicorn_config(
         app,
         settings,
+        routes=routes,
         ssl_certfile=ssl_certfile,
         ssl_keyfile=ssl_keyfile,
         log_config=None,  # keep the handler configure_logging installed

@@ -1,7 +1,7 @@
 """How a connection's bytes reach its socket: the two :class:`Sink` implementations.
 
-* :class:`FastSink` writes pre-built frames to the transport of our WebSocket layer
-  (``server/``) and drains the connection's buffer from its ``resume_writing``
+* :class:`FastSink` writes pre-built frames through the ``FrameTransport`` our WebSocket
+  layer (``server/``) offers and drains the connection's buffer from its ``resume_writing``
   callback: no task and no await per connection or delivery.
 * :class:`AsgiSink` works under any ASGI server (the router mounted in another app):
   a writer task awaits ``websocket.send`` for what the buffer holds.
@@ -12,31 +12,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from starlette.websockets import WebSocket
 
-from ..service.connection import Connection
-
-if TYPE_CHECKING:
-    from ..wsprotocol import RealtimeWebSocketProtocol
+from ..service.connection import Connection, FrameTransport
 
 #: On the ASGI path, a send slower than this means the socket is not keeping up.
 ASGI_BEHIND_S = 0.002
 
 
 class FastSink:
-    """Writes pre-built frames to our uvicorn protocol's transport."""
+    """Writes pre-built frames through the server's ``FrameTransport``."""
 
     __slots__ = ("direct", "proto", "writable")
 
-    def __init__(self, proto: RealtimeWebSocketProtocol) -> None:
+    def __init__(self, proto: FrameTransport) -> None:
         self.proto = proto
         self.writable = not proto.write_paused
-        self.direct: Callable[[bytes], object] | None = proto.transport.write
+        self.direct: Callable[[bytes], object] | None = proto.write
 
     def write(self, frame: bytes) -> None:
-        self.proto.transport.write(frame)
+        self.proto.write(frame)
 
     def wake(self) -> None:
         pass  # resume_writing drains the buffer

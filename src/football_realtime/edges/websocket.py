@@ -13,7 +13,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -28,15 +28,21 @@ from ..core.protocol import ProtocolError
 from ..core.subscriptions import SubscriptionFilter
 from ..logs import bind_connection
 from ..service.admission import Admission, Refused
-from ..service.connection import Connection, Sink
+from ..service.connection import FRAME_TRANSPORT, Connection, FrameTransport, Sink
 from ..service.hub import Hub, new_connection_id
 from ..service.requests import RequestHandler
 from ..service.sessions import Sessions
 from ..stats import ServiceStats
-from ..wsprotocol import protocol_of
 from .sinks import AsgiSink, FastSink
 
 log = logging.getLogger("football_realtime.transport")
+
+
+def protocol_of(scope: Mapping[str, Any]) -> FrameTransport | None:
+    """The fast path the server offers this connection, if any (``FRAME_TRANSPORT``)."""
+    entry = (scope.get("extensions") or {}).get(FRAME_TRANSPORT)
+    return None if entry is None else entry.get("protocol")
+
 
 _IDENT_RE = re.compile(r"^[^\x00-\x1f\x7f]{1,128}$")
 

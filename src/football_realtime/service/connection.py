@@ -47,6 +47,39 @@ class Encoded:
         self.frame = text_frame(payload)
 
 
+#: ASGI scope extension under which a server offers a :class:`FrameTransport`
+#: (``scope["extensions"][FRAME_TRANSPORT]["protocol"]``).
+FRAME_TRANSPORT = "football_realtime.transport"
+
+
+class FrameTransport(Protocol):
+    """The fast path a WebSocket server may offer a connection: writes of pre-built
+    frames and callbacks instead of awaits. The service sets the ``on_*`` callbacks."""
+
+    #: True while the socket does not take more data (flow control).
+    write_paused: bool
+    #: Called with False when writing pauses and True when it resumes.
+    on_writable: Callable[[bool], None] | None
+    #: Called once when the connection is lost.
+    on_lost: Callable[[], None] | None
+    #: Called on graceful server shutdown, before the server closes with 1012.
+    on_shutdown: Callable[[], None] | None
+
+    @property
+    def write(self) -> Callable[[bytes], object]:
+        """Writes one complete frame to the socket."""
+        ...
+
+    async def receive(self) -> Any:
+        """The ASGI ``receive`` of the connection."""
+        ...
+
+    def close_now(self, code: int, reason: str, abort: bool) -> None:
+        """Start the closing handshake without awaiting; ``abort``: the peer does not
+        read, drop the connection with a TCP reset after a short grace."""
+        ...
+
+
 class Sink(Protocol):
     writable: bool
     #: Writes a frame straight to the socket (the transport's write), or None when
