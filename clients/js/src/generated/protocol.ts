@@ -98,6 +98,17 @@ export type ServerMessage =
  */
 export type FootballRealtimeProtocol = ClientMessage | ServerMessage;
 /**
+ * A stream's newest position at subscribe time; for a stream named in ``since``,
+ * whether it was ``recovered`` and, when a replay follows, the offset it starts after
+ * (``replay_after``: 0 when a new epoch is replayed from its start).
+ */
+export interface AckStreamPosition {
+  epoch: string;
+  offset: number;
+  recovered?: boolean | null;
+  replay_after?: number | null;
+}
+/**
  * Running quality of predictions; ``metrics`` carries any extra figures.
  */
 export interface AnalyticsUpdated {
@@ -657,7 +668,8 @@ export interface SubscribeAck {
 }
 /**
  * ``streams``: current position per stream covered. ``recovered``/``reason`` answer
- * ``since``: false means events were missed and the application should reload state.
+ * ``since``: false means events were missed and the application should reload state
+ * (the events of streams with ``replay_after`` are replayed all the same).
  */
 export interface SubscribeResult {
   event_types: EventType[];
@@ -670,7 +682,7 @@ export interface SubscribeResult {
   reason?: string | null;
   recovered?: boolean | null;
   streams: {
-    [k: string]: StreamPosition | undefined;
+    [k: string]: AckStreamPosition | undefined;
   };
   subscription_id: string;
   subscription_type: SubscriptionType | null;
