@@ -71,7 +71,8 @@ export type ErrorCode =
   | 'rate_limited'
   | 'unauthorized'
   | 'internal_error'
-  | 'unavailable';
+  | 'unavailable'
+  | 'banned';
 export type MessageAck =
   AuthAck | SubscribeAck | UnsubscribeAck | HeartbeatAck | GetStatsAck | JoinAck | LeaveAck;
 export type ServerMessage =
