@@ -169,8 +169,10 @@ class RedisControlStore:
             self._last_id = _s(newest[0][0]) if newest else "0-0"
             bans = await self._bans()
         except (RedisError, OSError) as exc:
+            # Start from the newest command once Redis answers (never replay old ones:
+            # they would close connections opened since); the bans are loaded then.
             log.warning("control channel unavailable at start: %s", exc)
-            self._last_id = "0-0"
+            self._last_id = ""
             self.available = False
         self._tasks = [
             asyncio.create_task(self._read_loop(), name="control-reader"),
@@ -204,7 +206,7 @@ class RedisControlStore:
         async with self.redis.pipeline(transaction=True) as p:
             if ban is not None:
                 p.zremrangebyscore(BANS, "-inf", now)
-                p.zadd(BANS, {ban.user_id: ban.until})
+                p.zadd(BANS, {ban.user_id: ban.until}, gt=True)
                 p.hset(REASONS, ban.user_id, ban.reason)
                 keep = max(1, int(ban.until - now) + 1)
                 p.expire(BANS, keep, gt=True)
@@ -219,6 +221,10 @@ class RedisControlStore:
         reload = False
         while True:
             try:
+                if not self._last_id:
+                    newest = await self.redis.xrevrange(LOG, count=1)
+                    self._last_id = _s(newest[0][0]) if newest else "0-0"
+                    reload = True
                 if reload:
                     for ban in await self._bans():
                         self._apply(

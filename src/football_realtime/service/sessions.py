@@ -158,6 +158,13 @@ class Sessions:
         """Count a connection of ``user_id`` on every instance (after admission's check
         on this one). Raises :class:`Refused` at REALTIME_MAX_CONNECTIONS_PER_USER."""
         await self.control.reserve(user_id, conn_id, self.settings.max_connections_per_user)
+        try:
+            # A ban that arrived while we waited: no await from here until the connection
+            # is in the hub, where a later one finds it.
+            self.admission.check_ban(user_id)
+        except Refused:
+            self.control.release(user_id, conn_id)
+            raise
 
     def admit_message(self, conn: Connection) -> bool:
         """Token-bucket rate limit: False when the message must be dropped (it was
