@@ -2,7 +2,7 @@
 ../shared/reference/reliability-catalogue.md, each with the answer the service gives.
 
 Each test is named after its case. P1 (the Autobahn suite) runs in
-test_rfc6455_conformance.py; S10 does not apply to one instance (docs/security.md).
+test_rfc6455_conformance.py; S10 (ban a user on every instance) in test_cluster_control.py.
 Most cases run against one server with the settings we ship (``srv``); cases that need
 a short timeout or a small limit start their own. The last tests check that, after
 all of it, a fresh client is served and nothing leaked.

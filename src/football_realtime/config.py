@@ -171,7 +171,9 @@ class Settings(BaseSettings):
         "(non-browser clients): always allowed.",
     )
     max_connections_per_user: Annotated[int, Field(ge=1)] = Field(
-        10, description="Connections one user may hold on this instance; more get 4504."
+        10,
+        description="Connections one user may hold on every instance together (Redis broker: "
+        "counted over the cluster; memory: this instance); more get 4504.",
     )
     max_connections_per_ip: Annotated[int, Field(ge=1)] = Field(
         100, description="Connections one client address may hold on this instance; more get 4504."

@@ -64,11 +64,22 @@ class SubscriptionInfo(BaseModel):
     filters: dict[str, Any] = Field(description="The filter as given (see SubscriptionFilter).")
 
 
+@dataclass(frozen=True, slots=True)
+class AckStreamPosition(StreamPosition):
+    """A stream's newest position at subscribe time; for a stream named in ``since``,
+    whether it was ``recovered`` and, when a replay follows, the offset it starts after
+    (``replay_after``: 0 when a new epoch is replayed from its start)."""
+
+    recovered: bool | None = None
+    replay_after: Annotated[int, Field(ge=0, lt=2**63)] | None = None
+
+
 class SubscribeResult(SubscriptionInfo):
     """``streams``: current position per stream covered. ``recovered``/``reason`` answer
-    ``since``: false means events were missed and the application should reload state."""
+    ``since``: false means events were missed and the application should reload state
+    (the events of streams with ``replay_after`` are replayed all the same)."""
 
-    streams: dict[SubscriptionType, StreamPosition]
+    streams: dict[SubscriptionType, AckStreamPosition]
     recovered: bool | None = None
     reason: str | None = None
 

@@ -566,8 +566,11 @@ export class WebSocketService {
     const recovering = new Set<SubscriptionType>();
     for (const stream of Object.keys(req.since ?? {}) as SubscriptionType[]) {
       // Only an explicit `recovered: true` counts: a server that ignores `since` loses events.
-      if (result.recovered !== true || positions[stream]?.recovered === false) lost.add(stream);
-      else recovering.add(stream);
+      // A stream the server says it recovered (per stream) is recovering even when
+      // another stream was not.
+      const mine = positions[stream]?.recovered;
+      if (mine === true || (result.recovered === true && mine !== false)) recovering.add(stream);
+      else lost.add(stream);
     }
     // The server sends a requested snapshot unless it recovered instead.
     const snapshotFor = sub.snapshot && result.recovered !== true && sub.status !== 'unsubscribed' ? sub.key : undefined;

@@ -77,9 +77,9 @@ export class StreamTracker {
    * The subscribe was answered. `positions` are the ack's `result.streams` (empty on an
    * error reply). `recovering` names the streams sent with `since` that the server
    * recovered (their replay follows); `lost` those it could not, which restart from the
-   * ack's position. Held events are then released in arrival order. With
-   * `snapshotFor`, events up to the ack's position that follow are that subscription's
-   * snapshot.
+   * ack's position (or from its `replay_after` when a partial replay follows). Held
+   * events are then released in arrival order. With `snapshotFor`, events up to the
+   * ack's position that follow are that subscription's snapshot.
    */
   settle(
     streams: readonly SubscriptionType[],
@@ -92,7 +92,10 @@ export class StreamTracker {
         // Fresh stream, lost history, or a new epoch: offsets restart from the ack. Events
         // held meanwhile were sent after the server subscribed us, so they all count even
         // when the ack's position (read a moment later) already includes them.
-        let floor = pos.offset;
+        // A replay that follows the ack (`replay_after`, e.g. a new epoch replayed from
+        // its start) starts after that offset.
+        const after = (pos as { replay_after?: unknown }).replay_after;
+        let floor = typeof after === 'number' && after >= 0 ? Math.min(pos.offset, after) : pos.offset;
         for (const h of this.held.get(stream) ?? []) floor = Math.min(floor, h.offset - 1);
         this.states.set(stream, { epoch: pos.epoch, offset: pos.offset, floor, seen: new Set() });
       } else if (!opts.recovering?.has(stream) && pos.offset > st.offset) {

@@ -119,6 +119,12 @@ class Resync:
         for stream, pos in acked.items():
             start = sub._start.get(stream)
             if start is None or start[0] != pos[0]:
+                # A new epoch replayed from its start (``replay_after``) belongs to
+                # the subscription: its events come after the start.
+                entry = streams.get(stream)
+                after = entry.get("replay_after") if isinstance(entry, Mapping) else None
+                if type(after) is int and 0 <= after < pos[1]:
+                    pos = (pos[0], after)
                 sub._start[stream] = pos
         later = sync.resync_advance if renewed and sync.buffer is not None else sync.advance
         for stream, (epoch, offset) in acked.items():

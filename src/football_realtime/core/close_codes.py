@@ -107,7 +107,11 @@ CLOSE_CODE_DOCS: dict[CloseCode, tuple[str, str]] = {
         "No `auth` message arrived within the deadline.",
         "Send `auth` promptly after connecting.",
     ),
-    CloseCode.DISCONNECTED_BY_ADMIN: ("An operator disconnected this user.", "Do not reconnect."),
+    CloseCode.DISCONNECTED_BY_ADMIN: (
+        "An administrator disconnected this user on every instance, or the user is banned "
+        "(`POST /realtime/users/{user_id}/disconnect`; then an `error` `banned` first).",
+        "Do not reconnect automatically; a ban ends after its `ban_seconds`.",
+    ),
 }
 
 _RECONNECT_RFC = frozenset(

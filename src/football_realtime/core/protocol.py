@@ -59,6 +59,9 @@ ERROR_CODES: Final[dict[str, str]] = {
     "internal_error": "The server failed to handle the request; it was logged.",
     "unavailable": "The broker (Redis) is unreachable right now; nothing changed, retry the "
     "request after a short backoff.",
+    "banned": "An administrator banned this user for a while (`POST "
+    "/realtime/users/{user_id}/disconnect`); the connection closes with 4506. Do not retry "
+    "before the ban ends (the message says how long).",
 }
 
 MESSAGE_TYPES: Final = tuple(CLIENT_MESSAGE_DEFS)

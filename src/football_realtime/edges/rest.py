@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import logging
 import secrets
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Request
+from fastapi import APIRouter, Depends, Header, HTTPException, Path, Request
 from fastapi.responses import JSONResponse
 from pydantic import (
     BaseModel,
@@ -44,6 +45,7 @@ from ..core.events import (
     IsoTimestamp,
 )
 from ..logs import current_correlation_id
+from ..service.control import MAX_BAN_SECONDS
 
 if TYPE_CHECKING:
     from ..service.realtime import RealtimeService
@@ -149,6 +151,26 @@ class BroadcastRequest(BaseModel):
             "event type; `data` is that type's payload (unknown payload fields are kept)."
         )
         return schema
+
+
+class DisconnectRequest(BaseModel):
+    """Optional body of ``POST /realtime/users/{user_id}/disconnect``."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"example": {"ban_seconds": 600, "reason": "abuse"}},
+    )
+    # strict: a JSON boolean is not a number of seconds (pydantic would take false as 0)
+    ban_seconds: Annotated[float, Field(ge=0, le=MAX_BAN_SECONDS, strict=True)] = 0
+    reason: Annotated[str, Field(max_length=200, strict=True)] = ""
+
+
+class DisconnectResult(BaseModel):
+    user_id: str
+    #: Connections closed on the instance that answered (the others close theirs
+    #: within milliseconds, through the control channel).
+    closed_here: int
+    banned_until: str | None = None
 
 
 class BroadcastResult(BaseModel):
@@ -335,6 +357,56 @@ def build_api_router(rt: RealtimeService, admin_token: str) -> APIRouter:
         if remote is None:
             raise HTTPException(404, f"no connection {connection_id!r}")
         return remote
+
+    @router.post(
+        "/users/{user_id}/disconnect",
+        summary="Close a user's connections on every instance, and optionally ban it (admin)",
+        tags=["realtime"],
+        dependencies=admin,
+        response_model=DisconnectResult,
+        response_model_exclude_none=True,
+        responses={
+            **ADMIN_ONLY,
+            400: _answer("The body could not be read (e.g. not UTF-8, or not JSON at all)."),
+            503: _answer(
+                "The control channel (Redis) is unreachable: this instance's connections "
+                "of the user were closed, the other instances' were not.",
+                **_RETRY,
+            ),
+        },
+    )
+    async def disconnect_user(
+        user_id: Annotated[str, Path(min_length=1, max_length=128)],
+        body: DisconnectRequest | None = None,
+    ) -> DisconnectResult:
+        """Every connection of ``user_id``, on every instance, is sent ``connection_status``
+        ``closing`` (``reconnect: false``) and closed with 4506 within a second; with
+        ``ban_seconds`` the user's new connections are refused (``error`` ``banned``, then
+        4506) until the ban ends."""
+        req = body if body is not None else DisconnectRequest()
+        try:
+            done = await rt.control.disconnect(user_id, req.ban_seconds, req.reason)
+        except (RedisError, OSError) as exc:
+            raise HTTPException(
+                503,
+                f"control channel unavailable: {exc}; the user's connections on this instance "
+                "were closed, the other instances were not told",
+                headers={"Retry-After": "1"},
+            ) from None
+        log.info(
+            "user disconnected by an administrator",
+            extra={"user_id": user_id, "ban_seconds": req.ban_seconds, "reason": req.reason},
+        )
+        until = done["banned_until"]
+        return DisconnectResult(
+            user_id=user_id,
+            closed_here=done["closed_here"],
+            banned_until=(
+                datetime.fromtimestamp(until, UTC).isoformat(timespec="milliseconds")
+                if until is not None
+                else None
+            ),
+        )
 
     @router.post(
         "/broadcast",

@@ -182,6 +182,12 @@ class WebSocketEndpoint:
             user_id = identity.user_id
         elif pending:
             user_id = None  # bound once `auth` proves who it is
+        if user_id is not None:
+            try:
+                await sessions.reserve(user_id, conn_id)  # the limit over every instance
+            except Refused as exc:
+                await self._refuse(websocket, exc.code, exc.reason, exc.error_code)
+                return
 
         fast = protocol_of(websocket.scope)
         sink: Sink = FastSink(fast) if fast is not None else AsgiSink(websocket)

@@ -3,7 +3,8 @@
 Checks, in order: the Origin (exact match against REALTIME_ALLOWED_ORIGINS), the
 connection limit per client address, the credentials (``token`` query parameter or
 ``Authorization: Bearer``; none under REALTIME_REQUIRE_AUTH means a first ``auth``
-message must follow), and the connection limit per user. The handshake is read through
+message must follow), an administrator's ban of the user, and the connection limit per
+user on this instance (the cluster-wide count follows: ``Sessions.reserve``). The handshake is read through
 :class:`Handshake`, so this module knows no web framework; the WebSocket endpoint
 adapts its request to it.
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Mapping, Set
+from collections.abc import Callable, Mapping, Set
 from typing import Protocol
 
 from ..auth import AuthError, Identity, TokenVerifier
@@ -60,8 +61,12 @@ class Admission:
         verifier: TokenVerifier,
         policy: TierPolicy,
         user_connections: Mapping[str, Set[str]],
+        banned: Callable[[str], str | None] | None = None,
     ) -> None:
+        """``banned``: why a user may not connect now (an administrator's ban on any
+        instance: service/control.py), or None."""
         self.settings = settings
+        self.banned = banned
         self.stats = stats
         self.verifier = verifier
         self.policy = policy
@@ -139,6 +144,7 @@ class Admission:
             if self.settings.require_auth:
                 return ip, None, self.policy.tiers[self.policy.default_tier], True
             if user_id is not None:
+                self.check_ban(user_id)
                 self.check_user_limit(user_id)
             return ip, None, self.policy.tiers[self.policy.default_tier], False
         try:
@@ -150,6 +156,7 @@ class Admission:
             mismatch = AuthError("user_id query parameter does not match the token")
             self.auth_failed(ip, mismatch)
             raise Refused(mismatch.close_code, mismatch.reason, "unauthorized")
+        self.check_ban(identity.user_id)
         self.check_user_limit(identity.user_id)
         return ip, identity, tier, False
 
@@ -164,6 +171,14 @@ class Admission:
                 f"connection limit: at most {limit} connections per user",
                 "limit_exceeded",
             )
+
+    def check_ban(self, user_id: str) -> None:
+        """Raises :class:`Refused` (4506, ``banned``) while an administrator bans the user."""
+        why = self.banned(user_id) if self.banned is not None else None
+        if why is not None:
+            self.stats.errors_by_code["banned"] += 1
+            log.info("refused connection: user %s is banned", user_id)
+            raise Refused(CloseCode.DISCONNECTED_BY_ADMIN, why, "banned")
 
     def _limit_hit(self, kind: str, who: str) -> None:
         self.stats.errors_by_code["connection_limit"] += 1

@@ -191,8 +191,11 @@ class ClusterRegistry:
                     for cid, sig in self._written.items()
                     if cid in conns and _signature(conns[cid]) != sig
                 ]
+        signatures: dict[str, tuple[int, int, int, int]] = {}
         for cid in targets:
-            write[cid] = self._entry(conns[cid])
+            conn = conns[cid]
+            write[cid] = self._entry(conn)
+            signatures[cid] = _signature(conn)
         async with self.redis.pipeline(transaction=False) as p:
             if full:
                 p.delete(me)
@@ -216,8 +219,13 @@ class ClusterRegistry:
         self._removed.difference_update(removed)
         for cid in removed:
             self._written.pop(cid, None)
-        for cid in targets:
-            self._written[cid] = _signature(conns[cid])
+        # Connections may have closed while the pipeline waited on Redis: their entries
+        # were written all the same, so they are removed on the next flush.
+        for cid, sig in signatures.items():
+            self._written[cid] = sig
+            if cid not in conns:
+                self._removed.add(cid)
+                self._wake.set()
 
     # -- reading -------------------------------------------------------------------
 

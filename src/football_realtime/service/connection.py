@@ -104,6 +104,7 @@ class Connection:
         "direct",
         "drain_waiter",
         "epochs",
+        "floors",
         "held",
         "id",
         "messages_received",
@@ -159,6 +160,11 @@ class Connection:
         # Stream -> epoch this connection's subscriptions were positioned under (set by
         # subscribe); a broker epoch change closes the connections of older epochs.
         self.epochs: dict[Any, str] = {}
+        # Stream -> the offset this connection's delivery of it was positioned at by its
+        # first subscription (the ack's, or the end of its replay): live delivery never
+        # sends an event of the stream at or below it (an instance's reader catching up
+        # after a new epoch delivers offsets from before the subscription).
+        self.floors: dict[Any, int] = {}
         self.closing = False
         self.on_overflow = on_overflow
         # Security state (security.Session: tier, token expiry, rate limit); None for

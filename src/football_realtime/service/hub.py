@@ -285,6 +285,8 @@ class Hub:
                 if conn.stamp == stamp:
                     continue
                 conn.stamp = stamp
+                if ev.offset <= conn.floors.get(ev.stream, 0):
+                    continue  # from before this connection's subscription to the stream
                 if conn.held is not None:
                     conn.held.append(ev)
                     continue

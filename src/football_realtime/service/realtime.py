@@ -9,7 +9,7 @@ Construction order follows the dependencies, and each component receives the one
 it uses (nothing is assigned after construction)::
 
     stats, broker ─┐
-    tier views ────┼─> hub ─> admission ─> sessions ─> recovery ─> requests
+    tier views ────┼─> hub ─> control ─> admission ─> sessions ─> recovery ─> requests
     registry ──────┘
 """
 
@@ -40,6 +40,7 @@ from ..stats import ServiceStats
 from .admission import Admission
 from .cluster import ClusterRegistry
 from .connection import Connection
+from .control import ClusterControl, ControlStore, MemoryControlStore, RedisControlStore
 from .hub import Hub
 from .recovery import Recovery
 from .requests import RequestHandler
@@ -84,9 +85,24 @@ class RealtimeService:
             on_membership=self.cluster.on_membership,
             connections=connections,
         )
+        store: ControlStore = (
+            RedisControlStore(
+                self.broker.redis, self.hub.user_connections, s.cluster_heartbeat_interval
+            )
+            if isinstance(self.broker, SharesRedis)
+            else MemoryControlStore()
+        )
+        self.control = ClusterControl(s.instance_id, self.hub, store, self.stats)
         self.verifier = TokenVerifier(s)
-        self.admission = Admission(s, self.stats, self.verifier, policy, self.hub.user_connections)
-        self.sessions = Sessions(s, self.hub, self.stats, self.admission)
+        self.admission = Admission(
+            s,
+            self.stats,
+            self.verifier,
+            policy,
+            self.hub.user_connections,
+            banned=self.control.banned,
+        )
+        self.sessions = Sessions(s, self.hub, self.stats, self.admission, self.control)
         self.recovery = Recovery(self.broker, self.hub, self.sessions, self.stats)
         self.requests = RequestHandler(
             self.hub, self.sessions, self.recovery, self.stats, self.stats_snapshot
@@ -100,6 +116,7 @@ class RealtimeService:
             return
         await self.broker.start(self.on_event, self.on_stream_reset)
         await self.cluster.start(self.stats_snapshot)
+        await self.control.start()
         self.started = True
 
     async def stop(self) -> None:
@@ -108,6 +125,7 @@ class RealtimeService:
         self.started = False
         for conn in list(self.hub.connections.values()):
             self.close_for_shutdown(conn)
+        await self.control.stop()
         await self.cluster.stop()
         await self.broker.stop()
 

@@ -7,9 +7,17 @@ by offset, drops what the client already has and duplicates, and sends the
 result paced by what the socket takes. Only then does live delivery resume; the
 switch happens without an await, so no event falls between the two.
 
-Recovery is all or nothing (never a partial replay): if any stream's history
-no longer reaches the client's offset, or its epoch changed, the ack says
-``recovered: false`` with a ``reason`` and nothing is replayed.
+``recovered: true`` means every stream of ``since`` was replayed from the client's
+offset. Otherwise the ack says ``recovered: false`` with a ``reason``, and each
+stream that can still be replayed is: a stream whose epoch changed (history lost,
+e.g. Redis restarted empty) is replayed from the new epoch's first offset when its
+history still reaches back there, so only the old epoch's tail is lost. Per stream,
+the ack's ``streams`` entry says ``recovered`` and, when a replay follows,
+``replay_after`` (the offset it starts after). A stream that cannot be replayed gets
+the snapshot when one was asked for.
+
+Each connection's delivery of a stream is positioned by its first subscription to it
+(``Connection.floors``): live events at or below that offset are not sent.
 """
 
 from __future__ import annotations
@@ -66,6 +74,13 @@ class Recovery:
                     msg.id,
                     msg.type,
                 )
+        # Streams no other subscription of this connection covers: this one positions
+        # their delivery (Connection.floors).
+        fresh = [
+            st
+            for st in streams
+            if not any(st in o.streams for o in conn.subscriptions.values() if o is not sub)
+        ]
         hold = since is not None or msg.snapshot
         if hold:
             conn.held = []
@@ -80,47 +95,78 @@ class Recovery:
             for st, (e, _) in positions.items():
                 conn.epochs[st] = e
             backlog: list[PublishedEvent] = []
+            # Per stream replayed: the offset after which its replay starts.
+            replay_after: dict[SubscriptionType, int] = {}
             recovered = False
             if since is not None:
                 reasons: list[str] = []
-                replay: list[PublishedEvent] = []
                 for st, pos in since.items():
                     epoch, top = positions[st]
-                    if pos.epoch != epoch:
-                        reasons.append(f"{st.value}: epoch changed (history was lost)")
-                        continue
-                    if pos.offset > top:
+                    new_epoch = pos.epoch != epoch
+                    # The old epoch's tail is lost; the new epoch's history may still
+                    # reach back to its first offset: then it is replayed from there.
+                    after = 0 if new_epoch else pos.offset
+                    if not new_epoch and pos.offset > top:
                         reasons.append(
                             f"{st.value}: offset {pos.offset} is ahead of the stream ({top})"
                         )
                         continue
-                    events = await broker.history(st, pos.offset)
-                    if events is None:
+                    events = await broker.history(st, after)
+                    if new_epoch:
                         reasons.append(
-                            f"{st.value}: history no longer reaches back to offset {pos.offset + 1}"
+                            f"{st.value}: epoch changed (history was lost): events of the "
+                            "old epoch after your offset may be missing; "
+                            + (
+                                "the new epoch's history no longer reaches back to offset 1"
+                                if events is None
+                                else "the new epoch is replayed from offset 1"
+                            )
                         )
+                    elif events is None:
+                        reasons.append(
+                            f"{st.value}: history no longer reaches back to offset {after + 1}"
+                        )
+                    if events is None:
                         continue
-                    replay.extend(_matching(sub, events))
+                    replay_after[st] = after
+                    backlog.extend(_matching(sub, events))
                 recovered = not reasons
                 result["recovered"] = recovered
+                for st, (e, _) in positions.items():
+                    if st in since:
+                        entry = result["streams"][st.value]
+                        entry["recovered"] = st in replay_after and since[st].epoch == e
+                        if st in replay_after:
+                            entry["replay_after"] = replay_after[st]
                 if recovered:
-                    backlog = replay
                     stats.recoveries += 1
                 else:
                     result["reason"] = "; ".join(reasons)
                     stats.recoveries_failed += 1
+            snapshotted: set[SubscriptionType] = set()
             if msg.snapshot and not recovered:
                 for st in streams:
-                    backlog.extend(_matching(sub, await broker.snapshot(st)))
+                    if st not in replay_after:
+                        snapshotted.add(st)
+                        backlog.extend(_matching(sub, await broker.snapshot(st)))
             hub.send_payload(conn, proto.ack(msg.id, msg.type, result))
             hub.notify_user_subscriptions(conn, "subscribed", (sub,))
+            # Where each stream's delivery starts: after its replay's start, or after
+            # the ack's offset; a snapshot's stream after what this instance delivered
+            # (the broker's snapshot and history end there; later events come live).
+            last: dict[SubscriptionType, int] = dict(replay_after)
+            for st in fresh:
+                if st not in replay_after and st not in snapshotted:
+                    last[st] = positions[st][1]
             if hold:
-                floor = {st: pos.offset for st, pos in since.items()} if recovered and since else {}
-                sent = await _send_merged(hub, conn, backlog, floor)
-                if recovered:
+                sent = await _send_merged(hub, conn, backlog, last)
+                if recovered or replay_after:
                     stats.replayed_events += sent
                 elif msg.snapshot:
                     stats.snapshot_events += sent
+            # No await from here on: live delivery resumes (finally) with the floors set.
+            for st in fresh:
+                conn.floors[st] = last.get(st, 0)
         except BrokerUnavailable as exc:
             # Nothing was acked yet: undo the subscription so a retry starts clean.
             if sub.id in conn.subscriptions:
@@ -136,13 +182,13 @@ async def _send_merged(
     hub: Hub,
     conn: Connection,
     backlog: list[PublishedEvent],
-    floor: dict[SubscriptionType, int],
+    last: dict[SubscriptionType, int],
 ) -> int:
-    """Send backlog and held events: per stream by offset, each once, above ``floor``.
+    """Send backlog and held events: per stream by offset, each once, above ``last``
+    (updated with the last offset sent per stream).
 
     Returns how many backlog events were sent. Leaves ``conn.held`` empty; the caller
     clears it without awaiting, which resumes live delivery."""
-    last: dict[SubscriptionType, int] = dict(floor)
     backlog_keys = {(ev.stream, ev.offset) for ev in backlog}
     sent_backlog = 0
     pace = conn.out.limit // 2

@@ -48,7 +48,7 @@ class RequestHandler:
             msg = proto.parse_client_message(text)
             self.stats.received_by_type[msg.type] += 1
             if isinstance(msg, proto.Auth):
-                self.sessions.handle_auth(conn, msg)
+                await self.sessions.handle_auth(conn, msg)
                 return
             if session is not None and session.pending:
                 self.sessions.refuse_unauthenticated(conn, f"got {msg.type!r} before auth")

@@ -34,6 +34,7 @@ from ..stats import ServiceStats
 from ..timerwheel import TimerWheel
 from .admission import Admission, Refused
 from .connection import Connection
+from .control import ClusterControl
 from .hub import Hub
 
 log = logging.getLogger("football_realtime.security")
@@ -92,12 +93,19 @@ class Sessions:
     """Every connection's :class:`Session` (one per service)."""
 
     def __init__(
-        self, settings: Settings, hub: Hub, stats: ServiceStats, admission: Admission
+        self,
+        settings: Settings,
+        hub: Hub,
+        stats: ServiceStats,
+        admission: Admission,
+        control: ClusterControl,
     ) -> None:
+        """``control``: the cluster-wide per-user connection count (and bans)."""
         self.settings = settings
         self.hub = hub
         self.stats = stats
         self.admission = admission
+        self.control = control
         self.policy = admission.policy
         self._expiry: TimerWheel[Connection] | None = None
 
@@ -143,6 +151,20 @@ class Sessions:
             session.expiry_slot = 0
         session.on_authenticated = None
         self.admission.closed(session.ip)
+        if conn.user_id is not None:
+            self.control.release(conn.user_id, conn.id)
+
+    async def reserve(self, user_id: str, conn_id: str) -> None:
+        """Count a connection of ``user_id`` on every instance (after admission's check
+        on this one). Raises :class:`Refused` at REALTIME_MAX_CONNECTIONS_PER_USER."""
+        await self.control.reserve(user_id, conn_id, self.settings.max_connections_per_user)
+        try:
+            # A ban that arrived while we waited: no await from here until the connection
+            # is in the hub, where a later one finds it.
+            self.admission.check_ban(user_id)
+        except Refused:
+            self.control.release(user_id, conn_id)
+            raise
 
     def admit_message(self, conn: Connection) -> bool:
         """Token-bucket rate limit: False when the message must be dropped (it was
@@ -177,7 +199,7 @@ class Sessions:
         self.stats.errors_by_code["unauthorized"] += 1
         conn.close(CloseCode.UNAUTHORIZED, f"authenticate first: {what}"[:120])
 
-    def handle_auth(self, conn: Connection, msg: proto.Auth) -> None:
+    async def handle_auth(self, conn: Connection, msg: proto.Auth) -> None:
         """``auth``: first authentication of a connection, or a token refresh."""
         session: Session | None = conn.session
         if session is None:  # pragma: no cover - every endpoint connection has one
@@ -188,7 +210,13 @@ class Sessions:
             if current is not None and current != identity.user_id:
                 raise AuthError("the token names another user than this connection")
             if session.identity is None:
+                self.admission.check_ban(identity.user_id)
                 self.admission.check_user_limit(identity.user_id, conn.id)
+                if conn.user_id != identity.user_id:
+                    await self.reserve(identity.user_id, conn.id)
+                    if conn.closing:
+                        self.control.release(identity.user_id, conn.id)
+                        return
         except (AuthError, Refused) as exc:
             if isinstance(exc, AuthError):
                 self.admission.auth_failed(session.ip, exc)

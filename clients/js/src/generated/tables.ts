@@ -21,6 +21,7 @@ export const CONNECTION_EVENT_TYPES = ["connection_status","user_subscription_ch
 
 /** Error codes of `error` replies, with their meaning. */
 export const ERROR_CODES: Readonly<Record<ErrorCode, string>> = {
+  banned: "An administrator banned this user for a while (`POST /realtime/users/{user_id}/disconnect`); the connection closes with 4506. Do not retry before the ban ends (the message says how long).",
   forbidden: "The connection's tier may not receive the requested event type(s); the message names them.",
   internal_error: "The server failed to handle the request; it was logged.",
   invalid_filter: "A filter field is unknown, of the wrong type, out of range, or an empty list.",
@@ -70,7 +71,7 @@ export const CLOSE_CODES: readonly CloseCodeInfo[] = [
   { code: 4503, name: "FORBIDDEN", meaning: "The credentials do not allow this.", action: "Do not retry unchanged.", reconnect: false, terminal: true },
   { code: 4504, name: "CONNECTION_LIMIT", meaning: "Too many connections for this user or address.", action: "Close other connections first; do not retry unchanged.", reconnect: false, terminal: true },
   { code: 4505, name: "AUTH_TIMEOUT", meaning: "No `auth` message arrived within the deadline.", action: "Send `auth` promptly after connecting.", reconnect: false, terminal: true },
-  { code: 4506, name: "DISCONNECTED_BY_ADMIN", meaning: "An operator disconnected this user.", action: "Do not reconnect.", reconnect: false, terminal: true },
+  { code: 4506, name: "DISCONNECTED_BY_ADMIN", meaning: "An administrator disconnected this user on every instance, or the user is banned (`POST /realtime/users/{user_id}/disconnect`; then an `error` `banned` first).", action: "Do not reconnect automatically; a ban ends after its `ban_seconds`.", reconnect: false, terminal: true },
 ];
 
 /** A client reconnects (with backoff) after a close code inside one of reconnect_ranges (inclusive) and never otherwise; terminal_ranges need the user or application to change something first. */

@@ -262,11 +262,20 @@ export class FakeServer {
             this.recovery &&
             Object.values(data.since as Record<string, { epoch: string }>).every((p) => p.epoch === this.epoch);
           result.recovered = ok;
-          if (!ok) result.reason = this.recovery ? 'epoch changed' : 'recovery is not available on this server';
-          if (ok) {
-            for (const [s, pos] of Object.entries(data.since as Record<string, { offset: number }>)) {
+          if (!ok) {
+            result.reason = this.recovery
+              ? 'epoch changed (history was lost): the new epoch is replayed from offset 1'
+              : 'recovery is not available on this server';
+          }
+          if (this.recovery) {
+            // Like the server: a stream of the same epoch is replayed after the client's
+            // offset, a stream whose epoch changed from the new epoch's start.
+            for (const [s, pos] of Object.entries(data.since as Record<string, { epoch: string; offset: number }>)) {
+              const same = pos.epoch === this.epoch;
+              const after = same ? pos.offset : 0;
+              Object.assign(streams[s], { recovered: same, replay_after: after });
               for (const ev of this.history.get(s as SubscriptionType) ?? []) {
-                if (ev.offset > pos.offset && matchesFilter(sub.eventTypes, sub.filters, ev.event_type, ev.data)) {
+                if (ev.offset > after && matchesFilter(sub.eventTypes, sub.filters, ev.event_type, ev.data)) {
                   replay.push(ev);
                 }
               }

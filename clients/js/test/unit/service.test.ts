@@ -510,6 +510,27 @@ describe('recovery and duplicates', () => {
     expect(got).toEqual([1, 2, 3, 4, 5, 1]);
   });
 
+  it('after a new epoch delivers its replay from the start once, in order, after recovery_failed', async () => {
+    server.recovery = true;
+    const svc = make({ random: () => 0 });
+    svc.subscribe(['prediction_created'], { match_ids: [1] });
+    const seen: string[] = [];
+    svc.on('recovery_failed', (f) => seen.push(`failed:${f.streams.join(',')}`));
+    svc.on('prediction_created', (e) => seen.push(String(e.offset)));
+    await tick();
+    for (let i = 0; i < 3; i++) server.publish('prediction_created', PRED(1, 0.5));
+    await tick();
+    server.restart('epoch-2');
+    for (let i = 0; i < 4; i++) server.publish('prediction_created', PRED(1, 0.5)); // before we are back
+    await tick(500);
+    await tick();
+    expect(server.last.sent[0]!.data.since).toEqual({ predictions: { epoch: 'epoch-1', offset: 3 } });
+    server.publish('prediction_created', PRED(1, 0.5));
+    await tick();
+    expect(seen).toEqual(['1', '2', '3', 'failed:predictions', '1', '2', '3', '4', '5']);
+    expect(svc.position('predictions')).toEqual({ epoch: 'epoch-2', offset: 5 });
+  });
+
   it('holds events that race the subscribe ack until it names their epoch', async () => {
     const svc = make({ random: () => 0 });
     svc.subscribe('odds');
