@@ -30,14 +30,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from redis.asyncio import Redis  # noqa: E402
-from redis.asyncio.cluster import RedisCluster  # noqa: E402
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+from tests.redis_cluster import RedisClusterSet
 
-from football_realtime.brokers import PublishedEvent  # noqa: E402
-from football_realtime.brokers.redis import RedisBroker, _keys  # noqa: E402
-from football_realtime.brokers.redis_cluster import cluster_client, parse_cluster_url  # noqa: E402
-from football_realtime.core.events import SubscriptionType  # noqa: E402
-from tests.redis_cluster import RedisClusterSet  # noqa: E402
+from football_realtime.brokers import PublishedEvent
+from football_realtime.brokers.redis import RedisBroker, _keys
+from football_realtime.brokers.redis_cluster import cluster_client, parse_cluster_url
+from football_realtime.core.events import SubscriptionType
 
 STREAMS = list(SubscriptionType)
 ENVELOPES: dict[SubscriptionType, dict[str, Any]] = {
