@@ -101,9 +101,11 @@ async def broker_run(url: str, n: int, min_replicas: int) -> dict[str, Any]:
     def deliver(ev: PublishedEvent) -> None:  # (may run before publish() returns)
         delivered[(ev.stream, ev.offset)] = time.perf_counter()
 
-    reader = RedisBroker(url, history_size=n, history_ttl=600)
+    reader = RedisBroker(url, history_size=n, history_ttl=600, min_replicas=min_replicas)
     await reader.start(deliver)
     pub = RedisBroker(url, history_size=n, history_ttl=600, reader=False, min_replicas=min_replicas)
+    for st in STREAMS:  # warm up: topology, connections, scripts
+        await pub.publish(dict(ENVELOPES[st], timestamp=STAMP), st, None)
     publish: list[float] = []
     for i in range(n):
         st = STREAMS[i % len(STREAMS)]
