@@ -139,7 +139,7 @@ async def mechanism_run(
     ready: list[bool] = []
 
     async def xreader(st: SubscriptionType) -> None:
-        last = "$"
+        last = "0-0"  # the keys are deleted before and after each run
         ready.append(True)
         while not stop.is_set():
             resp: Any = await client.xread({keys[st]: last}, count=1000, block=200)
@@ -168,6 +168,8 @@ async def mechanism_run(
         await ps.aclose()
         await r.aclose()
 
+    for st in STREAMS:
+        await client.delete(keys[st])
     if mode == "xread":
         tasks = [asyncio.create_task(xreader(st)) for st in STREAMS]
         want = len(STREAMS)
@@ -179,7 +181,7 @@ async def mechanism_run(
         want = len(by_node)
     while len(ready) < want:  # noqa: ASYNC110
         await asyncio.sleep(0.01)
-    await asyncio.sleep(0.3)  # the XREADs block with "$"
+    await asyncio.sleep(0.3)  # the XREADs are blocked, the SSUBSCRIBEs confirmed
     pids = [n.proc.pid for n in cluster.live() if n.proc is not None]
     per = n // publishers
 
