@@ -121,6 +121,7 @@ async def broker_run(url: str, n: int, min_replicas: int) -> dict[str, Any]:
     await reader.stop()
     return {
         "min_replicas": min_replicas,
+        "delivered": f"{len(lat)} of {n}",
         "publish": summary(publish),
         "publish_to_deliver": summary(lat),
     }
