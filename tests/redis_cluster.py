@@ -43,30 +43,43 @@ class RedisClusterSet:
         self.dir = Path(tempfile.mkdtemp(prefix="frt-cluster-"))
         self.masters = masters
         self.replicas = replicas
-        self.nodes: list[RedisServer] = []
-        for _ in range(masters * (1 + replicas)):
-            node = RedisServer()
-            node.args = [
-                "--cluster-enabled",
-                "yes",
-                "--cluster-config-file",
-                str(node.dir / "nodes.conf"),
-                "--cluster-node-timeout",
-                str(NODE_TIMEOUT_MS),
-                # Its own free bus port (the default, port + 10000, may be taken or > 65535).
-                "--cluster-port",
-                str(free_port()),
-                # A replica takes over however long its link was down (tests kill masters
-                # right after writing), and replication starts at once.
-                "--cluster-replica-validity-factor",
-                "0",
-                "--repl-diskless-sync-delay",
-                "0",
-                "--protected-mode",
-                "no",
-            ]
-            self.nodes.append(node)
+        self.nodes = [RedisServer() for _ in range(masters * (1 + replicas))]
         self.killed: list[RedisServer] = []
+
+    @staticmethod
+    def _cluster_args(node: RedisServer) -> list[str]:
+        return [
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            str(node.dir / "nodes.conf"),
+            "--cluster-node-timeout",
+            str(NODE_TIMEOUT_MS),
+            # Its own free bus port (the default, port + 10000, may be taken or > 65535).
+            "--cluster-port",
+            str(free_port()),
+            # A replica takes over however long its link was down (tests kill masters
+            # right after writing), and replication starts at once.
+            "--cluster-replica-validity-factor",
+            "0",
+            "--repl-diskless-sync-delay",
+            "0",
+            "--protected-mode",
+            "no",
+        ]
+
+    def _start_node(self, node: RedisServer) -> None:
+        """Start ``node``; on a port taken meanwhile (free_port() only probes), again on
+        fresh ports."""
+        for attempt in range(5):
+            node.args = self._cluster_args(node)
+            try:
+                node.start()
+                return
+            except RuntimeError as exc:
+                if "Address already in use" not in str(exc) or attempt == 4:
+                    raise
+                node.port = free_port()
 
     # -- addresses ---------------------------------------------------------------
 
@@ -104,7 +117,7 @@ class RedisClusterSet:
 
     def start(self) -> RedisClusterSet:
         for n in self.nodes:
-            n.start()
+            self._start_node(n)
         subprocess.run(
             [
                 str(REDIS_CLI),
