@@ -38,6 +38,16 @@ checks that the entry at the last offset it delivered is still the one it delive
 (``n``); when the counter went back or that entry is another write, it rotates the
 epoch, so every subscriber that saw the lost events is told (``recovered: false``).
 
+Redis Cluster (``redis+cluster://``, brokers/redis_cluster.py): the ``{frt:S}`` hash tag
+puts each stream in its own slot, and every script and pipeline here touches one
+stream's keys (plus, in one pipeline, a keyless ``WAIT``/``TIME`` addressed to that
+slot's master). An ``XREAD`` over keys of several slots is refused (CROSSSLOT) even on
+one node, so an instance runs one reader per stream (:class:`_Lane`) instead of one for
+all; each resyncs and recovers on its own, so a shard's failover pauses only the
+streams it serves (with ``cluster-require-full-coverage no``; else the whole cluster
+answers CLUSTERDOWN until the replica is promoted). redis-py's cluster client follows a failover (connection error or
+``MOVED``: it re-reads the slot map).
+
 ``min_replicas`` (``REALTIME_REDIS_MIN_REPLICAS``) > 0: a publish sends its script and
 ``WAIT min_replicas WAIT_TIMEOUT_MS`` in one pipeline on one connection, and succeeds
 only when that many replicas acknowledged the write; readers deliver an entry only
