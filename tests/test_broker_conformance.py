@@ -1,5 +1,6 @@
-"""One conformance suite for every broker: memory, redis on a real redis-server, and
-redis through a real Sentinel set (1 master, 2 replicas, 3 sentinels).
+"""One conformance suite for every broker: memory, redis on a real redis-server,
+redis through a real Sentinel set (1 master, 2 replicas, 3 sentinels), and redis on a
+real Redis Cluster (3 masters with a replica each).
 
 What brokers/base.py promises: gapless offsets per stream from 1, delivery in offset
 order exactly once, bounded history (size and age) read back by offset with no partial
@@ -19,6 +20,7 @@ from football_realtime.brokers import Broker, MemoryBroker, PublishedEvent
 from football_realtime.brokers.redis import RedisBroker
 from football_realtime.core.events import SubscriptionType
 
+from .redis_cluster import RedisClusterSet
 from .redis_sentinel import SentinelSet
 from .redis_server import RedisServer
 from .support import TIMEOUT, UNIT
@@ -134,6 +136,28 @@ class SentinelBackend(Backend):
         return node
 
 
+class ClusterBackend(Backend):
+    """The Redis broker on ``redis+cluster://``, publishing with MIN_REPLICAS=1 (every
+    shard's WAIT counts that shard's replica)."""
+
+    name = "redis"
+
+    def __init__(self, cluster: RedisClusterSet) -> None:
+        self.cluster = cluster
+
+    def broker(self, history_size: int = 1000, history_ttl: float = 600.0) -> Broker:
+        return RedisBroker(
+            self.cluster.url(),
+            history_size=history_size,
+            history_ttl=history_ttl,
+            min_replicas=1,
+        )
+
+    async def lose_history(self, node: Node) -> Node:
+        await asyncio.to_thread(self.cluster.flushall)
+        return node
+
+
 @pytest.fixture(scope="module")
 def redis_server() -> Iterator[RedisServer]:
     with RedisServer() as srv:
@@ -146,10 +170,20 @@ def sentinel_set() -> Iterator[SentinelSet]:
         yield sentinels
 
 
-@pytest.fixture(params=["memory", "redis", "sentinel"])
+@pytest.fixture(scope="module")
+def redis_cluster() -> Iterator[RedisClusterSet]:
+    with RedisClusterSet() as cluster:
+        yield cluster
+
+
+@pytest.fixture(params=["memory", "redis", "sentinel", "cluster"])
 def backend(request: pytest.FixtureRequest) -> Backend:
     if request.param == "memory":
         return MemoryBackend()
+    if request.param == "cluster":
+        cluster: RedisClusterSet = request.getfixturevalue("redis_cluster")
+        cluster.flushall()
+        return ClusterBackend(cluster)
     if request.param == "sentinel":
         sentinels: SentinelSet = request.getfixturevalue("sentinel_set")
         sentinels.flushall()

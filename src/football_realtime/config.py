@@ -43,9 +43,11 @@ class Settings(BaseSettings):
     )
     broker_url: str = Field(
         "memory://",
-        description="`memory://` (one process), `redis://host:port/db`, or "
+        description="`memory://` (one process), `redis://host:port/db`, "
         "`redis+sentinel://host:port[,host:port...]/master_name[/db]` (the master found "
-        "through Redis Sentinel; failover followed; docs/scaling.md).",
+        "through Redis Sentinel; failover followed), or "
+        "`redis+cluster://host:port[,host:port...]` (Redis Cluster startup nodes: streams "
+        "spread over the shards; a shard's failover followed); docs/scaling.md.",
     )
     redis_min_replicas: Annotated[int, Field(ge=0, le=64)] = Field(
         0,

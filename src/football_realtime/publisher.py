@@ -22,7 +22,9 @@ replica acknowledgements a publish needs come from the same ``REALTIME_HISTORY_S
 (give both the same environment). The URL may name a Sentinel set
 (``redis+sentinel://host:26379,host2:26379/mymaster/0``): the publisher then follows a
 failover by itself (publishes raise :class:`BrokerUnavailable` until the sentinels
-name the new master; retry them with the same idempotency key).
+name the new master; retry them with the same idempotency key), or a Redis Cluster
+(``redis+cluster://node1:6379,node2:6379``: each publish goes to its stream's shard; a
+shard's failover is followed the same way).
 """
 
 from __future__ import annotations
@@ -57,8 +59,8 @@ class Publisher:
         url = url if url is not None else settings.broker_url
         if not url.startswith(REDIS_SCHEMES):
             raise ValueError(
-                f"the publisher needs a shared broker (redis://host:port/db or "
-                f"redis+sentinel://host:port/master), not {url!r}: "
+                f"the publisher needs a shared broker (redis://host:port/db, "
+                f"redis+sentinel://host:port/master or redis+cluster://host:port), not {url!r}: "
                 "a memory:// broker lives inside one service process"
             )
         self.broker = create_broker(

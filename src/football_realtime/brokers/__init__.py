@@ -13,8 +13,9 @@ __all__ = [
     "create_broker",
 ]
 
-#: URL schemes of the Redis broker (``redis+sentinel``: brokers/sentinel.py).
-REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "redis+sentinel://")
+#: URL schemes of the Redis broker (``redis+sentinel``: brokers/sentinel.py,
+#: ``redis+cluster``: brokers/redis_cluster.py).
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "redis+sentinel://", "redis+cluster://")
 
 
 def create_broker(
@@ -31,8 +32,8 @@ def create_broker(
     if url.startswith("memory://") or url == "memory":
         if min_replicas:
             raise ValueError(
-                "REALTIME_REDIS_MIN_REPLICAS needs a Redis broker (redis:// or "
-                f"redis+sentinel://), not {url!r}"
+                "REALTIME_REDIS_MIN_REPLICAS needs a Redis broker (redis://, "
+                f"redis+sentinel:// or redis+cluster://), not {url!r}"
             )
         return MemoryBroker(history_size=history_size, history_ttl=history_ttl)
     if url.startswith(REDIS_SCHEMES):
@@ -46,5 +47,6 @@ def create_broker(
             min_replicas=min_replicas,
         )
     raise ValueError(
-        f"unsupported broker URL scheme in {url!r}; use memory://, redis:// or redis+sentinel://"
+        f"unsupported broker URL scheme in {url!r}; use memory://, redis://, "
+        "redis+sentinel:// or redis+cluster://"
     )

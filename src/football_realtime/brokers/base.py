@@ -24,6 +24,11 @@ from ..core.events import EventType, SubscriptionType
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
+    from redis.asyncio.cluster import RedisCluster
+
+    #: A client of one Redis (also through Sentinel) or of a Redis Cluster: both route
+    #: single-key commands and non-transactional pipelines of them.
+    RedisClient = Redis | RedisCluster
 
 
 class BrokerUnavailable(RemoteError, RuntimeError):
@@ -89,7 +94,9 @@ class Broker(Protocol):
 @runtime_checkable
 class SharesRedis(Protocol):
     """Optional ability: a broker whose Redis client other components share (the
-    cluster registry keeps the cluster's connections and figures there)."""
+    cluster registry keeps the cluster's connections and figures there). On a Redis
+    Cluster it is a ``RedisCluster``: users keep to single-key commands (pipelines of
+    them are fine: the client sends each to its slot's master)."""
 
     @property
-    def redis(self) -> Redis: ...
+    def redis(self) -> RedisClient: ...

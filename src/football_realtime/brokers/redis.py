@@ -38,6 +38,16 @@ checks that the entry at the last offset it delivered is still the one it delive
 (``n``); when the counter went back or that entry is another write, it rotates the
 epoch, so every subscriber that saw the lost events is told (``recovered: false``).
 
+Redis Cluster (``redis+cluster://``, brokers/redis_cluster.py): the ``{frt:S}`` hash tag
+puts each stream in its own slot, and every script and pipeline here touches one
+stream's keys (plus, in one pipeline, a keyless ``WAIT``/``TIME`` addressed to that
+slot's master). An ``XREAD`` over keys of several slots is refused (CROSSSLOT) even on
+one node, so an instance runs one reader per stream (:class:`_Lane`) instead of one for
+all; each resyncs and recovers on its own, so a shard's failover pauses only the
+streams it serves (with ``cluster-require-full-coverage no``; else the whole cluster
+answers CLUSTERDOWN until the replica is promoted). redis-py's cluster client follows a failover (connection error or
+``MOVED``: it re-reads the slot map).
+
 ``min_replicas`` (``REALTIME_REDIS_MIN_REPLICAS``) > 0: a publish sends its script and
 ``WAIT min_replicas WAIT_TIMEOUT_MS`` in one pipeline on one connection, and succeeds
 only when that many replicas acknowledged the write; readers deliver an entry only
@@ -54,20 +64,23 @@ import logging
 import random
 import secrets
 from collections.abc import Awaitable
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import orjson
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
 from ..core.encoding import dumps
 from ..core.events import EventType, SubscriptionType
 from ..tasks import cancelling, stop_task
 from .base import BrokerUnavailable, Deliver, PublishedEvent, PublishResult, Reset
+from .redis_cluster import cluster_client, is_cluster_url, parse_cluster_url
 from .sentinel import is_sentinel_url, master_client, parse_sentinel_url, sentinel_manager
 
 log = logging.getLogger("football_realtime.brokers.redis")
@@ -98,6 +111,9 @@ MASTER_CHECK_INTERVAL = 1.0
 CATCH_UP_TIMEOUT = 2.0
 
 _T = TypeVar("_T")
+#: What a Redis command may raise (a cluster client also raises RedisClusterException,
+#: e.g. a slot no master serves).
+_ERRORS = (RedisError, OSError, RedisClusterException)
 _STALE = object()  # history read under an epoch the reader has not adopted yet
 
 # KEYS: meta, log, snap, idem
@@ -217,12 +233,29 @@ def _s(v: Any) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
+@dataclass(eq=False)
+class _Lane:
+    """One reader task and the streams it reads with one blocking ``XREAD``: every
+    stream on one Redis; one stream per lane on a cluster (an ``XREAD`` over keys of
+    different slots is refused with CROSSSLOT, even when one node serves them all)."""
+
+    streams: tuple[SubscriptionType, ...]
+    #: The key the reader writes before its ``WAIT`` (in the lane's slot on a cluster).
+    marker: str
+    resync: asyncio.Event = field(default_factory=asyncio.Event)
+    live: bool = False
+    synced: bool = False  # positioned once (start() waits for every lane)
+    checked: float = 0.0  # Sentinel: when the reader last asked whether the master moved
+    task: asyncio.Task[None] | None = None
+
+
 class RedisBroker:
     """Broker over one Redis (or one shard per stream); see the module docstring.
 
     ``reader=False`` (the standalone :class:`~football_realtime.publisher.Publisher`)
     publishes and reads history but delivers nothing. ``url`` is ``redis://``,
-    ``rediss://``, ``unix://`` or ``redis+sentinel://`` (brokers/sentinel.py).
+    ``rediss://``, ``unix://``, ``redis+sentinel://`` (brokers/sentinel.py) or
+    ``redis+cluster://`` (brokers/redis_cluster.py).
     ``min_replicas``: acknowledge a publish only once that many replicas hold it (and
     deliver only such events); see the module docstring.
     """
@@ -243,24 +276,31 @@ class RedisBroker:
         self.history_ttl_ms = max(1, int(history_ttl * 1000))
         self.min_replicas = max(0, min_replicas)
         self._sentinel: Sentinel | None = None
+        self._cluster = is_cluster_url(url)
         if is_sentinel_url(url):
             self.name = "redis-sentinel"
             target = parse_sentinel_url(url)
             manager = self._sentinel = sentinel_manager(target, timeout=CONNECT_TIMEOUT)
 
-            def client(**kw: Any) -> Redis:
+            def client(**kw: Any) -> Redis | RedisCluster:
                 return master_client(manager, target, **kw)
+        elif self._cluster:
+            self.name = "redis-cluster"
+            nodes = parse_cluster_url(url)
+
+            def client(**kw: Any) -> Redis | RedisCluster:
+                return cluster_client(nodes, **kw)
         else:
 
-            def client(**kw: Any) -> Redis:
+            def client(**kw: Any) -> Redis | RedisCluster:
                 return Redis.from_url(url, **kw)
 
-        self.redis: Redis = client(
+        self.redis: Redis | RedisCluster = client(
             socket_timeout=COMMAND_TIMEOUT,
             socket_connect_timeout=CONNECT_TIMEOUT,
             retry=Retry(NoBackoff(), 1),
         )
-        self._reader_redis: Redis | None = (
+        self._reader_redis: Redis | RedisCluster | None = (
             client(
                 socket_timeout=READ_BLOCK_MS / 1000 + COMMAND_TIMEOUT,
                 socket_connect_timeout=CONNECT_TIMEOUT,
@@ -269,28 +309,33 @@ class RedisBroker:
             if reader
             else None
         )
-        # The reader's WAIT needs a write of its own on its connection (WAIT waits for
-        # the replication offset of the connection's last write).
-        self._marker = f"{PREFIX}:reader:{secrets.token_hex(6)}"
+        # Readers: one for every stream on one Redis, one per stream on a cluster. A
+        # reader's WAIT needs a write of its own on its connection (WAIT waits for the
+        # replication offset of the connection's last write), in its shard.
+        me = secrets.token_hex(6)
+        if self._cluster:
+            self._lanes = [
+                _Lane((st,), f"{{{PREFIX}:{st.value}}}:reader:{me}") for st in SubscriptionType
+            ]
+        else:
+            self._lanes = [_Lane(tuple(SubscriptionType), f"{PREFIX}:reader:{me}")]
+        self._lane_of = {st: lane for lane in self._lanes for st in lane.streams}
         self._publish = self.redis.register_script(_PUBLISH)
         self._ensure = self.redis.register_script(_ENSURE)
         self._deliver: Deliver | None = None
         self.on_reset: Reset | None = None
         # Per stream: the epoch this instance delivers under and the last offset it
-        # delivered. Valid while self._live.
+        # delivered. Valid while the stream's lane is live.
         self._epoch: dict[SubscriptionType, str] = {}
         self._last: dict[SubscriptionType, int] = {}
         # The write id (``n``) of the entry at self._last, '' when unknown.
         self._last_id: dict[SubscriptionType, str] = {}
-        self._live = False
         self._stopping = False
         self._fresh: set[SubscriptionType] = set()  # new epoch, nothing delivered yet
-        self._resync = asyncio.Event()
         self._progress = asyncio.Condition()
-        self._task: asyncio.Task[None] | None = None
+        self._started = False
         self._checks: set[asyncio.Task[bool]] = set()
         self._master_checked = 0.0
-        self._reader_checked = 0.0
         self._ready: asyncio.Future[None] | None = None
         self.resets = 0
         self.outages = 0
@@ -304,22 +349,26 @@ class RedisBroker:
         self._deliver = deliver
         if on_reset is not None:
             self.on_reset = on_reset
-        if self._reader_redis is None or self._task is not None:
+        if self._reader_redis is None or self._started:
             return
+        self._started = True
         self._ready = asyncio.get_running_loop().create_future()
-        self._task = asyncio.create_task(self._read_loop(), name="redis-broker-reader")
+        for lane in self._lanes:
+            name = "redis-broker-reader" + ("-" + lane.streams[0] if self._cluster else "")
+            lane.task = asyncio.create_task(self._read_loop(lane), name=name)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(self._ready), CONNECT_TIMEOUT * 3)
 
     async def stop(self) -> None:
         self._stopping = True
-        task, self._task = self._task, None
-        if task is not None:
-            await stop_task(task)
+        for lane in self._lanes:
+            task, lane.task = lane.task, None
+            if task is not None:
+                await stop_task(task)
+            lane.live = False
         for check in list(self._checks):
             check.cancel()
         await asyncio.gather(*self._checks, return_exceptions=True)
-        self._live = False
         self._deliver = None
         await self.redis.aclose()
         if self._reader_redis is not None:
@@ -329,10 +378,10 @@ class RedisBroker:
 
     async def healthy(self) -> bool:
         if self._reader_redis is not None:
-            return self._live
+            return all(lane.live for lane in self._lanes)
         try:
             return bool(await self.redis.ping())
-        except (RedisError, OSError):
+        except _ERRORS:
             return False
 
     # -- publishing --------------------------------------------------------------
@@ -372,8 +421,8 @@ class RedisBroker:
                 await self._follow_master(self.redis)  # the next retry goes to the new one
             raise
         offset, epoch, dup = int(res[0]), _s(res[1]), bool(int(res[2]))
-        if self._live and epoch != self._epoch.get(stream):
-            self._resync.set()  # our reader has not noticed the new epoch yet
+        if self._lane_of[stream].live and epoch != self._epoch.get(stream):
+            self._lane_of[stream].resync.set()  # our reader has not noticed the new epoch
         return PublishResult(stream, offset, epoch, duplicate=dup)
 
     async def _publish_replicated(self, keys: list[str], args: list[Any]) -> Any:
@@ -381,10 +430,19 @@ class RedisBroker:
         covers that connection's last write: this publish, or an idempotent retry's
         rewrite of its record)."""
         for attempt in (1, 2):
+            shard = await self._call(self._shard(self.redis, keys[0]))
             async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.evalsha(self._publish.sha, len(keys), *keys, *args)
-                pipe.wait(self.min_replicas, WAIT_TIMEOUT_MS)
+                # (execute_command: redis-py's cluster pipeline refuses ``evalsha()`` since
+                # a script could touch several slots; this one touches one stream's keys.)
+                pipe.execute_command("EVALSHA", self._publish.sha, len(keys), *keys, *args)
+                pipe.wait(self.min_replicas, WAIT_TIMEOUT_MS, **shard)
                 res, acked = await self._call(pipe.execute(raise_on_error=False))
+            if shard and shard != await self._call(self._shard(self.redis, keys[0])):
+                # The slot moved (MOVED: the script was redirected, the WAIT was not).
+                raise BrokerUnavailable(
+                    "redis: the stream's shard changed during the publish; the event may "
+                    "still be delivered: retry with the same idempotency key"
+                )
             if isinstance(res, NoScriptError) and attempt == 1:
                 # A new master (failover, restart) without the script: nothing ran.
                 await self._call(self.redis.script_load(_PUBLISH))
@@ -401,6 +459,16 @@ class RedisBroker:
             return res
         raise BrokerUnavailable("redis: the publish script could not be loaded")
 
+    @staticmethod
+    async def _shard(client: Redis | RedisCluster, key: str) -> dict[str, Any]:
+        """Cluster: ``target_nodes=`` the master serving ``key``'s slot, for a keyless
+        command (``WAIT``, ``TIME``) that must run there, on the same connection as the
+        key's commands of one pipeline. ``{}`` on one Redis."""
+        if not isinstance(client, RedisCluster):
+            return {}
+        await client.initialize()
+        return {"target_nodes": client.get_node_from_key(key)}
+
     def _check_master_soon(self) -> None:
         """Sentinel: at most once per MASTER_CHECK_INTERVAL, in the background, ask the
         sentinels whether the master moved (publishes never wait for it)."""
@@ -412,10 +480,12 @@ class RedisBroker:
         self._checks.add(check)
         check.add_done_callback(self._checks.discard)
 
-    async def _follow_master(self, client: Redis) -> bool:
+    async def _follow_master(self, client: Redis | RedisCluster) -> bool:
         """Sentinel: True when the sentinels now name another master than the one
         ``client``'s connections go to; its idle connections are then dropped and its
         busy ones reconnect when released, so the next commands go to the new master."""
+        if not isinstance(client, Redis):
+            return False
         pool = client.connection_pool
         if not isinstance(pool, SentinelConnectionPool):
             return False
@@ -426,7 +496,7 @@ class RedisBroker:
             if before is None or after == before:
                 return False
             await pool.update_active_connections_for_reconnect()  # type: ignore[no-untyped-call]
-        except (RedisError, OSError):
+        except _ERRORS:
             return False
         log.warning("redis master moved from %s to %s", before, after)
         return True
@@ -434,7 +504,7 @@ class RedisBroker:
     async def _call(self, aw: Awaitable[_T]) -> _T:
         try:
             return await aw
-        except (RedisError, OSError) as exc:
+        except _ERRORS as exc:
             raise BrokerUnavailable(f"redis: {type(exc).__name__}: {exc}") from exc
 
     # -- positions and history -----------------------------------------------------
@@ -447,12 +517,13 @@ class RedisBroker:
             self._ensure(keys=[meta, log_key, snap], args=[secrets.token_hex(6), "", 0, ""])
         )
         epoch = _s(res[0])
-        if self._live and self._epoch.get(stream) != epoch:
-            self._resync.set()  # Redis has a new epoch our reader has not seen yet
+        lane = self._lane_of[stream]
+        if lane.live and self._epoch.get(stream) != epoch:
+            lane.resync.set()  # Redis has a new epoch our reader has not seen yet
         return epoch, int(res[1])
 
-    def _require_live(self) -> None:
-        if not self._live:
+    def _require_live(self, stream: SubscriptionType) -> None:
+        if not self._lane_of[stream].live:
             raise BrokerUnavailable("redis: not connected (reconnecting)")
 
     async def history(self, stream: SubscriptionType, after: int) -> list[PublishedEvent] | None:
@@ -465,15 +536,16 @@ class RedisBroker:
     async def _await_resync(self, stream: SubscriptionType) -> None:
         """Our reader still delivers under an epoch Redis no longer has: let it resync."""
         old = self._epoch.get(stream)
-        self._resync.set()
+        lane = self._lane_of[stream]
+        lane.resync.set()
         try:
             async with asyncio.timeout(CATCH_UP_TIMEOUT), self._progress:
                 await self._progress.wait_for(
-                    lambda: not self._live or self._epoch.get(stream) != old
+                    lambda: not lane.live or self._epoch.get(stream) != old
                 )
         except TimeoutError:
             raise BrokerUnavailable("redis: this instance's reader is resyncing") from None
-        self._require_live()
+        self._require_live(stream)
 
     async def _history(self, stream: SubscriptionType, after: int) -> Any:
         """Events after ``after`` up to what this instance has delivered: later ones reach
@@ -484,7 +556,7 @@ class RedisBroker:
             _, top = await self.position(stream)
             epoch = None
         else:
-            self._require_live()
+            self._require_live(stream)
             epoch, top = self._epoch[stream], self._last[stream]
             if after > top:
                 return await self._catch_up(stream, epoch, after)
@@ -493,9 +565,10 @@ class RedisBroker:
         _, log_key, _ = _keys(stream)
         out: list[PublishedEvent] = []
         start = after + 1
+        shard = await self._call(self._shard(self.redis, log_key))  # its clock, as in `t`
         while start <= top:
             async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.time()
+                pipe.execute_command("TIME", **shard)  # (blocked as pipe.time() on a cluster)
                 pipe.xrange(log_key, f"{start}-0", f"{top}-0", count=READ_COUNT)
                 now, entries = await self._call(pipe.execute())
             if not entries:
@@ -524,14 +597,14 @@ class RedisBroker:
             async with asyncio.timeout(CATCH_UP_TIMEOUT), self._progress:
                 await self._progress.wait_for(
                     lambda: (
-                        not self._live
+                        not self._lane_of[stream].live
                         or self._epoch[stream] != epoch
                         or self._last[stream] >= after
                     )
                 )
         except TimeoutError:
             raise BrokerUnavailable("redis: this instance's reader is lagging") from None
-        self._require_live()
+        self._require_live(stream)
         return [] if self._epoch[stream] == epoch else None
 
     async def snapshot(self, stream: SubscriptionType) -> list[PublishedEvent]:
@@ -539,7 +612,7 @@ class RedisBroker:
         oldest first."""
         _, _, snap = _keys(stream)
         if self._reader_redis is not None:
-            self._require_live()
+            self._require_live(stream)
             top = self._last[stream]
         else:
             top = (await self.position(stream))[1]
@@ -554,75 +627,95 @@ class RedisBroker:
 
     # -- the reader ----------------------------------------------------------------
 
-    async def _read_loop(self) -> None:
+    async def _read_loop(self, lane: _Lane) -> None:
+        assert self._reader_redis is not None
         backoff = BACKOFF_MIN
         need_sync = True
         while not self._stopping:
             try:
-                if self._sentinel is not None and self._reader_redis is not None:
+                if self._sentinel is not None:
                     now = asyncio.get_running_loop().time()
-                    if now - self._reader_checked >= MASTER_CHECK_INTERVAL:
-                        self._reader_checked = now
+                    if now - lane.checked >= MASTER_CHECK_INTERVAL:
+                        lane.checked = now
                         if await self._follow_master(self._reader_redis):
                             need_sync = True
-                if need_sync or self._resync.is_set():
-                    self._resync.clear()
-                    await self._sync()
+                if need_sync or lane.resync.is_set():
+                    lane.resync.clear()
+                    await self._sync(lane)
                     need_sync = False
                     backoff = BACKOFF_MIN
-                    if self._ready is not None and not self._ready.done():
-                        self._ready.set_result(None)
-                got = await self._read_once()
+                    lane.synced = True
+                    ready = self._ready
+                    everyone = all(other.synced for other in self._lanes)
+                    if ready is not None and not ready.done() and everyone:
+                        ready.set_result(None)
+                got = await self._read_once(lane)
                 if not got:
                     need_sync = True  # idle second: re-check epochs (FLUSHALL while idle)
             except asyncio.CancelledError:
                 raise
-            except (RedisError, OSError) as exc:
+            except _ERRORS as exc:
                 if self._stopping or cancelling():
                     raise asyncio.CancelledError from exc  # redis-py wrapped our cancel
-                if self._live:
+                if lane.live:
                     self.outages += 1
-                    log.warning("redis unavailable (%s); reconnecting with backoff", exc)
-                await self._set_live(False)
-                if self._sentinel is not None and self._reader_redis is not None:
+                    log.warning(
+                        "redis unavailable for %s (%s); reconnecting with backoff",
+                        ", ".join(lane.streams),
+                        exc,
+                    )
+                await self._set_live(lane, False)
+                if self._sentinel is not None and isinstance(self._reader_redis, Redis):
                     # Reconnect through the sentinels: the master may have changed (a
                     # demoted master still answers reads, as a replica).
-                    with contextlib.suppress(RedisError, OSError):
+                    with contextlib.suppress(*_ERRORS):
                         await self._reader_redis.connection_pool.disconnect()
+                # (A cluster client re-learns the slots' masters by itself after a
+                # connection error or MOVED, on its next command.)
                 need_sync = True
                 await asyncio.sleep(random.uniform(0, backoff))
                 backoff = min(BACKOFF_MAX, backoff * 2)
             except Exception:
                 log.exception("redis reader failed; restarting it")
-                await self._set_live(False)
+                await self._set_live(lane, False)
                 need_sync = True
                 await asyncio.sleep(BACKOFF_MAX)
 
-    async def _set_live(self, live: bool) -> None:
-        self._live = live
+    async def _set_live(self, lane: _Lane, live: bool) -> None:
+        lane.live = live
         async with self._progress:
             self._progress.notify_all()
 
-    async def _sync(self) -> None:
-        """Compare every stream's epoch in Redis with the one we deliver under."""
-        assert self._reader_redis is not None
-        first = not self._epoch
-        async with self._reader_redis.pipeline(transaction=False) as pipe:
-            for st in SubscriptionType:
-                meta, log_key, snap = _keys(st)
-                await self._ensure(
-                    keys=[meta, log_key, snap],
-                    args=[
-                        secrets.token_hex(6),
-                        self._epoch.get(st, ""),
-                        self._last.get(st, 0),
-                        self._last_id.get(st, ""),
-                    ],
-                    client=pipe,
-                )
-            results = await pipe.execute()
+    async def _sync(self, lane: _Lane) -> None:
+        """Compare the lane's streams' epochs in Redis with the ones we deliver under.
+        (The script touches one stream's keys, one slot: on one Redis one pipeline runs
+        it for every stream; a cluster lane has one stream.)"""
+        reader = self._reader_redis
+        assert reader is not None
+        first = lane.streams[0] not in self._epoch
+
+        def ensure(st: SubscriptionType, client: Any) -> Awaitable[Any]:
+            meta, log_key, snap = _keys(st)
+            return self._ensure(
+                keys=[meta, log_key, snap],
+                args=[
+                    secrets.token_hex(6),
+                    self._epoch.get(st, ""),
+                    self._last.get(st, 0),
+                    self._last_id.get(st, ""),
+                ],
+                client=client,
+            )
+
+        if len(lane.streams) == 1:
+            results = [await ensure(lane.streams[0], reader)]
+        else:
+            async with reader.pipeline(transaction=False) as pipe:
+                for st in lane.streams:
+                    await ensure(st, pipe)
+                results = await pipe.execute()
         reset: list[SubscriptionType] = []
-        for st, (epoch_b, offset) in zip(SubscriptionType, results, strict=True):
+        for st, (epoch_b, offset) in zip(lane.streams, results, strict=True):
             epoch = _s(epoch_b)
             if first:
                 self._epoch[st], self._last[st] = epoch, int(offset)
@@ -638,28 +731,28 @@ class RedisBroker:
                 reset.append(st)
         for st in reset:
             self._reset(st, self._epoch[st])
-        await self._set_live(True)
+        await self._set_live(lane, True)
 
     def _reset(self, stream: SubscriptionType, epoch: str | None) -> None:
         self.resets += 1
         if self.on_reset is not None:
             self.on_reset(stream, epoch)
 
-    async def _read_once(self) -> bool:
+    async def _read_once(self, lane: _Lane) -> bool:
         assert self._reader_redis is not None
-        streams: dict[Any, Any] = {_keys(st)[1]: f"{self._last[st]}-0" for st in SubscriptionType}
+        streams: dict[Any, Any] = {_keys(st)[1]: f"{self._last[st]}-0" for st in lane.streams}
         resp: Any = await self._reader_redis.xread(streams, count=READ_COUNT, block=READ_BLOCK_MS)
         if not resp:
             return False
         if self.min_replicas:
-            await self._replicated()
-        by_key = {_keys(st)[1]: st for st in SubscriptionType}
+            await self._replicated(lane)
+        by_key = {_keys(st)[1]: st for st in lane.streams}
         for key, entries in resp:
             st = by_key[_s(key)]
             for entry_id, fields in entries:
                 off = int(_s(entry_id).split("-", 1)[0])
                 if _s(fields[b"e"]) != self._epoch[st]:
-                    self._resync.set()  # a new epoch's entries: resync before going on
+                    lane.resync.set()  # a new epoch's entries: resync before going on
                     break
                 if off <= self._last[st]:
                     continue
@@ -679,27 +772,32 @@ class RedisBroker:
             self._progress.notify_all()
         return True
 
-    async def _replicated(self) -> None:
+    async def _replicated(self, lane: _Lane) -> None:
         """Wait until ``min_replicas`` replicas hold everything the last read returned
         (a failover to the most up-to-date replica then takes back nothing a client has
         seen). While they do not, delivery waits: publishes fail meanwhile, and what
-        they wrote is delivered once the replicas have it."""
-        assert self._reader_redis is not None
+        they wrote is delivered once the replicas have it. On a cluster the marker is in
+        the lane's slot and the ``WAIT`` goes to that slot's master on the same
+        connection: the replicas of the lane's shard are counted."""
+        reader = self._reader_redis
+        assert reader is not None
         warned = False
         while True:
-            async with self._reader_redis.pipeline(transaction=False) as pipe:
-                pipe.set(self._marker, b"1", px=60_000)
-                pipe.wait(self.min_replicas, WAIT_TIMEOUT_MS)
+            shard = await self._shard(reader, lane.marker)
+            async with reader.pipeline(transaction=False) as pipe:
+                pipe.set(lane.marker, b"1", px=60_000)
+                pipe.wait(self.min_replicas, WAIT_TIMEOUT_MS, **shard)
                 _, acked = await pipe.execute()
             if int(acked) >= self.min_replicas:
                 return
-            if await self._follow_master(self._reader_redis):
+            if await self._follow_master(reader):
                 # A demoted master keeps no replicas: reconnect, resync, re-read.
                 raise RedisConnectionError("the redis master moved")
             if not warned:
                 warned = True
                 log.warning(
-                    "only %d of %d replicas acknowledged; delivery waits for them",
+                    "only %d of %d replicas acknowledged for %s; delivery waits for them",
                     int(acked),
                     self.min_replicas,
+                    ", ".join(lane.streams),
                 )

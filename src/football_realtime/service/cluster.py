@@ -1,7 +1,9 @@
 """Cluster registry: which instances are alive, what they carry, where each connection is.
 
 With the Redis broker every instance heartbeats into Redis (keys below, each with a
-TTL of three heartbeats, so a crashed instance's entries expire on their own):
+TTL of three heartbeats, so a crashed instance's entries expire on their own; on a
+Redis Cluster they are spread over the slots, so the registry uses single-key commands
+only, pipelined: the cluster client sends each to its slot's master):
 
 * ``frt:instances``         sorted set: instance id -> last heartbeat (unix seconds).
 * ``frt:instance:<id>``     JSON figures of that instance (its /realtime/stats subset).
@@ -23,16 +25,18 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from ..brokers.base import Broker
 from ..tasks import cancelling, stop_task
 from .connection import Connection
 
 if TYPE_CHECKING:
-    from redis.asyncio import Redis
+    from ..brokers.base import RedisClient
 
 log = logging.getLogger("football_realtime.cluster")
+#: What a registry command may raise (a cluster client also raises RedisClusterException).
+_ERRORS = (RedisError, OSError, RedisClusterException)
 
 PREFIX = "frt"
 INSTANCES = f"{PREFIX}:instances"
@@ -79,7 +83,7 @@ class ClusterRegistry:
         instance_id: str,
         connections: Mapping[str, Connection],
         broker: Broker,
-        redis: Redis | None,
+        redis: RedisClient | None,
         heartbeat_interval: float,
     ) -> None:
         """``connections``: this instance's connections (the hub's table, which tells
@@ -127,10 +131,11 @@ class ClusterRegistry:
         if task is not None:
             await stop_task(task)
         if self.redis is not None:
-            with contextlib.suppress(RedisError, OSError, TimeoutError):
+            with contextlib.suppress(*_ERRORS, TimeoutError):
                 async with asyncio.timeout(1.0), self.redis.pipeline(transaction=False) as p:
                     p.zrem(INSTANCES, self.instance_id)
-                    p.delete(_instance_key(self.instance_id), _conns_key(self.instance_id))
+                    p.delete(_instance_key(self.instance_id))
+                    p.delete(_conns_key(self.instance_id))
                     await p.execute()
 
     async def _run(self) -> None:
@@ -149,7 +154,7 @@ class ClusterRegistry:
                 self.available = True
             except asyncio.CancelledError:
                 raise
-            except (RedisError, OSError) as exc:
+            except _ERRORS as exc:
                 if cancelling():
                     raise asyncio.CancelledError from exc
                 if self.available:
@@ -272,8 +277,11 @@ class ClusterRegistry:
                 ids = await self._live_instances()
                 others = [i for i in ids if i != self.instance_id]
                 if others:
-                    raws = await self.redis.mget([_instance_key(i) for i in others])
-                    scores = await self.redis.zmscore(INSTANCES, others)
+                    async with self.redis.pipeline(transaction=False) as p:
+                        for i in others:  # GETs, not one MGET: keys of several slots
+                            p.get(_instance_key(i))
+                        p.zmscore(INSTANCES, others)
+                        *raws, scores = await p.execute()
                     now = time.time()
                     for i, raw, score in zip(others, raws, scores, strict=True):
                         if raw is None:
@@ -281,7 +289,7 @@ class ClusterRegistry:
                         fig = orjson.loads(raw)
                         fig["last_seen_seconds"] = round(max(0.0, now - (score or now)), 3)
                         instances[i] = fig
-            except (RedisError, OSError) as exc:
+            except _ERRORS as exc:
                 available = False
                 log.debug("cluster overview without redis: %s", exc)
         totals = {k: sum(int(f.get(k, 0)) for f in instances.values()) for k in SUMMED}
