@@ -50,6 +50,7 @@ from .hub import Hub
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
+    from redis.asyncio.cluster import RedisCluster
 
 log = logging.getLogger("football_realtime.control")
 
@@ -143,7 +144,7 @@ class RedisControlStore:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: Redis | RedisCluster,
         held: Mapping[str, Set[str]],
         heartbeat_interval: float,
     ) -> None:
