@@ -33,7 +33,7 @@ One limit of JSON Schema: it treats ``1.0`` as an integer, the server does not (
 match id or offset must be written as a JSON integer). The schema cannot say so; the
 descriptions and docs/protocol.md do.
 
-``tests/test_schema_agreement.py`` checks the two renderings against each other with
+``tests/core/test_schema_agreement.py`` checks the two renderings against each other with
 property-based generation: every message generated from the schema is accepted by the
 parser, and schema and parser give the same verdict on near misses.
 """

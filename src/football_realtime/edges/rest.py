@@ -6,7 +6,7 @@ broadcast body as the server checks it: one variant per publishable event type w
 ``data`` is that type's payload model, ``target`` naming exactly one recipient. The
 body is still validated at run time by :class:`BroadcastRequest` and
 ``prepare_published_event`` (so a refusal names ``body.data.<field>``); only its
-published schema is the per-type union (``tests/test_openapi_conformance.py`` runs
+published schema is the per-type union (``tests/edges/test_openapi_conformance.py`` runs
 schemathesis against it).
 """
 

@@ -1,0 +1,205 @@
+"""Cluster-wide control (issue 15, item 4; security catalogue S10): an administrator
+disconnects and bans a user on every instance, and the per-user connection limit counts
+the user's connections on every instance. Memory (one instance) and two real ``serve``
+instances on one real redis-server."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+import websockets
+
+from ..cluster_support import Instance, instances
+from ..redis_server import RedisServer
+from ..support import TIMEOUT, admin_headers, running_server, token
+
+pytestmark = pytest.mark.timeout(90)
+
+
+async def closed_with(ws: Any, timeout: float = TIMEOUT) -> tuple[int, str, list[dict[str, Any]]]:
+    """Read until the server closes: (code, reason, messages received before)."""
+    got: list[dict[str, Any]] = []
+    try:
+        while True:
+            got.append(orjson.loads(await asyncio.wait_for(ws.recv(), timeout)))
+    except websockets.ConnectionClosed as exc:
+        assert exc.rcvd is not None, got
+        return exc.rcvd.code, exc.rcvd.reason, got
+
+
+async def connected(url: str, user: str) -> websockets.ClientConnection:
+    ws = await websockets.connect(f"{url}?token={token(user)}", open_timeout=TIMEOUT)
+    hello = orjson.loads(await asyncio.wait_for(ws.recv(), TIMEOUT))
+    assert hello["event_type"] == "connection_status", hello
+    assert hello["data"]["status"] == "connected", hello
+    return ws
+
+
+async def refused(url: str, user: str) -> tuple[int, str, list[dict[str, Any]]]:
+    async with websockets.connect(f"{url}?token={token(user)}", open_timeout=TIMEOUT) as ws:
+        return await closed_with(ws)
+
+
+def disconnect(http_url: str, user: str, body: dict[str, Any] | None = None, **kw: Any) -> Any:
+    return httpx.post(
+        f"{http_url}/realtime/users/{user}/disconnect",
+        json=body,
+        headers=kw.pop("headers", admin_headers()),
+        timeout=TIMEOUT,
+    )
+
+
+# -- memory: one instance ----------------------------------------------------------
+
+
+async def test_memory_disconnect_and_ban_then_accept_after_the_ban() -> None:
+    with running_server() as s:
+        ws = await connected(s.ws_url, "villain")
+        bystander = await connected(s.ws_url, "bystander")
+        r = await asyncio.to_thread(
+            disconnect, s.http_url, "villain", {"ban_seconds": 1.0, "reason": "abuse"}
+        )
+        assert r.status_code == 200, r.text
+        assert r.json()["closed_here"] == 1 and r.json()["banned_until"]
+        code, reason, got = await closed_with(ws)
+        assert code == 4506 and "abuse" in reason
+        assert got[-1]["data"]["status"] == "closing" and got[-1]["data"]["reconnect"] is False
+        code, reason, got = await refused(s.ws_url, "villain")
+        assert code == 4506 and "banned" in reason
+        assert got[0]["event_type"] == "error" and got[0]["data"]["code"] == "banned"
+        await bystander.send(orjson.dumps({"type": "heartbeat", "id": 1}).decode())
+        assert orjson.loads(await bystander.recv())["event_type"] == "message_ack"
+        await asyncio.sleep(1.1)
+        again = await connected(s.ws_url, "villain")  # the ban is over
+        await again.close()
+        await bystander.close()
+
+
+async def test_memory_disconnect_without_ban_and_admin_only() -> None:
+    with running_server() as s:
+        ws = await connected(s.ws_url, "u1")
+        r = await asyncio.to_thread(
+            disconnect, s.http_url, "u1", None, headers={"Authorization": f"Bearer {token('u1')}"}
+        )
+        assert r.status_code == 403
+        r = await asyncio.to_thread(disconnect, s.http_url, "u1", None, headers={})
+        assert r.status_code == 401
+        r = await asyncio.to_thread(disconnect, s.http_url, "u1", {"ban_seconds": -1})
+        assert r.status_code == 422
+        r = await asyncio.to_thread(disconnect, s.http_url, "u1")
+        assert r.status_code == 200 and r.json() == {"user_id": "u1", "closed_here": 1}
+        code, _, _ = await closed_with(ws)
+        assert code == 4506
+        again = await connected(s.ws_url, "u1")  # no ban: welcome back
+        await again.close()
+
+
+async def test_memory_pending_auth_of_a_banned_user_is_refused() -> None:
+    with running_server(require_auth=True) as s:
+        r = await asyncio.to_thread(disconnect, s.http_url, "late", {"ban_seconds": 30})
+        assert r.status_code == 200
+        async with websockets.connect(s.ws_url, open_timeout=TIMEOUT) as ws:
+            await ws.send(
+                orjson.dumps({"type": "auth", "id": 1, "data": {"token": token("late")}}).decode()
+            )
+            code, _, got = await closed_with(ws)
+        assert code == 4506 and got[0]["data"]["code"] == "banned"
+
+
+# -- two instances on one Redis ------------------------------------------------------
+
+
+def assert_admin(inst: Instance) -> None:
+    assert inst.get("/realtime/health").status_code == 200
+
+
+BAN = 6.0
+
+
+async def test_ban_closes_the_user_on_every_instance_and_refuses_it_until_it_ends() -> None:
+    with RedisServer() as redis, instances(["x", "y"], redis.url) as (x, y):
+        on_x = await connected(x.ws_url, "villain")
+        on_y = await connected(y.ws_url, "villain")
+        other = await connected(y.ws_url, "bystander")
+        t0 = time.monotonic()
+        r = await asyncio.to_thread(
+            disconnect, x.http_url, "villain", {"ban_seconds": BAN, "reason": "spam"}
+        )
+        assert r.status_code == 200, r.text
+        (cx, rx, _), (cy, ry, gy) = await asyncio.gather(closed_with(on_x), closed_with(on_y))
+        elapsed = time.monotonic() - t0
+        assert (cx, cy) == (4506, 4506) and "spam" in rx and "spam" in ry
+        assert gy[-1]["data"]["status"] == "closing"
+        assert elapsed < 1.0, elapsed
+        # Refused on both instances while banned.
+        for inst in (x, y):
+            code, reason, got = await refused(inst.ws_url, "villain")
+            assert code == 4506 and "banned" in reason, (inst.name, code, reason)
+            assert got[0]["data"]["code"] == "banned"
+        # The bystander is untouched.
+        await other.send(orjson.dumps({"type": "heartbeat", "id": 1}).decode())
+        assert orjson.loads(await other.recv())["event_type"] == "message_ack"
+        # A third instance started during the ban knows it from Redis.
+        with instances(["z"], redis.url) as (z,):
+            code, _, _ = await refused(z.ws_url, "villain")
+            assert code == 4506
+        assert time.monotonic() - t0 < BAN, "the test ran too slowly to see the ban end"
+        await asyncio.sleep(max(0.0, BAN + 0.2 - (time.monotonic() - t0)))
+        for inst in (x, y):
+            ws = await connected(inst.ws_url, "villain")  # the ban is over
+            await ws.close()
+        await other.close()
+
+
+async def test_the_per_user_limit_counts_every_instance() -> None:
+    with (
+        RedisServer() as redis,
+        instances(["x", "y"], redis.url, REALTIME_MAX_CONNECTIONS_PER_USER="2") as (x, y),
+    ):
+        a = await connected(x.ws_url, "many")
+        b = await connected(y.ws_url, "many")
+        for inst in (x, y):
+            code, reason, got = await refused(inst.ws_url, "many")
+            assert code == 4504, (inst.name, code, reason)
+            assert "on every instance" in reason or "per user" in reason
+            assert got[0]["data"]["code"] == "limit_exceeded"
+        other = await connected(x.ws_url, "someone-else")
+        # A slot freed on one instance is usable on the other.
+        await a.close()
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            try:
+                c = await connected(y.ws_url, "many")
+                break
+            except AssertionError:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.05)
+        await c.close()
+        await b.close()
+        await other.close()
+
+
+async def test_a_crashed_instance_s_connections_stop_counting() -> None:
+    with (
+        RedisServer() as redis,
+        instances(["x", "y"], redis.url, REALTIME_MAX_CONNECTIONS_PER_USER="1") as (x, y),
+    ):
+        await connected(x.ws_url, "solo")
+        code, _, _ = await refused(y.ws_url, "solo")
+        assert code == 4504
+        x.kill()  # its entries expire after three heartbeats (0.5 s each here)
+        deadline = time.monotonic() + 3 * 0.5 + TIMEOUT
+        while True:
+            async with websockets.connect(
+                f"{y.ws_url}?token={token('solo')}", open_timeout=TIMEOUT
+            ) as ws:
+                first = orjson.loads(await asyncio.wait_for(ws.recv(), TIMEOUT))
+                if first["event_type"] == "connection_status":
+                    break
+            assert time.monotonic() < deadline, "the crashed instance's connection still counts"
+            await asyncio.sleep(0.1)
