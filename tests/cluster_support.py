@@ -193,8 +193,18 @@ class Follower:
             data["since"] = self.positions
         if self.snapshot:
             data["snapshot"] = True
-        await self.ws.send(orjson.dumps({"type": "subscribe", "id": "s", "data": data}).decode())
-        reply = await asyncio.wait_for(self._ack, TIMEOUT)
+        deadline = loop.time() + TIMEOUT
+        while True:
+            await self.ws.send(
+                orjson.dumps({"type": "subscribe", "id": "s", "data": data}).decode()
+            )
+            reply = await asyncio.wait_for(self._ack, TIMEOUT)
+            # `unavailable`: the instance's broker is reconnecting (docs/protocol.md says
+            # retry shortly), e.g. right after a Redis restart; anything else is final.
+            if reply["data"].get("code") != "unavailable" or loop.time() > deadline:
+                break
+            self._ack = loop.create_future()
+            await asyncio.sleep(0.1)
         assert reply["event_type"] == "message_ack", reply
         result: dict[str, Any] = reply["data"]["result"]
         self.acks.append(result)
