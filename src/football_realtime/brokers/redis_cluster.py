@@ -20,9 +20,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+
+from .urls import split_hosts_url
 
 SCHEME = "redis+cluster"
 DEFAULT_PORT = 6379
@@ -39,35 +40,12 @@ def is_cluster_url(url: str) -> bool:
     return url.startswith(SCHEME + "://")
 
 
-def _host_port(item: str, url: str) -> tuple[str, int]:
-    if item.startswith("["):  # [IPv6]:port
-        host, _, rest = item[1:].partition("]")
-        port = rest[1:] if rest.startswith(":") else ""
-    else:
-        host, _, port = item.rpartition(":") if ":" in item else (item, "", "")
-    if not host:
-        raise ValueError(f"a cluster node without a host in {url!r}")
-    try:
-        return host, int(port) if port else DEFAULT_PORT
-    except ValueError:
-        raise ValueError(f"bad cluster node port {port!r} in {url!r}") from None
-
-
 def parse_cluster_url(url: str) -> ClusterURL:
     """Parse a ``redis+cluster://`` URL (see the module docstring); ValueError names
     what is wrong."""
     if not is_cluster_url(url):
         raise ValueError(f"not a {SCHEME}:// URL: {url!r}")
-    parts = urlsplit(url)
-    userinfo, at, hosts = parts.netloc.rpartition("@")
-    username = password = None
-    if at:
-        user, colon, pw = userinfo.partition(":")
-        username = unquote(user) or None
-        password = unquote(pw) if colon else None
-    nodes = tuple(_host_port(h.strip(), url) for h in hosts.split(",") if h.strip())
-    if not nodes:
-        raise ValueError(f"no cluster node address in {url!r}")
+    parts, username, password, nodes = split_hosts_url(url, "cluster node", DEFAULT_PORT)
     path = [p for p in parts.path.split("/") if p]
     if path not in ([], ["0"]):
         raise ValueError(f"a Redis Cluster has only database 0: {url!r}")

@@ -21,12 +21,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, unquote
 
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
+
+from .urls import split_hosts_url
 
 SCHEME = "redis+sentinel"
 DEFAULT_SENTINEL_PORT = 26379
@@ -47,35 +49,12 @@ def is_sentinel_url(url: str) -> bool:
     return url.startswith(SCHEME + "://")
 
 
-def _host_port(item: str, url: str) -> tuple[str, int]:
-    if item.startswith("["):  # [IPv6]:port
-        host, _, rest = item[1:].partition("]")
-        port = rest[1:] if rest.startswith(":") else ""
-    else:
-        host, _, port = item.rpartition(":") if ":" in item else (item, "", "")
-    if not host:
-        raise ValueError(f"a sentinel without a host in {url!r}")
-    try:
-        return host, int(port) if port else DEFAULT_SENTINEL_PORT
-    except ValueError:
-        raise ValueError(f"bad sentinel port {port!r} in {url!r}") from None
-
-
 def parse_sentinel_url(url: str) -> SentinelURL:
     """Parse a ``redis+sentinel://`` URL (see the module docstring); ValueError names
     what is wrong."""
     if not is_sentinel_url(url):
         raise ValueError(f"not a {SCHEME}:// URL: {url!r}")
-    parts = urlsplit(url)
-    userinfo, at, hosts = parts.netloc.rpartition("@")
-    username = password = None
-    if at:
-        user, colon, pw = userinfo.partition(":")
-        username = unquote(user) or None
-        password = unquote(pw) if colon else None
-    sentinels = tuple(_host_port(h.strip(), url) for h in hosts.split(",") if h.strip())
-    if not sentinels:
-        raise ValueError(f"no sentinel address in {url!r}")
+    parts, username, password, sentinels = split_hosts_url(url, "sentinel", DEFAULT_SENTINEL_PORT)
     path = [p for p in parts.path.split("/") if p]
     if not path or len(path) > 2:
         raise ValueError(f"expected /MASTER_NAME or /MASTER_NAME/DB after the sentinels: {url!r}")
