@@ -7,30 +7,18 @@ published through the in-process broker.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
-import pytest
 
 from football_realtime.core.close_codes import CloseCode
 from football_realtime.core.events import SubscriptionType
 from football_realtime.service.connection import Connection
 from football_realtime.service.realtime import RealtimeService
 
-from ..support import SEED_PREDICTION, make_settings, token
+from ..support import SEED_PREDICTION, token
 from .memory_sink import MemorySink, connection
 from .test_admission import FakeHandshake
-
-
-@pytest.fixture
-async def service() -> AsyncIterator[RealtimeService]:
-    svc = RealtimeService(make_settings())
-    await svc.start()
-    try:
-        yield svc
-    finally:
-        await svc.stop()
 
 
 def open_connection(

@@ -3,27 +3,13 @@ epoch (issue 15, item 2) and no live event at or below that position (item 3).""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import pytest
-
 from football_realtime.core.events import SubscriptionType
 from football_realtime.service.realtime import RealtimeService
 
-from ..support import SEED_PREDICTION, make_settings, token
+from ..support import SEED_PREDICTION, token
 from .test_realtime_service import open_connection, request
 
 PRED = SubscriptionType.PREDICTIONS
-
-
-@pytest.fixture
-async def service() -> AsyncIterator[RealtimeService]:
-    svc = RealtimeService(make_settings())
-    await svc.start()
-    try:
-        yield svc
-    finally:
-        await svc.stop()
 
 
 async def publish(svc: RealtimeService, n: int) -> None:
