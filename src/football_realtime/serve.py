@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import socket
 import sys
 from typing import Any
 
@@ -43,6 +44,30 @@ def serve(
 ) -> None:
     """Run ``app`` (default: the plain service) with the settings' server options."""
     configure_logging(settings)
+    server = _server(settings, ssl_certfile, ssl_keyfile, app)
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run()
+    if not server.started:
+        sys.exit(3)  # uvicorn's STARTUP_FAILURE, as uvicorn.run does
+
+
+def serve_on(
+    settings: Settings,
+    sockets: list[socket.socket],
+    ssl_certfile: str | None = None,
+    ssl_keyfile: str | None = None,
+) -> int:
+    """Run the service on ``sockets`` (bound, not yet listening: uvicorn listens once the
+    app has started), for a worker of ``serve --workers``; its exit status."""
+    server = _server(settings, ssl_certfile, ssl_keyfile, None)
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run(sockets=sockets)
+    return 0 if server.started else 3
+
+
+def _server(
+    settings: Settings, ssl_certfile: str | None, ssl_keyfile: str | None, app: Any
+) -> uvicorn.Server:
     routes = None
     if app is None:
         app = create_app(settings)
@@ -58,11 +83,7 @@ def serve(
         log_config=None,  # keep the handler configure_logging installed
     )
     logredact.install()  # after logging is configured: tokens never reach a log
-    server = uvicorn.Server(config)
-    with contextlib.suppress(KeyboardInterrupt):
-        server.run()
-    if not server.started:
-        sys.exit(3)  # uvicorn's STARTUP_FAILURE, as uvicorn.run does
+    return uvicorn.Server(config)
 
 
-__all__ = ["serve", "tune_gc"]
+__all__ = ["serve", "serve_on", "tune_gc"]
