@@ -194,9 +194,10 @@ class WebSocketProtocol(AsgiBridge):
             lost()  # stop writing to a dead transport before the endpoint task notices
         self.stop_keepalive()
         # The TCP connection ended without a close frame from the peer (one would have
-        # ended the connection in _flush, with its code and reason, and the app reads
-        # that first): 1006, abnormal closure. 1005 would claim a close frame without a
-        # status code arrived (uvicorn's protocols send 1005 here; issue 15, bug 4).
+        # ended the connection in `flush`, websocket_frames.py, with its code and reason,
+        # and the app reads that first): 1006, abnormal closure. 1005 would claim a close
+        # frame without a status code arrived (uvicorn's protocols send 1005 here; issue
+        # 15, bug 4).
         self.inbox.put_nowait({"type": "websocket.disconnect", "code": 1006})
         self.layer.forget(self)
         self.handshake_complete = True
