@@ -20,6 +20,8 @@ several machines do; a memory broker is refused (``Settings`` says why).
   closing, then 1012), within ``REALTIME_SHUTDOWN_TIMEOUT``. The supervisor exits 0 once
   they have all ended cleanly (1 otherwise; a worker still running 5 s after its
   deadline is killed).
+* **Orphans.** A worker whose supervisor dies without a word (SIGKILL) gets SIGTERM
+  from the kernel (``PR_SET_PDEATHSIG``) and drains: no worker outlives it.
 * **Crash.** A worker that dies while the supervisor is not stopping is started again
   with a new instance id (``<id>-<k>.<n>``; the dead one's registry entries expire on
   their own). One that fails to start (exit 3, uvicorn's startup failure: a bad
@@ -34,6 +36,7 @@ it forks, and a worker starts in milliseconds from the imported modules. Linux o
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import secrets
@@ -120,6 +123,7 @@ class Supervisor:
         self.failed: int | None = None
         self.port = settings.port
         self.reserve: socket.socket | None = None
+        self.supervisor_pid = os.getpid()
 
     # -- the supervisor ----------------------------------------------------------
 
@@ -267,6 +271,7 @@ class Supervisor:
         """Run one instance of the service in this (forked) process; its exit status."""
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
+        _drain_when_orphaned(self.supervisor_pid)
         if self.reserve is not None:
             self.reserve.close()
         settings = self.settings.model_copy(update={"instance_id": instance_id})
@@ -285,6 +290,21 @@ class Supervisor:
             )
             return STARTUP_FAILURE
         return serve_on(settings, sockets, self.ssl_certfile, self.ssl_keyfile)
+
+
+def _drain_when_orphaned(supervisor: int) -> None:  # pragma: no cover - in the child
+    """Have the kernel send this worker SIGTERM (a graceful drain) if the supervisor
+    dies without passing a stop on (SIGKILL, a crash): no worker outlives it."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != supervisor:  # it died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+_PR_SET_PDEATHSIG = 1
 
 
 def _describe(status: int) -> str:

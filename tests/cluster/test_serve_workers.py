@@ -221,6 +221,26 @@ def test_a_crashed_worker_is_started_again(two_workers: Workers) -> None:
     assert w.stop() == 0
 
 
+def running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_workers_do_not_outlive_a_killed_supervisor(two_workers: Workers) -> None:
+    w = two_workers
+    pids = list(w.pids().values())
+    assert len(pids) == 2 and all(running(p) for p in pids)
+    w.proc.kill()
+    w.proc.wait(TIMEOUT)
+    deadline = time.monotonic() + TIMEOUT * 3
+    while any(running(p) for p in pids):  # the kernel's SIGTERM: each drains and exits
+        assert time.monotonic() < deadline, "a worker outlived its supervisor"
+        time.sleep(0.05)
+
+
 def test_workers_refuse_the_memory_broker() -> None:
     r = subprocess.run(
         [sys.executable, "-m", "football_realtime", "serve", "--workers", "2"],
