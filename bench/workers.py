@@ -50,6 +50,25 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def free_port_block(n: int) -> int:
+    """A free port P with P + 1 .. P + n free too (worker k also listens on P + k)."""
+    for _ in range(100):
+        port = free_port()
+        held = []
+        try:
+            for k in range(1, n + 1):
+                s = socket.socket()
+                held.append(s)
+                s.bind(("127.0.0.1", port + k))
+            return port
+        except OSError:
+            continue
+        finally:
+            for s in held:
+                s.close()
+    sys.exit(f"no block of {n + 1} free ports")
+
+
 def cpu_us(pid: int) -> int:
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
@@ -118,7 +137,7 @@ class Redis:
 
 def session(a: argparse.Namespace, redis: Redis, workers: int, target: dict, logdir: str) -> dict:
     redis.command(b"FLUSHALL")
-    port = free_port()
+    port = free_port_block(workers if workers > 1 else 0)
     env = {**os.environ, **target["env"], "REALTIME_BROKER_URL": redis.url}
     log_path = os.path.join(logdir, f"serve-w{workers}-{port}.log")
     cmd = [a.python, "-m", "football_realtime", "serve", "--host", "127.0.0.1",

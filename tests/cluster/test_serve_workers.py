@@ -8,6 +8,7 @@ import contextlib
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -64,8 +65,27 @@ class Workers:
         return int(self.proc.returncode)
 
 
+def free_port_block(n: int) -> int:
+    """A free port P with P + 1 .. P + n free too (worker k also listens on P + k)."""
+    for _ in range(100):
+        port = free_port()
+        held = []
+        try:
+            for k in range(1, n + 1):
+                s = socket.socket()
+                held.append(s)
+                s.bind(("127.0.0.1", port + k))
+            return port
+        except OSError:
+            continue
+        finally:
+            for s in held:
+                s.close()
+    raise RuntimeError(f"no block of {n + 1} free ports")
+
+
 def start_workers(tmp_path: Path, n: int, **env: str) -> Workers:
-    port = free_port()
+    port = free_port_block(n)
     log_path = tmp_path / "serve.log"
     full_env = {
         **os.environ,
