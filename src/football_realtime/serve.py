@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import logging
 import socket
 import sys
 from typing import Any
@@ -16,6 +17,8 @@ from .app import create_app
 from .config import Settings
 from .logs import configure_logging
 from .server import uvicorn_config
+
+log = logging.getLogger("football_realtime.serving")
 
 
 def tune_gc() -> None:
@@ -58,11 +61,23 @@ def serve_on(
     ssl_keyfile: str | None = None,
 ) -> int:
     """Run the service on ``sockets`` (bound, not yet listening: uvicorn listens once the
-    app has started), for a worker of ``serve --workers``; its exit status."""
-    server = _server(settings, ssl_certfile, ssl_keyfile, None)
-    with contextlib.suppress(KeyboardInterrupt):
-        server.run(sockets=sockets)
-    return 0 if server.started else 3
+    app has started), for a worker of ``serve --workers``; its exit status: 3 (uvicorn's
+    STARTUP_FAILURE) if it never started serving, whatever stopped it (uvicorn exits
+    the process on a failed lifespan, a bad certificate raises), 1 if it failed later."""
+    server: uvicorn.Server | None = None
+    failed = False
+    try:
+        server = _server(settings, ssl_certfile, ssl_keyfile, None)
+        with contextlib.suppress(KeyboardInterrupt):
+            server.run(sockets=sockets)
+    except SystemExit as exc:
+        failed = exc.code not in (0, None)
+    except Exception:
+        log.exception("worker failed")
+        failed = True
+    if server is None or not server.started:
+        return 3
+    return 1 if failed else 0
 
 
 def _server(

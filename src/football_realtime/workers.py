@@ -25,8 +25,9 @@ several machines do; a memory broker is refused (``Settings`` says why).
 * **Crash.** A worker that dies while the supervisor is not stopping is started again
   with a new instance id (``<id>-<k>.<n>``; the dead one's registry entries expire on
   their own). One that fails to start (exit 3, uvicorn's startup failure: a bad
-  certificate, an unreachable port) stops the whole service with exit 3, as a worker
-  that dies again and again within a second of starting does after 5 tries.
+  certificate, its port + k taken, an app that fails its startup) stops the whole
+  service with exit 3; one that dies again and again within a second of starting stops
+  it (exit 1) after 5 tries.
 
 Fork, not spawn: the supervisor has built nothing with a thread or an event loop when
 it forks, and a worker starts in milliseconds from the imported modules. Linux only
@@ -179,11 +180,11 @@ class Supervisor:
         sys.stderr.flush()
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the worker (covered by the end-to-end tests)
-            code = 1
+            code = STARTUP_FAILURE
             try:
                 code = self._worker(k, instance_id)
-            except BaseException:
-                logging.getLogger("football_realtime.workers").exception("worker %d failed", k)
+            except BaseException:  # serve_on catches the app's failures: this is ours
+                log.exception("worker %d could not start", k)
             finally:
                 with contextlib.suppress(BaseException):
                     sys.stdout.flush()

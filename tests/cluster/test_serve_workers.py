@@ -272,3 +272,35 @@ def test_workers_refuse_the_memory_broker() -> None:
     err = r.stderr.decode()
     assert "REALTIME_WORKERS=2 needs a broker the processes share" in err, err
     assert "REALTIME_BROKER_URL=redis://" in err
+
+
+@pytest.mark.parametrize("fault", ["port + 1 taken", "no such certificate"])
+def test_a_worker_that_cannot_start_stops_the_service(
+    fault: str, redis: RedisServer, tmp_path: Path
+) -> None:
+    """Exit 3 (uvicorn's startup failure) with the reason, not a loop of restarts."""
+    port = free_port_block(2)
+    blocker = socket.socket()
+    args: tuple[str, ...] = ()
+    try:
+        if fault == "port + 1 taken":
+            blocker.bind(("127.0.0.1", port + 1))
+            blocker.listen()
+            reason = f"worker 1 cannot bind its own port 127.0.0.1:{port + 1}"
+        else:
+            missing = str(tmp_path / "missing.pem")
+            args = ("--ssl-certfile", missing, "--ssl-keyfile", missing)
+            reason = "worker failed"
+        r = subprocess.run(
+            [sys.executable, "-m", "football_realtime", "serve", "--port", str(port),
+             "--workers", "2", *args],
+            env={**os.environ, "REALTIME_BROKER_URL": redis.url, "REALTIME_ADMIN_TOKEN": ADMIN},
+            capture_output=True,
+            timeout=TIMEOUT * 6,
+        )  # fmt: skip
+    finally:
+        blocker.close()
+    err = r.stderr.decode(errors="replace")
+    assert r.returncode == 3, err[-3000:]
+    assert reason in err and "failed to start; stopping" in err, err[-3000:]
+    assert "starting it again" not in err
