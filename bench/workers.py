@@ -161,7 +161,7 @@ def session(a: argparse.Namespace, redis: Redis, workers: int, target: dict, log
                 "--port", str(port), "--server-pid", str(pids[0]),
                 "--target", json.dumps(target["wire"]), "--n", str(a.n), "--k", str(a.k),
                 "--max-tp-s", str(a.max_tp_s), "--lat-rate", "0", "--settle-s", "1",
-                "--conc", str(a.conc),
+                "--conc", str(a.conc), "--window-deliveries", str(a.window_deliveries),
                 "--max-total-s", str(a.session_timeout)]  # fmt: skip
         c0, t0 = sum(cpu_us(p) for p in pids), time.monotonic()
         try:
@@ -235,6 +235,15 @@ def main() -> int:
         "the service, not on that limit",
     )
     ap.add_argument("--max-tp-s", type=float, default=8.0)
+    ap.add_argument(
+        "--window-deliveries",
+        type=int,
+        default=100_000,
+        help="deliveries in flight in the throughput phase (run.py: 20,000, i.e. 10 events "
+        "at N=2,000). Through Redis each event takes a publish, a read and a fan-out "
+        "before the window moves, so a small window measures that round trip, not what "
+        "the workers can deliver; 100,000 (50 events) keeps them busy",
+    )
     ap.add_argument("--warm-s", type=float, default=1.0)
     ap.add_argument("--session-timeout", type=float, default=120.0)
     ap.add_argument("--python", default=os.path.join(ROOT, ".venv", "bin", "python"))
@@ -270,6 +279,7 @@ def main() -> int:
             f.write(json.dumps(r) + "\n")
     print(
         f"run {stamp}: N={a.n} subscribers, K={a.k}, {a.conc} handshakes in flight, "
+        f"{a.window_deliveries} deliveries in flight, "
         f"{a.reps} reps, {os.cpu_count()} CPUs, "
         f"Redis broker; raw: {os.path.relpath(raw, ROOT)}, server logs: {logdir}\n"
     )
