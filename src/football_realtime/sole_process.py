@@ -18,6 +18,10 @@ same socket finds the lock taken and refuses to start (``SharedListener``), with
 message that says what to do. One worker under a process manager (``gunicorn -w 1``,
 ``uvicorn --fd``, systemd socket activation) takes the lock and runs.
 
+The lock files are empty and stay in place (removing one while another process opens
+it could leave two processes each holding a lock on a different file); they exist only
+for sockets a process held before its broker started, a few per test run.
+
 Record locks belong to the process, not to the open file: several apps in one process
 (tests) never conflict with each other; the lock is released when the process exits,
 however it exits. A process manager's reload that starts a new worker before the old
