@@ -155,3 +155,6 @@ def test_close_code_recorded_is_how_the_connection_ended(
             assert time.monotonic() < deadline, "no 'connection closed' line"
             time.sleep(0.01)
         assert close_lines(caplog) == [expected]
+        if path != "mounted":  # the mounted router has no /metrics unless the host adds it
+            metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=TIMEOUT).text
+            assert f'realtime_connections_closed_total{{code="{expected}"}} 1.0' in metrics
