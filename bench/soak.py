@@ -29,7 +29,9 @@ the run; before each one every client is back (state ``open``) or 30 s passed:
   sentinel: SIGKILL the master, wait for the failover, restart the old master as a
   replica of the new one; cluster: SIGKILL the master of the ``{frt:matches}`` slot,
   wait for its replica's promotion, restart the old node (it rejoins as a replica);
-* ``client_abort``: the proxy aborts a third of the client connections (no close frame).
+* ``client_abort``: the proxy aborts a third of the client connections (no close frame);
+* opt-in (``--faults``): ``instance_freeze``, SIGSTOP an instance for ``--freeze-seconds``
+  (20) and SIGCONT it: its clients must notice the silence (heartbeat watchdog) and move.
 
 The account, per fault kind (an event, a notice or a reconnect belongs to the fault
 most recently injected before it; ``none`` before the first) and in total:
@@ -61,6 +63,7 @@ import logging
 import os
 import platform
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -107,6 +110,8 @@ class Closes(logging.Handler):
 CLOSES = Closes()
 
 FAULTS = ("instance_kill", "instance_term", "redis", "client_abort")
+#: Opt-in (``--faults``): SIGSTOP an instance for ``--freeze-seconds``, then SIGCONT.
+EXTRA_FAULTS = ("instance_freeze",)
 STREAM_KEY = "{frt:matches}:meta"
 MATCHES = 10
 GIVE_UP_S = 30.0
@@ -133,6 +138,10 @@ class Topology:
     def describe(self) -> str:
         raise NotImplementedError
 
+    def log_files(self) -> list[Path]:
+        """The Redis and Sentinel logs (copied next to the instances' logs at the end)."""
+        raise NotImplementedError
+
     def close(self) -> None:
         raise NotImplementedError
 
@@ -157,6 +166,9 @@ class Single(Topology):
 
     def describe(self) -> str:
         return "one redis-server, no persistence (a restart loses every stream: new epochs)"
+
+    def log_files(self) -> list[Path]:
+        return [self.server.dir / "redis.log"]
 
     def close(self) -> None:
         self.server.close()
@@ -198,6 +210,9 @@ class Sentinel(Topology):
             f"{DOWN_AFTER_MS}, failover-timeout {FAILOVER_TIMEOUT_MS})"
         )
 
+    def log_files(self) -> list[Path]:
+        return [*self.set.dir.glob("*.log"), *(n.dir / "redis.log" for n in self.set.nodes)]
+
     def close(self) -> None:
         self.set.close()
 
@@ -234,6 +249,9 @@ class Cluster(Topology):
         from tests.redis_cluster import NODE_TIMEOUT_MS
 
         return f"3 masters with 2 replicas each (cluster-node-timeout {NODE_TIMEOUT_MS})"
+
+    def log_files(self) -> list[Path]:
+        return [n.dir / "redis.log" for n in self.set.nodes]
 
     def close(self) -> None:
         self.set.close()
@@ -386,10 +404,18 @@ class SoakClient:
     index: int
     match_ids: frozenset[int] | None  # None: every match
     log: list[tuple[float, str, int]] = field(default_factory=list)  # (t, "ev"|"rf", seq)
+    #: Per log entry: the instance the client was on, and (notices) the reason.
+    where: list[str] = field(default_factory=list)
     states: list[tuple[float, ClientState]] = field(default_factory=list)
     client: RealtimeClient | None = None
     task: asyncio.Task[None] | None = None
     error: BaseException | None = None
+
+    def instance_id(self) -> str | None:
+        if self.client is None:
+            return None
+        got = self.client.connection_info.get("instance_id")
+        return got if isinstance(got, str) else None
 
     def wants(self, match_id: int) -> bool:
         return self.match_ids is None or match_id in self.match_ids
@@ -417,10 +443,12 @@ class SoakClient:
             async for item in client:
                 if isinstance(item, RecoveryFailed):
                     self.log.append((now(), "rf", 0))
+                    self.where.append(f"{self.instance_id()} {item.reason[:90]}")
                 elif isinstance(item, Event) and item.stream == "matches":
                     seq = item.raw.get("data", {}).get("soak_seq")
                     if isinstance(seq, int):
                         self.log.append((now(), "ev", seq))
+                        self.where.append(f"{self.instance_id()} offset {item.offset}")
         except Exception as exc:  # the client stopped: a finding
             self.error = exc
 
@@ -447,6 +475,14 @@ class Fault:
     at: float
     note: str = ""
     took: float = 0.0
+    #: instance_freeze: seconds from the freeze until each of its clients was open elsewhere
+    moved: list[float] = field(default_factory=list)
+
+
+def _spread(values: list[float]) -> str:
+    if not values:
+        return "-"
+    return f"{pct(values, 0.5):.1f} (p50) / {max(values):.1f} (max)"
 
 
 @dataclass
@@ -458,6 +494,7 @@ class Soak:
     publisher: Publisher
     clients: list[SoakClient]
     faults: list[Fault] = field(default_factory=list)
+    started: float = field(default_factory=now)
 
     def all_open(self) -> bool:
         return all(c.state is ClientState.OPEN for c in self.clients)
@@ -469,6 +506,19 @@ class Soak:
                 return True
             await asyncio.sleep(0.05)
         return cond()
+
+    async def wait_moved(self, behind: list[SoakClient], frozen: str, limit: float) -> list[float]:
+        """Wait ``limit`` seconds; when each client in ``behind`` was open elsewhere."""
+        moved: dict[int, float] = {}
+        deadline = now() + limit
+        while now() < deadline:
+            for c in behind:
+                if c.index not in moved and c.state is ClientState.OPEN:
+                    where = c.instance_id()
+                    if where is not None and where != frozen:
+                        moved[c.index] = now()
+            await asyncio.sleep(0.05)
+        return sorted(moved.values())
 
     async def inject(self, kind: str, n: int) -> Fault:
         fault = Fault(kind, now())
@@ -486,6 +536,20 @@ class Soak:
             fault.note = f"{inst.name} SIGTERMed (drained), started again"
         elif kind == "redis":
             fault.note = await asyncio.to_thread(self.topology.redis_fault)
+        elif kind == "instance_freeze":
+            assert inst.proc is not None
+            behind = [c for c in self.clients if c.instance_id() == inst.name]
+            os.kill(inst.proc.pid, signal.SIGSTOP)
+            try:
+                moved = await self.wait_moved(behind, inst.name, self.args.freeze_seconds)
+            finally:
+                os.kill(inst.proc.pid, signal.SIGCONT)
+            fault.moved = [t - fault.at for t in moved]
+            fault.note = (
+                f"{inst.name} frozen (SIGSTOP) for {self.args.freeze_seconds:g} s; "
+                f"{len(moved)} of its {len(behind)} clients open on another instance "
+                f"after {_spread(fault.moved)} s"
+            )
         elif kind == "client_abort":
             k = self.proxy.abort(max(1, len(self.clients) // 3))
             fault.note = f"{k} client connections aborted"
@@ -496,17 +560,17 @@ class Soak:
         args = self.args
         total = args.seconds
         rounds = args.rounds
-        plan = [kind for _ in range(rounds) for kind in FAULTS]
+        plan = [kind for _ in range(rounds) for kind in args.faults]
         spacing = total / (len(plan) + 1)
         pub_task = asyncio.create_task(self.publisher.run())
-        t0 = now()
+        t0 = self.started = now()
         try:
             for i, kind in enumerate(plan):
                 due = t0 + spacing * (i + 1)
                 await asyncio.sleep(max(0.0, due - now()))
                 if not await self.wait_until(self.all_open, 30):
                     print(f"  ! not every client open before fault {i + 1}", flush=True)
-                fault = await self.inject(kind, i // len(FAULTS) + i)
+                fault = await self.inject(kind, i // len(args.faults) + i)
                 print(
                     f"  [{now() - t0:6.1f} s] {kind}: {fault.note} ({fault.took:.1f} s)",
                     flush=True,
@@ -568,15 +632,17 @@ def account(soak: Soak) -> tuple[dict[str, Row], list[str]]:
         r = rows[kind_at(e.first_try)]
         r.published += 1
         r.acknowledged += e.acked_at is not None
+    t_start = soak.started
     for c in soak.clients:
+        gaps_told: set[int] = set()
         received: dict[int, int] = {}  # seq -> index in log
         top = 0
         for i, (t, kind, seq) in enumerate(c.log):
             if kind == "rf":
                 rows[kind_at(t)].recovery_failed += 1
                 continue
-            e = events.get(seq)
-            r = rows[kind_at(e.first_try if e else t)]
+            pub = events.get(seq)
+            r = rows[kind_at(pub.first_try if pub else t)]
             r.delivered += 1
             if seq in received:
                 r.duplicated += 1
@@ -604,6 +670,18 @@ def account(soak: Soak) -> tuple[dict[str, Row], list[str]]:
                 findings.append(
                     f"client {c.index}: seq {e.seq} (offset {e.offset}, epoch {e.epoch}) lost"
                 )
+                if r.lost <= 3 or lo not in gaps_told:  # what the client saw around it
+                    gaps_told.add(lo)
+                    for k in range(max(0, lo - 2), min(len(c.log), hi + 3)):
+                        t, what, s = c.log[k]
+                        findings.append(
+                            f"    [{t - t_start:7.2f} s] {what} {s or ''} ({c.where[k]})"
+                        )
+                    findings.extend(
+                        f"    [{t - t_start:7.2f} s] state {st}"
+                        for t, st in c.states
+                        if c.log[max(0, lo)][0] - 5 <= t <= (c.log[min(hi, len(c.log) - 1)][0] + 1)
+                    )
         down: float | None = None
         opened = [i for i, (_, st) in enumerate(c.states) if st is ClientState.OPEN]
         for t, state in c.states[opened[0] if opened else len(c.states) :]:
@@ -628,7 +706,7 @@ def table(rows: dict[str, Row]) -> str:
     )
     total = Row()
     lines = []
-    for kind in ("none", *FAULTS):
+    for kind in ("none", *FAULTS, *EXTRA_FAULTS):
         if kind not in rows:
             continue
         r = rows[kind]
@@ -689,10 +767,12 @@ def versions() -> str:
 
     from football_realtime import __version__
 
-    redis_v = ver(["redis-server", "--version"]).split(" ")[2:3]
+    redis_v = next(
+        (w[2:] for w in ver(["redis-server", "--version"]).split() if w.startswith("v=")), "?"
+    )
     return (
         f"football-realtime {__version__}, Python {platform.python_version()}, "
-        f"{' '.join(redis_v)}, {platform.system()} {platform.release()}, "
+        f"Redis {redis_v}, {platform.system()} {platform.release()}, "
         f"{os.cpu_count()} cores"
     )
 
@@ -741,6 +821,9 @@ async def soak_main(args: argparse.Namespace) -> int:
         await proxy.close()
         for inst in instances:
             await asyncio.to_thread(inst.signal, signal.SIGTERM)
+        for k, path in enumerate(topology.log_files()):
+            if path.exists():
+                shutil.copy(path, logdir / f"redis-{k}-{path.parent.name}-{path.name}")
         await asyncio.to_thread(topology.close)
     rows, findings = account(soak)
     why: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
@@ -779,7 +862,7 @@ async def soak_main(args: argparse.Namespace) -> int:
                 "command": cmd,
                 "report": report,
                 "faults": [f.__dict__ for f in soak.faults],
-                "findings": findings[:200],
+                "findings": findings[:5000],
             },
             indent=1,
         )
@@ -787,8 +870,8 @@ async def soak_main(args: argparse.Namespace) -> int:
     bad = findings  # every finding breaks a target: unexplained loss, duplicate, reorder
     if findings:
         print(f"\n{len(findings)} findings:")
-        for f in findings[:40]:
-            print("  " + f)
+        for finding in findings[:200]:
+            print("  " + finding)
     for f in soak.faults:
         print(f"  fault {f.kind}: {f.note} ({f.took:.1f} s)")
     return 1 if bad or tracebacks else 0
@@ -804,12 +887,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--min-replicas", type=int, default=0)
     p.add_argument("--clients", type=int, default=30)
     p.add_argument("--rate", type=float, default=40.0, help="events published per second")
+    p.add_argument(
+        "--faults",
+        default=",".join(FAULTS),
+        help=f"comma-separated, injected in this order each round (default {','.join(FAULTS)}; "
+        f"also: {','.join(EXTRA_FAULTS)})",
+    )
+    p.add_argument("--freeze-seconds", type=float, default=20.0)
     p.add_argument("--json", help="also write the report and findings to this file")
     args = p.parse_args(argv)
     if args.seconds is None:
         args.seconds = 30.0 if args.smoke else args.minutes * 60
     if args.rounds is None:
         args.rounds = 1 if args.smoke else 2
+    args.faults = [f for f in args.faults.split(",") if f]
+    unknown = set(args.faults) - {*FAULTS, *EXTRA_FAULTS}
+    if unknown:
+        p.error(f"unknown faults: {sorted(unknown)}")
     if args.broker == "single" and args.min_replicas:
         p.error("single Redis has no replica: --min-replicas must be 0")
     return asyncio.run(soak_main(args))
