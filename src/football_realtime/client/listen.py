@@ -62,7 +62,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="give up after this many failed attempts in a row (default: never)",
     )
-    p.add_argument("--heartbeat-interval", type=float, default=30.0, help="seconds (default 30)")
+    p.add_argument("--heartbeat-interval", type=float, default=10.0, help="seconds (default 10)")
 
 
 def _int_list(raw: str) -> list[int]:
