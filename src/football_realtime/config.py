@@ -114,6 +114,19 @@ class Settings(BaseSettings):
         description="Seconds `serve` waits on SIGTERM for connections and requests to finish "
         "before closing them (keep below the orchestrator's grace period).",
     )
+    compression: Literal["off", "shared"] = Field(
+        "shared",
+        description="permessage-deflate (RFC 7692) on `serve`'s WebSocket layer. `shared`: "
+        "negotiated when the client offers it, answered with `server_no_context_takeover`, "
+        "so each message is compressed on its own, once per event and tier view, and the "
+        "same compressed frame goes to every connection that negotiated it. `off`: never "
+        "negotiated (a compressed client frame closes with 1002).",
+    )
+    compression_min_bytes: Annotated[int, Field(ge=0, le=16 * 1024 * 1024)] = Field(
+        80,
+        description="With compression: messages shorter than this many bytes go "
+        "uncompressed (below ~80 bytes of JSON, deflate does not make a frame smaller).",
+    )
     fast_transport: bool = Field(
         True,
         description="`serve` runs the WebSocket layer that writes pre-built frames "

@@ -39,7 +39,7 @@ from ..logs import CURRENT_EVENT, bind_correlation_id, reset_correlation_id
 from ..stats import ServiceStats
 from .admission import Admission
 from .cluster import ClusterRegistry
-from .connection import Connection
+from .connection import Connection, SharedDeflate
 from .control import ClusterControl, ControlStore, MemoryControlStore, RedisControlStore
 from .hub import Hub
 from .recovery import Recovery
@@ -77,6 +77,11 @@ class RealtimeService:
             s.cluster_heartbeat_interval,
         )
         self.views = TierViews(policy)
+        #: Compressed frames for connections that negotiated permessage-deflate
+        #: (REALTIME_COMPRESSION=shared), built once per message.
+        self.deflate: SharedDeflate | None = (
+            SharedDeflate(s.compression_min_bytes) if s.compression == "shared" else None
+        )
         self.hub = Hub(
             self.stats,
             max_subscriptions=s.max_subscriptions_per_connection,
