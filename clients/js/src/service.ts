@@ -171,6 +171,7 @@ const DEFAULTS = {
   connectTimeout: 10_000,
   requestTimeout: 10_000,
   autoConnect: true,
+  compression: true,
 };
 
 /**
@@ -436,7 +437,9 @@ export class WebSocketService {
         if (gen !== this.generation) return;
         let ws: WebSocketLike;
         try {
-          ws = new this.WS(this.buildUrl(token));
+          ws = new this.WS(this.buildUrl(token), undefined, {
+            perMessageDeflate: this.options.compression,
+          });
         } catch (err) {
           this.wanted = false;
           this.clientError('connection_error', `cannot open ${this.options.url}: ${String(err)}`);
