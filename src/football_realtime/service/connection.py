@@ -230,7 +230,11 @@ class Connection:
         direct = self.direct
         if direct is not None:
             deflate = self.deflate
-            direct(enc.frame if deflate is None else deflate.frame(enc))
+            if deflate is None:
+                direct(enc.frame)
+            else:  # the compressed frame, built by the first connection that wrote it
+                z = enc.zframe
+                direct(z if z is not None else deflate.frame(enc))
             return True
         out = self.out
         conflated = out.conflated

@@ -266,6 +266,14 @@ class RealtimeService:
         snap["closed_by_code"] = {str(k): v for k, v in self.stats.closed_by_code.items()}
         snap["received_by_type"] = dict(self.stats.received_by_type)
         snap["broker_errors_by_operation"] = dict(self.stats.broker_errors)
+        deflate = self.deflate
+        snap["compression"] = {
+            "mode": self.settings.compression,
+            "min_bytes": self.settings.compression_min_bytes,
+            # Per message (once per event and view), not per delivery.
+            "messages_compressed": deflate.compressed if deflate is not None else 0,
+            "bytes_saved_per_copy": deflate.saved if deflate is not None else 0,
+        }
         return snap
 
     def on_slow_consumer(self, conn: Connection) -> None:
