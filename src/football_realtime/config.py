@@ -129,8 +129,9 @@ class Settings(BaseSettings):
     )
     fast_transport: bool = Field(
         True,
-        description="`serve` runs the WebSocket layer that writes pre-built frames "
-        "straight to the socket. False: uvicorn's stock websockets-sansio layer.",
+        description="`serve`'s WebSocket layer offers the service direct writes of "
+        "pre-built frames to the socket. False: the same layer without them (the service "
+        "sends through the ASGI interface, a writer task per connection).",
     )
 
     # -- security (docs/security.md) ---------------------------------------------

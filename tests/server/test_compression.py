@@ -14,6 +14,7 @@ import os
 import random
 import struct
 import zlib
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -29,6 +30,13 @@ NEGOTIATED = (
     "permessage-deflate; server_no_context_takeover; client_no_context_takeover; "
     "client_max_window_bits=12"
 )
+
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+
+
+def test_the_documented_answer_is_the_one_tested() -> None:
+    assert f"Sec-WebSocket-Extensions: {NEGOTIATED}" in (DOCS / "protocol.md").read_text()
 
 
 def goal(match_id: int, n: int) -> dict[str, Any]:
