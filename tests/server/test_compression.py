@@ -22,6 +22,8 @@ import pytest
 import websockets
 from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
 
+from football_realtime.server.websocket_layer import shared_frames_allowed
+
 from ..support import TIMEOUT, RunningServer, WSClient, running_server, token
 
 #: The answer to a client that offers ``permessage-deflate; client_max_window_bits``
@@ -37,6 +39,20 @@ DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 def test_the_documented_answer_is_the_one_tested() -> None:
     assert f"Sec-WebSocket-Extensions: {NEGOTIATED}" in (DOCS / "protocol.md").read_text()
+
+
+def test_which_answers_allow_the_shared_frames() -> None:
+    assert shared_frames_allowed(NEGOTIATED)
+    assert shared_frames_allowed("permessage-deflate; server_no_context_takeover")
+    assert shared_frames_allowed(
+        "permessage-deflate; server_no_context_takeover; server_max_window_bits=15"
+    )
+    assert not shared_frames_allowed(
+        "permessage-deflate; server_no_context_takeover; server_max_window_bits=10"
+    )
+    assert not shared_frames_allowed("permessage-deflate")  # context takeover
+    assert not shared_frames_allowed(None)
+    assert not shared_frames_allowed("x-other; server_no_context_takeover")
 
 
 def goal(match_id: int, n: int) -> dict[str, Any]:

@@ -109,9 +109,9 @@ def uvicorn_config(
         "ws_max_size": settings.max_message_size,
         "ws_ping_interval": settings.ping_interval,
         "ws_ping_timeout": settings.ping_timeout,
-        # uvicorn's own layer (REALTIME_FAST_TRANSPORT=false) would keep a deflate
-        # stream per connection (context takeover): off there. Our layer negotiates
-        # shared compression itself (REALTIME_COMPRESSION, WebSocketLayer).
+        # Read by uvicorn's own WebSocket layers only (a deflate stream per connection);
+        # ours does not read it and negotiates shared compression itself
+        # (REALTIME_COMPRESSION, WebSocketLayer).
         "ws_per_message_deflate": False,
         "log_level": settings.log_level,
         "access_log": settings.access_log,
