@@ -202,10 +202,11 @@ export interface WebSocketServiceOptions {
   autoConnect?: boolean | undefined;
   /** WebSocket implementation; defaults to `globalThis.WebSocket` (Node 20: pass `ws`). */
   WebSocket?: WebSocketConstructor | undefined;
-  /** Offer permessage-deflate compression (default true), given to a Node `ws`
-   *  implementation as `perMessageDeflate`. Browsers (and Node's built-in WebSocket)
-   *  decide by themselves and always offer it. A server that does not accept the offer
-   *  sends plain frames; the client works the same. */
+  /** Offer permessage-deflate compression (default true, as every implementation
+   *  does by itself). `false` is given to a Node `ws` implementation as
+   *  `perMessageDeflate: false`; browsers (and Node's built-in WebSocket) always offer
+   *  it and ignore this. A server that does not accept the offer sends plain frames;
+   *  the client works the same. */
   compression?: boolean | undefined;
   /** Source of randomness for backoff jitter (tests). */
   random?: (() => number) | undefined;
