@@ -161,6 +161,7 @@ async def test_autobahn_permessage_deflate_cases_with_shipped_settings(
 
 
 @pytest.mark.filterwarnings(KOSOKU_UNCLOSED_TESTDATA)
+@pytest.mark.timeout(1200)
 @pytest.mark.skipif(
     not os.environ.get("REALTIME_CONFORMANCE_FULL"),
     reason="all 216 permessage-deflate cases take minutes: REALTIME_CONFORMANCE_FULL=1",
