@@ -20,6 +20,7 @@ import logging
 import os
 import struct
 import time
+import zlib
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
@@ -116,13 +117,18 @@ class RawWS:
         self.send(0x1, orjson.dumps(obj))
 
     async def read_frame(self, timeout: float = TIMEOUT) -> tuple[int, bytes]:
+        """One frame: (opcode, payload); a compressed one (RSV1, permessage-deflate
+        without context takeover) inflated."""
         head = await asyncio.wait_for(self.reader.readexactly(2), timeout)
         n = head[1] & 0x7F
         if n == 126:
             (n,) = struct.unpack("!H", await self.reader.readexactly(2))
         elif n == 127:
             (n,) = struct.unpack("!Q", await self.reader.readexactly(8))
-        return head[0] & 0x0F, await self.reader.readexactly(n)
+        data = await self.reader.readexactly(n)
+        if head[0] & 0x40:
+            data = zlib.decompressobj(-15).decompress(data + b"\x00\x00\xff\xff")
+        return head[0] & 0x0F, data
 
     async def until_close(self, timeout: float = TIMEOUT) -> tuple[int | None, str, list[Any]]:
         """Read until the server's close frame: (code, reason, data frames before it).
@@ -363,23 +369,60 @@ async def test_B1_message_over_64KiB_closes_1009(srv: RunningServer) -> None:
         await bystander_receives(srv, other)
 
 
-async def test_B2_deflate_is_not_negotiated_and_compressed_frames_close_1002(
-    srv: RunningServer,
-) -> None:
-    ws, status, head = await RawWS.handshake(
+def _bomb(size: int = 64 * 1024 * 1024) -> bytes:
+    """``size`` zero bytes as one permessage-deflate message (tail removed): 64 MiB
+    deflate to ~64 KB."""
+    bomb = zlib.compressobj(wbits=-15)
+    return (bomb.compress(b"\x00" * size) + bomb.flush(zlib.Z_SYNC_FLUSH))[:-4]
+
+
+async def test_B2_deflate_bomb_closes_1009_while_inflating(srv: RunningServer) -> None:
+    # Shipped settings: REALTIME_COMPRESSION=shared negotiates permessage-deflate. The
+    # inflater is given the message size limit (64 KiB): it stops there and the
+    # connection closes with 1009, having inflated at most 64 KiB of the 64 MiB.
+    async with await WSClient.connect(srv.premium_url) as other:
+        await other.subscribe("matches")
+        ws, status, head = await RawWS.handshake(
+            srv.port, headers={"Sec-WebSocket-Extensions": "permessage-deflate"}
+        )
+        assert status == 101
+        assert "permessage-deflate; server_no_context_takeover" in head
+        ws.send(0x1, _bomb()[:60_000], rsv1=True)
+        code, reason, _ = await ws.until_close()
+        assert code == 1009, reason
+        ws.close()
+        await bystander_receives(srv, other)
+
+
+async def test_B2_fragmented_deflate_bomb_closes_1009(srv: RunningServer) -> None:
+    # Each fragment is small; the size of the message inflated so far is what counts.
+    ws, status, _ = await RawWS.handshake(
         srv.port, headers={"Sec-WebSocket-Extensions": "permessage-deflate"}
     )
-    assert status == 101 and "sec-websocket-extensions" not in head.lower()
-    # 64 MiB of zeros deflate to ~64 KB; without the extension the frame is refused
-    # before anything is inflated.
-    import zlib
-
-    bomb = zlib.compressobj(wbits=-15)
-    body = bomb.compress(b"\x00" * (64 * 1024 * 1024)) + bomb.flush(zlib.Z_SYNC_FLUSH)
-    ws.send(0x1, body[:-4][:60_000], rsv1=True)
-    code, _, _ = await ws.until_close()
-    assert code == 1002
+    assert status == 101
+    body = _bomb()
+    # ~16 KiB inflated per 16-byte fragment: the fifth passes the 64 KiB limit. One
+    # write, so nothing is left unread when the server closes (else a TCP reset may
+    # overtake the close frame).
+    frames = [ws.frame(0x1, body[:16], fin=False, rsv1=True)]
+    frames += [ws.frame(0x0, body[i : i + 16], fin=False) for i in range(16, 16 * 5, 16)]
+    ws.writer.write(b"".join(frames))
+    code, reason, _ = await ws.until_close()
+    assert code == 1009, reason
     ws.close()
+
+
+async def test_B2_compression_off_never_negotiates_and_compressed_frames_close_1002() -> None:
+    with running_server(compression="off") as off:
+        ws, status, head = await RawWS.handshake(
+            off.port, headers={"Sec-WebSocket-Extensions": "permessage-deflate"}
+        )
+        assert status == 101 and "sec-websocket-extensions" not in head.lower()
+        # Without the extension the frame is refused before anything is inflated.
+        ws.send(0x1, _bomb()[:60_000], rsv1=True)
+        code, _, _ = await ws.until_close()
+        assert code == 1002
+        ws.close()
 
 
 @pytest.mark.parametrize(

@@ -103,6 +103,7 @@ async def test_json_lines_carry_connection_user_and_correlation_ids() -> None:
                 sock=sock,
                 max_queue=1,
                 close_timeout=0.5 * UNIT,
+                compression=None,  # the padding must fill the socket, not deflate to nothing
             )
             slow_id = orjson.loads(await slow.recv())["data"]["connection_id"]
             await slow.send('{"type":"subscribe","id":1,"data":{"subscription_type":"matches"}}')

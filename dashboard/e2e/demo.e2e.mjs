@@ -169,6 +169,13 @@ try {
     { timeout: T(15000) },
   );
   log("probability update shown");
+  // The browser offered permessage-deflate and the server took it: the live events it
+  // shows arrived as shared compressed frames (messages compressed once each, counted).
+  const compression = (await (await fetch(`${base}/realtime/stats`)).json()).compression;
+  if (compression.mode !== "shared" || !(compression.messages_compressed > 0)) {
+    throw new Error(`no compressed frames sent to the browser: ${JSON.stringify(compression)}`);
+  }
+  log(`compressed: ${compression.messages_compressed} messages, ${compression.bytes_saved_per_copy} bytes saved per copy`);
   await page.waitForSelector('[data-testid="feed"] li[data-type="match_score_changed"]', { timeout: T(5000) });
 
   mkdirSync(ARTIFACTS, { recursive: true });

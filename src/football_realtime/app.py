@@ -69,6 +69,7 @@ class Realtime(RealtimeService):
             on_slow_consumer=self.on_slow_consumer,
             on_shutdown=self.close_for_shutdown,
             preset=preset,
+            deflate=self.deflate,
         )
 
     def ws_routes(self, prefix: str = "/realtime") -> dict[str, ASGIApp]:

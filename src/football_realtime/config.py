@@ -121,10 +121,24 @@ class Settings(BaseSettings):
         "port + k for its own `/metrics` and stats. Above 1 a Redis broker is required "
         "(memory:// keeps events in one process); docs/scaling.md.",
     )
+    compression: Literal["off", "shared"] = Field(
+        "shared",
+        description="permessage-deflate (RFC 7692) on `serve`'s WebSocket layer. `shared`: "
+        "negotiated when the client offers it, answered with `server_no_context_takeover`, "
+        "so each message is compressed on its own, once per event and tier view, and the "
+        "same compressed frame goes to every connection that negotiated it. `off`: never "
+        "negotiated (a compressed client frame closes with 1002).",
+    )
+    compression_min_bytes: Annotated[int, Field(ge=0, le=16 * 1024 * 1024)] = Field(
+        80,
+        description="With compression: messages shorter than this many bytes go "
+        "uncompressed (below ~80 bytes of JSON, deflate does not make a frame smaller).",
+    )
     fast_transport: bool = Field(
         True,
-        description="`serve` runs the WebSocket layer that writes pre-built frames "
-        "straight to the socket. False: uvicorn's stock websockets-sansio layer.",
+        description="`serve`'s WebSocket layer offers the service direct writes of "
+        "pre-built frames to the socket. False: the same layer without them (the service "
+        "sends through the ASGI interface, a writer task per connection).",
     )
 
     # -- security (docs/security.md) ---------------------------------------------

@@ -277,6 +277,7 @@ async def test_queue_depth_and_slow_consumer_drop() -> None:
             max_queue=1,
             open_timeout=TIMEOUT,
             close_timeout=0.5 * UNIT,
+            compression=None,  # the padding must fill the socket, not deflate to nothing
         )
         await slow.send(
             orjson.dumps(

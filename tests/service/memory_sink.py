@@ -4,6 +4,7 @@ play a socket that stops and resumes taking data."""
 
 from __future__ import annotations
 
+import zlib
 from typing import Any
 
 import orjson
@@ -11,18 +12,23 @@ import orjson
 from football_realtime.brokers.base import PublishedEvent
 from football_realtime.core.encoding import dumps
 from football_realtime.core.events import EVENT_STREAM, EventType
-from football_realtime.service.connection import Connection
+from football_realtime.service.connection import Connection, SharedDeflate
 
 
 def frame_payload(frame: bytes) -> bytes:
-    """The payload of one unmasked server text frame."""
-    assert frame[0] == 0x81, frame[:2]
+    """The payload of one unmasked server text frame; a compressed one (RSV1,
+    permessage-deflate without context takeover) inflated."""
+    assert frame[0] in (0x81, 0xC1), frame[:2]
     n = frame[1] & 0x7F
     if n == 126:
-        return frame[4:]
-    if n == 127:
-        return frame[10:]
-    return frame[2:]
+        body = frame[4:]
+    elif n == 127:
+        body = frame[10:]
+    else:
+        body = frame[2:]
+    if frame[0] & 0x40:
+        return zlib.decompressobj(-15).decompress(body + b"\x00\x00\xff\xff")
+    return body
 
 
 class MemorySink:
@@ -54,9 +60,10 @@ def connection(
     buffer_limit: int = 1 << 20,
     batch: bool = False,
     view: str | None = None,
+    deflate: SharedDeflate | None = None,
 ) -> tuple[Connection, MemorySink]:
     sink = MemorySink()
-    conn = Connection(conn_id, user_id, None, sink, buffer_limit, batch=batch)
+    conn = Connection(conn_id, user_id, None, sink, buffer_limit, batch=batch, deflate=deflate)
     conn.view = view
     return conn, sink
 

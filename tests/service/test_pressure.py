@@ -64,6 +64,7 @@ async def stalled_client(srv: RunningServer, batch: bool = False) -> tuple[WSCli
         max_size=None,
         ping_interval=None,
         open_timeout=TIMEOUT,
+        compression=None,  # the padding must fill the socket, not deflate to nothing
     )
     return WSClient(ws), uid
 

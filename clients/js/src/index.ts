@@ -33,6 +33,7 @@ export type {
   SubscriptionFilterInput,
   WebSocketLike,
   WebSocketConstructor,
+  WebSocketNodeOptions,
   TokenSource,
   WebSocketServiceOptions,
 } from './types.js';

@@ -171,6 +171,7 @@ const DEFAULTS = {
   connectTimeout: 10_000,
   requestTimeout: 10_000,
   autoConnect: true,
+  compression: true,
 };
 
 /**
@@ -436,7 +437,13 @@ export class WebSocketService {
         if (gen !== this.generation) return;
         let ws: WebSocketLike;
         try {
-          ws = new this.WS(this.buildUrl(token));
+          const url = this.buildUrl(token);
+          // Offering compression is the default of every implementation (browsers, Node's
+          // built-in WebSocket, `ws`): only a refusal is passed, as `ws` takes it. An empty
+          // protocol list is "no subprotocol" everywhere (browsers ignore the options).
+          ws = this.options.compression
+            ? new this.WS(url)
+            : new this.WS(url, [], { perMessageDeflate: false });
         } catch (err) {
           this.wanted = false;
           this.clientError('connection_error', `cannot open ${this.options.url}: ${String(err)}`);

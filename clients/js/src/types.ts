@@ -155,7 +155,18 @@ export interface WebSocketLike {
   close(code?: number, reason?: string): void;
 }
 
-export type WebSocketConstructor = new (url: string) => WebSocketLike;
+/** Options a Node WebSocket implementation may take as its third argument (`ws`);
+ *  browsers and Node's built-in WebSocket ignore it. */
+export interface WebSocketNodeOptions {
+  /** `ws`: offer permessage-deflate (RFC 7692). */
+  perMessageDeflate?: boolean;
+}
+
+export type WebSocketConstructor = new (
+  url: string,
+  protocols?: string | string[],
+  options?: WebSocketNodeOptions,
+) => WebSocketLike;
 
 export type TokenSource =
   | string
@@ -191,6 +202,12 @@ export interface WebSocketServiceOptions {
   autoConnect?: boolean | undefined;
   /** WebSocket implementation; defaults to `globalThis.WebSocket` (Node 20: pass `ws`). */
   WebSocket?: WebSocketConstructor | undefined;
+  /** Offer permessage-deflate compression (default true, as every implementation
+   *  does by itself). `false` is given to a Node `ws` implementation as
+   *  `perMessageDeflate: false`; browsers (and Node's built-in WebSocket) always offer
+   *  it and ignore this. A server that does not accept the offer sends plain frames;
+   *  the client works the same. */
+  compression?: boolean | undefined;
   /** Source of randomness for backoff jitter (tests). */
   random?: (() => number) | undefined;
 }

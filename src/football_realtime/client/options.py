@@ -40,6 +40,7 @@ class ClientOptions:
     max_message_size: int
     on_recovery_failed: Callable[[RecoveryFailed], object] | None
     connect_kwargs: dict[str, Any]
+    compression: bool = True
 
     @classmethod
     def checked(
@@ -61,6 +62,7 @@ class ClientOptions:
         max_message_size: int,
         on_recovery_failed: Callable[[RecoveryFailed], object] | None,
         connect_kwargs: Mapping[str, Any] | None,
+        compression: bool = True,
     ) -> ClientOptions:
         """The options, or ``ValueError`` naming the first one that cannot work."""
         scheme = urlsplit(url).scheme
@@ -91,6 +93,7 @@ class ClientOptions:
             max_message_size=max_message_size,
             on_recovery_failed=on_recovery_failed,
             connect_kwargs=dict(connect_kwargs or {}),
+            compression=compression,
         )
 
 

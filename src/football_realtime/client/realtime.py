@@ -90,6 +90,7 @@ class RealtimeClient:
     max_message_size = Option[int]()
     on_recovery_failed = Option[Callable[[RecoveryFailed], object] | None]()
     connect_kwargs = Option[dict[str, Any]]()
+    compression = Option[bool]()
 
     def __init__(
         self,
@@ -113,6 +114,7 @@ class RealtimeClient:
         max_message_size: int = 4 * 1024 * 1024,
         on_recovery_failed: Callable[[RecoveryFailed], object] | None = None,
         connect_kwargs: Mapping[str, Any] | None = None,
+        compression: bool = True,
     ) -> None:
         options = ClientOptions.checked(
             url,
@@ -132,6 +134,7 @@ class RealtimeClient:
             max_message_size,
             on_recovery_failed,
             connect_kwargs,
+            compression,
         )
         self._options = options
         self.stats = ClientStats()

@@ -161,7 +161,9 @@ class Supervisor:
         kw: dict[str, Any] = {
             "open_timeout": o.open_timeout,
             "ping_interval": None,  # liveness is our heartbeat's job
-            "compression": None,
+            # permessage-deflate offered (websockets' client: window bits left to
+            # the server); a server that does not answer it sends plain frames.
+            "compression": "deflate" if o.compression else None,
             "max_size": o.max_message_size,
             "close_timeout": o.heartbeat_timeout,
             "additional_headers": headers or None,

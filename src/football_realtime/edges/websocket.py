@@ -28,7 +28,13 @@ from ..core.protocol import ProtocolError
 from ..core.subscriptions import SubscriptionFilter
 from ..logs import bind_connection
 from ..service.admission import Admission, Refused
-from ..service.connection import FRAME_TRANSPORT, Connection, FrameTransport, Sink
+from ..service.connection import (
+    FRAME_TRANSPORT,
+    Connection,
+    FrameTransport,
+    SharedDeflate,
+    Sink,
+)
 from ..service.hub import Hub, new_connection_id
 from ..service.requests import RequestHandler
 from ..service.sessions import Sessions
@@ -158,6 +164,7 @@ class WebSocketEndpoint:
         on_slow_consumer: Callable[[Connection], None],
         on_shutdown: Callable[[Connection], None],
         preset: SubscriptionType | None = None,
+        deflate: SharedDeflate | None = None,
     ) -> None:
         self.settings = settings
         self.hub = hub
@@ -169,6 +176,9 @@ class WebSocketEndpoint:
         #: Graceful shutdown of one connection (``connection_status`` closing, 1012).
         self.on_shutdown = on_shutdown
         self.preset = preset
+        #: Compressed frames for connections whose transport negotiated
+        #: permessage-deflate (fast path; REALTIME_COMPRESSION=shared).
+        self.deflate = deflate
 
     async def __call__(self, websocket: WebSocket) -> None:
         hub = self.hub
@@ -225,6 +235,7 @@ class WebSocketEndpoint:
             f"{client.host}:{client.port}" if client else None,
             batch=batch,
             on_overflow=self.on_slow_consumer,
+            deflate=self.deflate if fast is not None and fast.deflate else None,
         )
         if fast is not None:
             fast.on_writable = conn.writable_changed

@@ -52,6 +52,7 @@ def ws_protocol(
         max_pings_per_second=settings.max_pings_per_second,
         fast_path=fast if fast is not None else settings.fast_transport,
         routes=routes,
+        compression=settings.compression != "off",
     )
     return type(
         "RealtimeWebSocketProtocol", (WebSocketProtocol,), {"__slots__": (), "layer": layer}
@@ -108,7 +109,9 @@ def uvicorn_config(
         "ws_max_size": settings.max_message_size,
         "ws_ping_interval": settings.ping_interval,
         "ws_ping_timeout": settings.ping_timeout,
-        # Off: compression costs memory per connection and opens decompression bombs.
+        # Read by uvicorn's own WebSocket layers only (a deflate stream per connection);
+        # ours does not read it and negotiates shared compression itself
+        # (REALTIME_COMPRESSION, WebSocketLayer).
         "ws_per_message_deflate": False,
         "log_level": settings.log_level,
         "access_log": settings.access_log,

@@ -14,10 +14,66 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
+from websockets.extensions import ServerExtensionFactory
+from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
+
 from ..timerwheel import TimerWheel
 
 #: ASGI apps called directly for their exact path, instead of the app's full stack.
 NativeRoutes = Mapping[str, Callable[[Any, Any, Any], Awaitable[None]]]
+
+#: The LZ77 window a client may use for the messages it compresses, when it lets the
+#: server choose (it offers ``client_max_window_bits``, as browsers, websockets and
+#: Node ``ws`` do): 4 KiB instead of 32 KiB to inflate one of its messages. Client
+#: messages are small JSON requests; the ratio does not suffer.
+CLIENT_MAX_WINDOW_BITS = 12
+
+
+def deflate_extensions() -> list[ServerExtensionFactory]:
+    """The permessage-deflate offer a server with compression accepts (RFC 7692).
+
+    * ``server_no_context_takeover``: each server message is compressed on its own, so
+      one compressed frame serves every connection (and no compressor is kept per
+      connection);
+    * ``client_no_context_takeover``: the client's messages too, so no inflater is
+      kept per connection between messages either (an idle connection holds no zlib
+      state);
+    * ``client_max_window_bits`` = :data:`CLIENT_MAX_WINDOW_BITS` when the client
+      offers the parameter; a client that does not gets the RFC's 15 bits.
+
+    A client that asks for ``server_max_window_bits`` below 15 still negotiates (its
+    own messages are inflated), but receives uncompressed frames (see
+    :func:`shared_frames_allowed`). Inflated sizes are bounded by the message size
+    limit while inflating (websockets' ``PerMessageDeflate.decode`` is given the
+    remaining ``max_size``): a deflate bomb closes with 1009.
+    """
+    return [
+        ServerPerMessageDeflateFactory(
+            server_no_context_takeover=True,
+            client_no_context_takeover=True,
+            client_max_window_bits=CLIENT_MAX_WINDOW_BITS,
+        )
+    ]
+
+
+def shared_frames_allowed(extensions_header: str | None) -> bool:
+    """Whether a handshake response's ``Sec-WebSocket-Extensions`` value lets the server
+    send the shared compressed frames: permessage-deflate with
+    ``server_no_context_takeover`` and no ``server_max_window_bits`` below 15."""
+    if not extensions_header:
+        return False
+    name, *params = (part.strip() for part in extensions_header.split(";"))
+    if name != "permessage-deflate":
+        return False
+    takeover = True
+    for param in params:
+        key, _, value = param.partition("=")
+        key = key.strip()
+        if key == "server_no_context_takeover":
+            takeover = False
+        elif key == "server_max_window_bits" and value.strip().strip('"') != "15":
+            return False
+    return not takeover
 
 
 class KeepaliveItem(Protocol):
@@ -68,6 +124,7 @@ class WebSocketLayer:
         fast_path: bool = True,
         routes: NativeRoutes | None = None,
         close_timeout: float = 10.0,
+        compression: bool = False,
     ) -> None:
         self.max_fragments = max_fragments
         self.max_pings_per_second = max_pings_per_second
@@ -75,6 +132,11 @@ class WebSocketLayer:
         self.fast_path = fast_path
         self.routes: NativeRoutes = dict(routes) if routes and fast_path else {}
         self.close_timeout = close_timeout
+        #: The extensions offered to websockets' handshake (permessage-deflate when
+        #: ``compression``; see :func:`deflate_extensions`), shared by every connection.
+        self.extensions: list[ServerExtensionFactory] | None = (
+            deflate_extensions() if compression else None
+        )
         self.connections: set[LayerConnection] = set()
         #: Set during shutdown, done when the last connection is lost.
         self.closed_all: asyncio.Future[None] | None = None
@@ -150,4 +212,12 @@ def _keepalive_due(proto: KeepaliveItem) -> None:
     proto.keepalive_due()
 
 
-__all__ = ["KeepaliveItem", "LayerConnection", "NativeRoutes", "WebSocketLayer"]
+__all__ = [
+    "CLIENT_MAX_WINDOW_BITS",
+    "KeepaliveItem",
+    "LayerConnection",
+    "NativeRoutes",
+    "WebSocketLayer",
+    "deflate_extensions",
+    "shared_frames_allowed",
+]

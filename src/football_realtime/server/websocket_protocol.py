@@ -15,6 +15,9 @@ sans-I/O API (``ServerProtocol``: ``receive_data``, ``receive_eof``,
 
 What it adds to a plain ASGI WebSocket server (docs/security.md, docs/performance.md):
 
+* permessage-deflate (RFC 7692) when the layer has ``compression``: negotiated by
+  websockets' ``ServerPerMessageDeflateFactory`` (``websocket_layer.deflate_extensions``),
+  and ``deflate`` tells the service it may write the shared compressed frames;
 * the fast path, through the ASGI scope extension ``football_realtime.transport``
   (``connection.FrameTransport``): direct writes of pre-built frames, flow-control
   callbacks that drive the connection's outbound buffer (no task or await per
@@ -63,7 +66,7 @@ from ..service.connection import FRAME_TRANSPORT
 from .transport_view import TransportView
 from .waiters import Flag, Inbox
 from .websocket_asgi import AsgiBridge, ClientDisconnected
-from .websocket_layer import NativeRoutes, WebSocketLayer
+from .websocket_layer import NativeRoutes, WebSocketLayer, shared_frames_allowed
 
 _BAD_REQUEST_TEXT = "Failed to open a WebSocket connection: invalid HTTP request.\n"
 
@@ -91,6 +94,7 @@ class WebSocketProtocol(AsgiBridge):
         self.server: tuple[str, int | None] | None = None
         self.task: asyncio.Task[None] | None = None
         self.response: Response | None = None
+        self.deflate = False
         self.initial_response: tuple[int, list[tuple[str, str]], bytes] | None = None
         self.inbox = Inbox()
         # Created when writing first pauses.
@@ -217,7 +221,9 @@ class WebSocketProtocol(AsgiBridge):
         """The upgrade request uvicorn hands over: websockets reads and checks it
         (``receive_data``, ``accept``); the response waits for the app."""
         layer = self.layer
-        conn = ServerProtocol(max_size=layer.max_size, logger=layer.ws_logger)
+        conn = ServerProtocol(
+            extensions=layer.extensions, max_size=layer.max_size, logger=layer.ws_logger
+        )
         conn.receive_data(data)
         events = conn.events_received()
         if conn.handshake_exc is not None or not events:
@@ -249,6 +255,8 @@ class WebSocketProtocol(AsgiBridge):
             return
         self.conn = conn
         self.response = response  # sent when the app accepts
+        if layer.extensions is not None:
+            self.deflate = shared_frames_allowed(response.headers.get("Sec-WebSocket-Extensions"))
         raw_headers = [
             (name.encode("ascii"), value.encode("iso-8859-1"))
             for name, value in request.headers.raw_items()

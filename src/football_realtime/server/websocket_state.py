@@ -33,6 +33,7 @@ class ConnectionState(asyncio.Protocol):
         "close_sent",
         "close_timer",
         "conn",
+        "deflate",
         "disconnected",
         "frag_open",
         "frag_skip",
@@ -75,6 +76,9 @@ class ConnectionState(asyncio.Protocol):
     task: asyncio.Task[None] | None
     #: The 101 response, sent when the app accepts.
     response: Response | None
+    #: permessage-deflate negotiated so that shared compressed frames may be written
+    #: (``service.connection.FrameTransport.deflate``).
+    deflate: bool
     #: An HTTP response the app sends instead of accepting (status, headers, body).
     initial_response: tuple[int, list[tuple[str, str]], bytes] | None
     inbox: Inbox

@@ -13,6 +13,12 @@ go straight to the socket while it keeps up, otherwise into a bounded
 Under pressure (only while the buffer holds something): keyed events are conflated
 (``core/conflation.py``), and a connection that asked for batching (``batch=1``)
 receives what has queued up as one frame holding a JSON array of messages.
+
+Compression (permessage-deflate without server context takeover, RFC 7692): a
+connection whose transport negotiated it holds the service's :class:`SharedDeflate`
+in ``deflate``; every frame it writes is the message's compressed frame, built once
+per :class:`Encoded` and shared by every connection that writes the same message.
+Connections without compression pay one attribute test.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from collections.abc import Callable, Hashable
 from typing import Any, Protocol
 
 from ..core.close_codes import CloseCode
-from ..core.encoding import batch_payload, mark_conflated, text_frame
+from ..core.encoding import batch_payload, deflated_text_frame, mark_conflated, text_frame
 from ..core.outbound import OutboundBuffer
 from ..core.subscriptions import Subscription
 from ..stats import ServiceStats
@@ -37,14 +43,46 @@ BATCH_MAX_BYTES = 65536
 
 class Encoded:
     """One message serialised once, with the frame that carries it; shared by every
-    connection that receives it."""
+    connection that receives it. ``zframe``: its compressed frame, built by
+    :class:`SharedDeflate` when a compressing connection first writes it."""
 
-    __slots__ = ("frame", "payload", "size")
+    __slots__ = ("frame", "payload", "size", "zframe")
 
     def __init__(self, payload: bytes) -> None:
         self.payload = payload
         self.size = len(payload)
         self.frame = text_frame(payload)
+        self.zframe: bytes | None = None
+
+
+class SharedDeflate:
+    """The frames of connections that negotiated permessage-deflate: a message's
+    compressed frame (RSV1, no context takeover: it depends on the message alone),
+    built once per message and kept on its :class:`Encoded`, so one event costs one
+    deflate per tier view however many connections receive it. Messages shorter than
+    ``min_bytes`` go as the plain frame (RFC 7692 lets each message choose)."""
+
+    __slots__ = ("compressed", "level", "min_bytes", "saved")
+
+    def __init__(self, min_bytes: int, level: int = 6) -> None:
+        self.min_bytes = min_bytes
+        self.level = level
+        #: Messages compressed, and bytes they saved (per message, not per delivery).
+        self.compressed = 0
+        self.saved = 0
+
+    def frame(self, enc: Encoded) -> bytes:
+        """The frame a compressing connection writes for ``enc``."""
+        z = enc.zframe
+        if z is None:
+            if enc.size < self.min_bytes:
+                z = enc.frame
+            else:
+                z = deflated_text_frame(enc.payload, self.level)
+                self.compressed += 1
+                self.saved += len(enc.frame) - len(z)
+            enc.zframe = z
+        return z
 
 
 #: ASGI scope extension under which a server offers a :class:`FrameTransport`
@@ -64,6 +102,10 @@ class FrameTransport(Protocol):
     on_lost: Callable[[], None] | None
     #: Called on graceful server shutdown, before the server closes with 1012.
     on_shutdown: Callable[[], None] | None
+    #: True when the connection negotiated permessage-deflate with
+    #: ``server_no_context_takeover`` and a 15-bit server window: frames written may be
+    #: compressed ones (RSV1) built once for every such connection.
+    deflate: bool
 
     @property
     def write(self) -> Callable[[bytes], object]:
@@ -101,6 +143,7 @@ class Connection:
         "closing",
         "connected_at",
         "connected_mono",
+        "deflate",
         "direct",
         "drain_waiter",
         "epochs",
@@ -132,7 +175,10 @@ class Connection:
         client_addr: str | None = None,
         batch: bool = False,
         on_overflow: Callable[[Connection], None] | None = None,
+        deflate: SharedDeflate | None = None,
     ) -> None:
+        """``deflate``: the service's compressor when this connection's transport
+        negotiated permessage-deflate (fast path only), else None."""
         self.id = conn_id
         self.user_id = user_id
         self.session_id = session_id
@@ -173,6 +219,7 @@ class Connection:
         # The socket's write while it keeps up and nothing is queued, else None: the
         # whole fast path of send() is one attribute test.
         self.direct = sink.direct if sink.writable else None
+        self.deflate = deflate
 
     def send(self, enc: Encoded, key: Hashable | None = None) -> bool:
         """Queue one message without waiting. False if the connection is closing."""
@@ -182,7 +229,12 @@ class Connection:
         self.bytes_sent += enc.size
         direct = self.direct
         if direct is not None:
-            direct(enc.frame)
+            deflate = self.deflate
+            if deflate is None:
+                direct(enc.frame)
+            else:  # the compressed frame, built by the first connection that wrote it
+                z = enc.zframe
+                direct(z if z is not None else deflate.frame(enc))
             return True
         out = self.out
         conflated = out.conflated
@@ -236,9 +288,11 @@ class Connection:
         """Move queued messages to the socket while it accepts them (fast sink)."""
         out = self.out
         sink = self.sink
+        deflate = self.deflate
         while out and sink.writable:
             # Only called from resume_writing: what is queued waited behind the socket.
-            sink.write(self.next_message().frame)
+            enc = self.next_message()
+            sink.write(enc.frame if deflate is None else deflate.frame(enc))
         if not out:
             if sink.writable:
                 self.direct = sink.direct

@@ -39,7 +39,7 @@ from ..logs import CURRENT_EVENT, bind_correlation_id, reset_correlation_id
 from ..stats import ServiceStats
 from .admission import Admission
 from .cluster import ClusterRegistry
-from .connection import Connection
+from .connection import Connection, SharedDeflate
 from .control import ClusterControl, ControlStore, MemoryControlStore, RedisControlStore
 from .hub import Hub
 from .recovery import Recovery
@@ -77,6 +77,11 @@ class RealtimeService:
             s.cluster_heartbeat_interval,
         )
         self.views = TierViews(policy)
+        #: Compressed frames for connections that negotiated permessage-deflate
+        #: (REALTIME_COMPRESSION=shared), built once per message.
+        self.deflate: SharedDeflate | None = (
+            SharedDeflate(s.compression_min_bytes) if s.compression == "shared" else None
+        )
         self.hub = Hub(
             self.stats,
             max_subscriptions=s.max_subscriptions_per_connection,
@@ -261,6 +266,14 @@ class RealtimeService:
         snap["closed_by_code"] = {str(k): v for k, v in self.stats.closed_by_code.items()}
         snap["received_by_type"] = dict(self.stats.received_by_type)
         snap["broker_errors_by_operation"] = dict(self.stats.broker_errors)
+        deflate = self.deflate
+        snap["compression"] = {
+            "mode": self.settings.compression,
+            "min_bytes": self.settings.compression_min_bytes,
+            # Per message (once per event and view), not per delivery.
+            "messages_compressed": deflate.compressed if deflate is not None else 0,
+            "bytes_saved_per_copy": deflate.saved if deflate is not None else 0,
+        }
         return snap
 
     def on_slow_consumer(self, conn: Connection) -> None:

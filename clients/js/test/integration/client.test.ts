@@ -14,11 +14,13 @@ const wsUrl = inject('realtimeWsUrl');
 
 /** `ws` with a record of every socket and every frame the client sent. */
 function recordingWebSocket() {
-  const rec = { sockets: [] as WS[], sent: [] as Record<string, any>[] }; // eslint-disable-line @typescript-eslint/no-explicit-any
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  const rec = { sockets: [] as WS[], sent: [] as Record<string, any>[], extensionHeaders: [] as (string | undefined)[] };
   class RecordingWebSocket extends WS {
-    constructor(url: string) {
-      super(url);
+    constructor(url: string, protocols?: string | string[], options?: WS.ClientOptions) {
+      super(url, protocols, options);
       rec.sockets.push(this);
+      this.on('upgrade', (res) => rec.extensionHeaders.push(res.headers['sec-websocket-extensions']));
     }
     override send(data: unknown, ...rest: unknown[]): void {
       rec.sent.push(JSON.parse(String(data)));
@@ -88,6 +90,40 @@ describe('against the real server', () => {
     expect(statuses).toEqual(['client:connecting', 'client:open', 'server:connected']);
     const stats = await svc.getStats();
     expect(stats.connection).toMatchObject({ user_id: 'user123', connection_id: svc.connectionId });
+  });
+
+  it('offers permessage-deflate by default; with and without it the same events arrive', async () => {
+    const on = make();
+    const off = make({ compression: false });
+    const [m] = matchIds(1) as [number];
+    const got: Record<string, number[]> = { on: [], off: [] };
+    for (const [name, { svc }] of [['on', on], ['off', off]] as const) {
+      svc.on('prediction_created', (e) => got[name]!.push(e.data.match_id));
+      await svc.subscribe(['prediction_created'], { match_ids: [m] }).ready;
+    }
+    expect(on.rec.sockets[0]!.extensions).toBe('permessage-deflate');
+    expect(on.rec.extensionHeaders).toEqual([
+      'permessage-deflate; server_no_context_takeover; client_no_context_takeover; client_max_window_bits=12',
+    ]);
+    expect(off.rec.sockets[0]!.extensions).toBe('');
+    expect(off.rec.extensionHeaders).toEqual([undefined]);
+    await broadcast(httpUrl, prediction(m, 0.8));
+    await broadcast(httpUrl, prediction(m, 0.9, 'second'));
+    await until(() => expect(got).toEqual({ on: [m, m], off: [m, m] }));
+  });
+
+  it('keeps working with a server that refuses compression', async () => {
+    const server = await new RealServer(await freePort(), { REALTIME_COMPRESSION: 'off' }).start();
+    servers.push(server);
+    const { svc, rec } = make({ url: server.wsUrl });
+    const [m] = matchIds(1) as [number];
+    const got: number[] = [];
+    svc.on('prediction_created', (e) => got.push(e.data.match_id));
+    await svc.subscribe(['prediction_created'], { match_ids: [m] }).ready;
+    expect(rec.sockets[0]!.extensions).toBe('');
+    expect(rec.extensionHeaders).toEqual([undefined]);
+    await broadcast(server.httpUrl, prediction(m, 0.8));
+    await until(() => expect(got).toEqual([m]));
   });
 
   it('subscribes with filters (the seed example) and receives only matching events', async () => {
