@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections import OrderedDict, deque
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
@@ -19,8 +20,18 @@ SNAPSHOT_KEYS = 10_000  # (event_type, match) entries kept per stream
 class MemoryBroker:
     name = "memory"
 
-    def __init__(self, *, history_size: int, history_ttl: float) -> None:
+    def __init__(
+        self,
+        *,
+        history_size: int,
+        history_ttl: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """``clock``: the time sessions expire by (a test may pass a fake one)."""
         self.history_size = history_size
+        self.clock = clock
+        #: Durable sessions (StoresSessions): id -> (expires at, owner, state).
+        self._sessions: dict[str, tuple[float, str | None, bytes]] = {}
         self.history_ttl = history_ttl
         self._deliver: Deliver | None = None
         self._offsets: dict[SubscriptionType, int] = dict.fromkeys(SubscriptionType, 0)
@@ -102,3 +113,34 @@ class MemoryBroker:
 
     async def healthy(self) -> bool:
         return True
+
+    # -- durable sessions (StoresSessions) -------------------------------------------
+
+    def _live_session(self, session_id: str) -> tuple[float, str | None, bytes] | None:
+        entry = self._sessions.get(session_id)
+        if entry is not None and entry[0] <= self.clock():
+            del self._sessions[session_id]
+            return None
+        return entry
+
+    async def load_session(self, session_id: str) -> bytes | None:
+        entry = self._live_session(session_id)
+        return None if entry is None else entry[2]
+
+    async def save_session(
+        self, session_id: str, state: bytes, ttl: float, owner: str | None
+    ) -> None:
+        self._sessions[session_id] = (self.clock() + ttl, owner, state)
+
+    async def touch_sessions(self, sessions: Sequence[tuple[str, str | None]], ttl: float) -> None:
+        until = self.clock() + ttl
+        for session_id, _ in sessions:
+            entry = self._live_session(session_id)
+            if entry is not None:
+                self._sessions[session_id] = (until, entry[1], entry[2])
+
+    async def count_sessions(self, owner: str) -> int:
+        now = self.clock()
+        for sid in [k for k, v in self._sessions.items() if v[0] <= now]:
+            del self._sessions[sid]
+        return sum(1 for v in self._sessions.values() if v[1] == owner)

@@ -9,7 +9,7 @@ Construction order follows the dependencies, and each component receives the one
 it uses (nothing is assigned after construction)::
 
     stats, broker ─┐
-    tier views ────┼─> hub ─> control ─> admission ─> sessions ─> recovery ─> requests
+    tier views ────┼─> hub ─> control ─> admission ─> sessions ─> recovery ─> durable sessions ─> requests
     registry ──────┘
 """
 
@@ -21,7 +21,7 @@ from typing import Any
 
 from ..auth import TokenVerifier
 from ..brokers import Broker, PublishResult, create_broker
-from ..brokers.base import BrokerUnavailable, PublishedEvent, SharesRedis
+from ..brokers.base import BrokerUnavailable, PublishedEvent, SharesRedis, StoresSessions
 from ..config import Settings
 from ..core.close_codes import CloseCode
 from ..core.encoding import dumps, server_message
@@ -41,6 +41,7 @@ from .admission import Admission
 from .cluster import ClusterRegistry
 from .connection import Connection
 from .control import ClusterControl, ControlStore, MemoryControlStore, RedisControlStore
+from .durable_sessions import DurableSessions
 from .hub import Hub
 from .recovery import Recovery
 from .requests import RequestHandler
@@ -104,8 +105,11 @@ class RealtimeService:
         )
         self.sessions = Sessions(s, self.hub, self.stats, self.admission, self.control)
         self.recovery = Recovery(self.broker, self.hub, self.sessions, self.stats)
+        if not isinstance(self.broker, StoresSessions):
+            raise TypeError(f"the {self.broker.name} broker cannot store durable sessions")
+        self.durable = DurableSessions(s, self.broker, self.hub, self.recovery, self.stats)
         self.requests = RequestHandler(
-            self.hub, self.sessions, self.recovery, self.stats, self.stats_snapshot
+            self.hub, self.sessions, self.recovery, self.durable, self.stats, self.stats_snapshot
         )
         self.started = False
 
@@ -117,6 +121,7 @@ class RealtimeService:
         await self.broker.start(self.on_event, self.on_stream_reset)
         await self.cluster.start(self.stats_snapshot)
         await self.control.start()
+        await self.durable.start()
         self.started = True
 
     async def stop(self) -> None:
@@ -125,6 +130,7 @@ class RealtimeService:
         self.started = False
         for conn in list(self.hub.connections.values()):
             self.close_for_shutdown(conn)
+        await self.durable.stop()
         await self.control.stop()
         await self.cluster.stop()
         await self.broker.stop()
@@ -173,6 +179,7 @@ class RealtimeService:
         """
         st = self.stats
         st.record_consumed(ev.published_at, time.time())
+        self.durable.acks.record(ev)
         token = CURRENT_EVENT.set(ev)
         try:
             n = self.hub.deliver(ev)
@@ -261,6 +268,8 @@ class RealtimeService:
         snap["closed_by_code"] = {str(k): v for k, v in self.stats.closed_by_code.items()}
         snap["received_by_type"] = dict(self.stats.received_by_type)
         snap["broker_errors_by_operation"] = dict(self.stats.broker_errors)
+        snap["sessions_active"] = len(self.durable.open_connections)
+        snap["session_unacked_offsets"] = self.durable.unacked_offsets()
         return snap
 
     def on_slow_consumer(self, conn: Connection) -> None:
