@@ -3,13 +3,16 @@ refusals with their close codes, and resume with replay then live events."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 import websockets
 
 from ..support import RunningServer, WSClient, barrier, running_server, token
+from .test_metrics import scrape_async
 from .test_websocket import publish, score
 
 
@@ -137,3 +140,40 @@ async def test_bad_session_parameters(server: RunningServer, query: dict[str, st
     c = await WSClient.connect(server.url(**query), tier=None)
     code, msgs = await closed_with(c)
     assert code == 4500, msgs
+
+
+async def test_session_figures_in_metrics_and_stats(server: RunningServer) -> None:
+    tok = token("dora")
+    c = await WSClient.connect(server.url(session_id="new", token=tok))
+    sid = (await welcome(c))["session"]["id"]
+    res = await c.subscribe("matches")
+    epoch = res["streams"]["matches"]["epoch"]
+    await publish(server, score(1))
+    await publish(server, score(1))
+    await c.events(2)
+    await send_ack(c, epoch, 1)
+    await barrier(c)
+    await c.close()
+    again = await WSClient.connect(server.url(session_id=sid, resume="1", token=tok))
+    await welcome(again)
+    await again.events(1)  # offset 2, acknowledged by nobody yet
+    refused = await WSClient.connect(server.url(session_id=sid, resume="1", token=token("eve")))
+    await closed_with(refused)
+
+    stats = (await asyncio.to_thread(httpx.get, server.http_url + "/realtime/stats")).json()
+    m = await scrape_async(server)
+    assert stats["sessions_active"] == m.value("realtime_sessions_active") == 1
+    assert stats["sessions_created"] == m.value("realtime_sessions_created_total") == 1
+    assert stats["sessions_resumed"] == m.value("realtime_sessions_resumed_total") == 1
+    assert stats["sessions_expired"] == m.value("realtime_sessions_expired_total") == 0
+    assert (
+        stats["sessions_refused_by_reason"]
+        == m.labels("realtime_sessions_refused_total", "reason")
+        == {"owner": 1}
+    )
+    assert stats["session_unacked_offsets"] == m.value("realtime_session_unacked_offsets") == 1
+    buckets = m.buckets("realtime_ack_latency_seconds", event_type="match_score_changed")
+    assert (
+        buckets[-1][1] == stats["ack_latency_ms_by_event_type"]["match_score_changed"]["count"] == 1
+    )
+    await again.close()
