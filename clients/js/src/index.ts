@@ -35,6 +35,8 @@ export type {
   WebSocketConstructor,
   TokenSource,
   WebSocketServiceOptions,
+  DurableSession,
+  SessionStorageLike,
 } from './types.js';
 /** The envelope as publishers send it (untyped `data`). */
 export type { RealtimeEvent as RealtimeEventEnvelope } from './generated/protocol.js';
