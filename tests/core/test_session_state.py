@@ -66,3 +66,10 @@ def test_the_stored_form_round_trips() -> None:
 def test_unreadable_state_is_refused(raw: bytes) -> None:
     with pytest.raises(InvalidState):
         SessionState.decode("s" * 22, raw)
+
+
+def test_session_ids_are_redacted_from_logs_like_tokens() -> None:
+    from football_realtime.logredact import redact
+
+    line = redact(f"GET /realtime/ws?session_id={'a' * 32}&resume=1&user_id=u")
+    assert line == "GET /realtime/ws?session_id=[REDACTED]&resume=1&user_id=u"

@@ -536,6 +536,12 @@ export class WebSocketService {
             this.sendSubscribe(sub);
           }
         }
+        // The page declared what it wants (subscriptions made before the connection
+        // opened): a restored subscription nobody asked for again is removed.
+        for (const entry of this.restored.splice(0)) {
+          const id = (entry.subscription as { subscription_id?: unknown } | undefined)?.subscription_id;
+          if (typeof id === 'string') this.request('unsubscribe', { subscription_id: id }).catch(noop);
+        }
         this.resuming = false;
         this.durable?.flush();
       };

@@ -105,6 +105,23 @@ describe('durable sessions', () => {
     });
   }
 
+  it('a restored subscription the reloaded page does not ask for again is removed', async () => {
+    const m = nextMatch++;
+    const storage = new MemoryStorage();
+    const first = page(storage);
+    await first.svc.subscribe('matches', { match_ids: [m] }).ready;
+    first.svc.disconnect();
+    const second = page(storage);
+    const sub = second.svc.subscribe('matches', { match_ids: [m + 1] }); // another filter now
+    await sub.ready;
+    expect(second.svc.session?.resumed).toBe(true);
+    await until(async () =>
+      expect((await second.svc.getStats()).connection).toMatchObject({
+        subscriptions: [expect.objectContaining({ subscription_id: sub.id, filters: { match_ids: [m + 1] } })],
+      }),
+    );
+  });
+
   it('acks are coalesced and carry the stream positions the application took', async () => {
     const m = nextMatch++;
     const { svc, rec } = page(new MemoryStorage());
