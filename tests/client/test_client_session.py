@@ -52,8 +52,9 @@ async def test_acks_store_and_resume_after_a_restart(server: RunningServer, tmp_
 
     async with RealtimeClient(server.ws_url, token=tok, session_store=store, **FAST) as c2:
         assert c2.session["id"] == sid and c2.session["resumed"] is True
+        assert [u["filters"] for u in c2.unclaimed_subscriptions] == [{"match_ids": [1]}]
         sub = await c2.subscribe("matches", match_ids=[1])  # adopted, no new subscription
-        assert sub.server_id is not None
+        assert sub.server_id is not None and c2.unclaimed_subscriptions == []
         got = await take(c2, 4)
         assert offsets(got) == [5, 6, 7, 8]
         subs = server.call(

@@ -283,6 +283,15 @@ class RealtimeClient:
         }
 
     @property
+    def unclaimed_subscriptions(self) -> list[dict[str, Any]]:
+        """Subscriptions the resumed session restored on this connection that no
+        :meth:`subscribe` has adopted yet (the server's ``subscription`` objects). They
+        keep delivering to the client's iterator; ``await client.request("unsubscribe",
+        {"subscription_id": ...})`` removes one."""
+        conn = self._life.conn
+        return [dict(e["subscription"]) for e in conn.restored] if conn is not None else []
+
+    @property
     def subscriptions(self) -> list[Subscription]:
         return list(self._registry)
 
