@@ -23,7 +23,9 @@ from typing import Any
 
 REDACTED = "[REDACTED]"
 
-_QUERY_TOKEN = re.compile(r"(?i)((?:^|[?&;\s\"'])(?:token|access_token|jwt|session_id)=)[^&;\s\"']*")
+_QUERY_TOKEN = re.compile(
+    r"(?i)((?:^|[?&;\s\"'])(?:token|access_token|jwt|session_id)=)[^&;\s\"']*"
+)
 _BEARER = re.compile(r"(?i)(\bbearer\s+)[A-Za-z0-9\-._~+/]+=*")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\x80-\x9f]")
 
