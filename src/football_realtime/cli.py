@@ -29,6 +29,7 @@ from .settings_cli import (
     flag_overrides,
 )
 from .settings_reference import SettingSpec, reference, setting_specs
+from .workers import run_workers
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -173,6 +174,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print_config(args, settings, overrides)
         return 0
     if args.command == "serve":
+        if settings.workers > 1:
+            return run_workers(settings, args.ssl_certfile, args.ssl_keyfile)
         serve(settings, args.ssl_certfile, args.ssl_keyfile)
         return 0
     return EXIT_INVALID_CONFIG

@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 #: The seed's tier policy (权限控制 and 敏感数据过滤): ``free`` receives only new
@@ -113,6 +113,13 @@ class Settings(BaseSettings):
         10,
         description="Seconds `serve` waits on SIGTERM for connections and requests to finish "
         "before closing them (keep below the orchestrator's grace period).",
+    )
+    workers: Annotated[int, Field(ge=1, le=512)] = Field(
+        1,
+        description="Processes `serve` runs on one port (Linux `SO_REUSEPORT`: the kernel "
+        "spreads connections), each an instance of the cluster; worker k also answers on "
+        "port + k for its own `/metrics` and stats. Above 1 a Redis broker is required "
+        "(memory:// keeps events in one process); docs/scaling.md.",
     )
     fast_transport: bool = Field(
         True,
@@ -236,6 +243,17 @@ class Settings(BaseSettings):
         description="Largest stored state of one durable session (subscriptions with "
         "filters, positions), bytes; a subscribe that would exceed it gets `limit_exceeded`.",
     )
+
+    @model_validator(mode="after")
+    def _workers_share_a_broker(self) -> Settings:
+        if self.workers > 1 and self.broker_url.partition("://")[0] in ("memory", ""):
+            raise ValueError(
+                f"REALTIME_WORKERS={self.workers} needs a broker the processes share: "
+                f"REALTIME_BROKER_URL={self.broker_url} keeps events inside one process, so "
+                "each worker would be an island. Set REALTIME_BROKER_URL=redis://HOST:PORT/DB "
+                "(or redis+sentinel://, redis+cluster://), or run one process"
+            )
+        return self
 
     @field_validator("jwt_algorithms", "allowed_origins", mode="before")
     @classmethod

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import logging
+import socket
 import sys
 from typing import Any
 
@@ -15,6 +17,8 @@ from .app import create_app
 from .config import Settings
 from .logs import configure_logging
 from .server import uvicorn_config
+
+log = logging.getLogger("football_realtime.serving")
 
 
 def tune_gc() -> None:
@@ -43,6 +47,42 @@ def serve(
 ) -> None:
     """Run ``app`` (default: the plain service) with the settings' server options."""
     configure_logging(settings)
+    server = _server(settings, ssl_certfile, ssl_keyfile, app)
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run()
+    if not server.started:
+        sys.exit(3)  # uvicorn's STARTUP_FAILURE, as uvicorn.run does
+
+
+def serve_on(
+    settings: Settings,
+    sockets: list[socket.socket],
+    ssl_certfile: str | None = None,
+    ssl_keyfile: str | None = None,
+) -> int:
+    """Run the service on ``sockets`` (bound, not yet listening: uvicorn listens once the
+    app has started), for a worker of ``serve --workers``; its exit status: 3 (uvicorn's
+    STARTUP_FAILURE) if it never started serving, whatever stopped it (uvicorn exits
+    the process on a failed lifespan, a bad certificate raises), 1 if it failed later."""
+    server: uvicorn.Server | None = None
+    failed = False
+    try:
+        server = _server(settings, ssl_certfile, ssl_keyfile, None)
+        with contextlib.suppress(KeyboardInterrupt):
+            server.run(sockets=sockets)
+    except SystemExit as exc:
+        failed = exc.code not in (0, None)
+    except Exception:
+        log.exception("worker failed")
+        failed = True
+    if server is None or not server.started:
+        return 3
+    return 1 if failed else 0
+
+
+def _server(
+    settings: Settings, ssl_certfile: str | None, ssl_keyfile: str | None, app: Any
+) -> uvicorn.Server:
     routes = None
     if app is None:
         app = create_app(settings)
@@ -58,11 +98,7 @@ def serve(
         log_config=None,  # keep the handler configure_logging installed
     )
     logredact.install()  # after logging is configured: tokens never reach a log
-    server = uvicorn.Server(config)
-    with contextlib.suppress(KeyboardInterrupt):
-        server.run()
-    if not server.started:
-        sys.exit(3)  # uvicorn's STARTUP_FAILURE, as uvicorn.run does
+    return uvicorn.Server(config)
 
 
-__all__ = ["serve", "tune_gc"]
+__all__ = ["serve", "serve_on", "tune_gc"]

@@ -41,11 +41,12 @@ def test_upper_bound_doubles_until_it_reaches_max(lo: float, extra: float) -> No
 
 def test_defaults_match_the_documented_policy() -> None:
     b = Backoff()
-    assert (b.min_delay, b.max_delay) == (0.5, 20.0)
+    assert (b.min_delay, b.max_delay) == (0.5, 5.0)
     assert b.upper_bound(1) == 1.0
     assert b.upper_bound(2) == 1.5
     assert b.upper_bound(3) == 2.5
-    assert b.upper_bound(7) == 20.0  # 0.5 + 32 capped
+    assert b.upper_bound(4) == 4.5
+    assert b.upper_bound(5) == 5.0  # 0.5 + 8 capped: back within 5 s of the service
     assert b.delay(5, lambda: 0.0) == 0.5
 
 

@@ -75,7 +75,7 @@ def test_options_are_checked_and_shared_with_the_parts() -> None:
         RealtimeClient("ws://h/realtime/ws", min_reconnect_delay=2, max_reconnect_delay=1)
     client = RealtimeClient("ws://h/realtime/ws", request_timeout=4, connect_kwargs={"a": 1})
     assert (client.request_timeout, client.connect_kwargs) == (4, {"a": 1})
-    assert (client.backoff.min_delay, client.backoff.max_delay) == (0.5, 20.0)
+    assert (client.backoff.min_delay, client.backoff.max_delay) == (0.5, 5.0)
     client.request_timeout = 2.5
     assert client.request_timeout == 2.5
     assert client._options.request_timeout == 2.5  # what the parts read

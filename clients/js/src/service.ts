@@ -166,11 +166,11 @@ interface PendingRequest {
 
 const DEFAULTS = {
   autoReconnect: true,
-  heartbeatInterval: 30_000,
-  heartbeatTimeout: 10_000,
+  heartbeatInterval: 10_000,
+  heartbeatTimeout: 5_000,
   maxReconnectAttempts: Infinity,
   minReconnectDelay: 500,
-  maxReconnectDelay: 20_000,
+  maxReconnectDelay: 5_000,
   connectTimeout: 10_000,
   requestTimeout: 10_000,
   autoConnect: true,

@@ -203,13 +203,13 @@ export interface WebSocketServiceOptions {
   token?: TokenSource | undefined;
   /** Reconnect after a non-terminal close (default true). */
   autoReconnect?: boolean | undefined;
-  /** Milliseconds between heartbeats (default 30000; 0 turns them off). */
+  /** Milliseconds between heartbeats (default 10000; 0 turns them off). A dead server is noticed within heartbeatInterval + heartbeatTimeout (docs/reliability.md). */
   heartbeatInterval?: number | undefined;
-  /** Milliseconds without any frame after a heartbeat before the connection counts as dead (default 10000). */
+  /** Milliseconds without any frame after a heartbeat before the connection counts as dead (default 5000). */
   heartbeatTimeout?: number | undefined;
   /** Reconnect attempts after a drop before giving up (default Infinity). */
   maxReconnectAttempts?: number | undefined;
-  /** Backoff bounds in milliseconds (defaults 500 and 20000). */
+  /** Backoff bounds in milliseconds (defaults 500 and 5000). */
   minReconnectDelay?: number | undefined;
   maxReconnectDelay?: number | undefined;
   /** Milliseconds for the WebSocket handshake (default 10000). */

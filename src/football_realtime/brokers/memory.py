@@ -1,7 +1,13 @@
-"""The embedded broker: one process, no dependencies. History lives as long as the process."""
+"""The embedded broker: one process, no dependencies. History lives as long as the process.
+
+Being one process is checked: when started in a worker that shares its listening socket
+with other processes (``uvicorn --workers N``, ``gunicorn -w N``), it refuses
+(``sole_process.claim_listeners``, issue 15 item 6).
+"""
 
 from __future__ import annotations
 
+import logging
 import secrets
 import time
 from collections import OrderedDict, deque
@@ -11,8 +17,10 @@ from typing import Any
 import orjson
 
 from ..core.events import EventType, SubscriptionType
+from ..sole_process import ListenerClaim, SharedListener, claim_listeners
 from .base import Deliver, PublishedEvent, PublishResult, Reset
 
+log = logging.getLogger("football_realtime.broker")
 IDEMPOTENCY_WINDOW = 300.0
 SNAPSHOT_KEYS = 10_000  # (event_type, match) entries kept per stream
 
@@ -36,6 +44,7 @@ class MemoryBroker:
         self._owned: dict[str, set[str]] = {}
         self.history_ttl = history_ttl
         self._deliver: Deliver | None = None
+        self._claim: ListenerClaim | None = None
         self._offsets: dict[SubscriptionType, int] = dict.fromkeys(SubscriptionType, 0)
         self._epoch = secrets.token_hex(6)
         self._history: dict[SubscriptionType, deque[PublishedEvent]] = {
@@ -47,10 +56,20 @@ class MemoryBroker:
         ] = {st: OrderedDict() for st in SubscriptionType}
 
     async def start(self, deliver: Deliver, on_reset: Reset | None = None) -> None:
+        """Raises :class:`~football_realtime.sole_process.SharedListener` (with what to
+        do) in one of several worker processes that serve the same socket."""
+        try:
+            self._claim = claim_listeners()
+        except SharedListener as exc:
+            log.error("%s", exc)
+            raise
         self._deliver = deliver
 
     async def stop(self) -> None:
         self._deliver = None
+        if self._claim is not None:
+            self._claim.release()
+            self._claim = None
 
     async def publish(
         self, envelope: dict[str, Any], stream: SubscriptionType, idempotency_key: str | None

@@ -21,7 +21,7 @@ class Backoff:
     """Delays between reconnect attempts, in seconds."""
 
     min_delay: float = 0.5
-    max_delay: float = 20.0
+    max_delay: float = 5.0
 
     def __post_init__(self) -> None:
         if not self.min_delay >= 0:

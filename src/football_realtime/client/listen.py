@@ -64,7 +64,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="give up after this many failed attempts in a row (default: never)",
     )
-    p.add_argument("--heartbeat-interval", type=float, default=30.0, help="seconds (default 30)")
+    p.add_argument("--heartbeat-interval", type=float, default=10.0, help="seconds (default 10)")
     p.add_argument(
         "--session",
         help="durable session NAME: its id and the positions printed so far are kept in "

@@ -261,7 +261,10 @@ class Supervisor:
                         ),
                         o.heartbeat_timeout,
                     )
-                except (Lost, TimeoutError):
+                except Lost:
+                    return
+                except TimeoutError:  # the socket does not drain: the peer is stuck
+                    conn.abort(f"a heartbeat could not be sent within {o.heartbeat_timeout} s")
                     return
 
     # -- reading -------------------------------------------------------------------

@@ -119,6 +119,30 @@ def _auth_session(msg: proto.Auth, query: SessionRequest | None) -> SessionReque
     return SessionRequest.of(msg.session_id, msg.resume)
 
 
+def disconnect_code(message: Mapping[str, Any]) -> int:
+    """The close code a ``websocket.disconnect`` message stands for, as stats and logs
+    record it.
+
+    1005 (no status received) is true only when the peer sent a close frame without a
+    status code. uvicorn's WebSocket protocols (``websockets-sansio``, ``wsproto``) also
+    send 1005 when the TCP connection simply ends, with no close frame at all, where
+    1006 (abnormal closure) is the truth. The two are told apart by the ``reason`` key:
+    uvicorn puts the close frame's reason (``""`` when it had none) in the message when
+    a close frame arrived, and no ``reason`` when the connection was lost. So 1005
+    without ``reason`` is recorded as 1006. A server that already says 1006 is taken at
+    its word; our own layer (``serve``) sends 1006 itself.
+    """
+    code = message.get("code")
+    if code is None:
+        return int(CloseCode.NORMAL)
+    if code == _NO_STATUS_RECEIVED and "reason" not in message:
+        return int(CloseCode.ABNORMAL)
+    return int(code)
+
+
+_NO_STATUS_RECEIVED = 1005
+
+
 class StarletteHandshake:
     """The upgrade request as admission reads it (``service.admission.Handshake``)."""
 
@@ -367,7 +391,7 @@ class WebSocketEndpoint:
             except WebSocketDisconnect as exc:  # pragma: no cover - defensive
                 return exc.code
             if message["type"] == "websocket.disconnect":
-                return int(message.get("code") or CloseCode.NORMAL)
+                return disconnect_code(message)
             text = message.get("text")
             if text is None:
                 stats.errors_by_code["unsupported_data"] += 1

@@ -1,6 +1,6 @@
 """The server edge: our uvicorn protocols, on public interfaces only.
 
-* ``websocket_protocol``: the WebSocket layer (``uvicorn.Config(ws=...)``), an
+* ``websocket_protocol``: the WebSocket layer (and the modules it is built from) (``uvicorn.Config(ws=...)``), an
   ``asyncio.Protocol`` on websockets' sans-I/O ``ServerProtocol``, with the fast path
   the service uses (``connection.FrameTransport``);
 * ``http_protocol``: uvicorn's httptools protocol, wrapped with a deadline and a size

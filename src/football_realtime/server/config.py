@@ -15,7 +15,8 @@ from typing import Any
 import uvicorn
 
 from ..config import Settings
-from .websocket_protocol import NativeRoutes, WebSocketLayer, WebSocketProtocol
+from .websocket_layer import NativeRoutes, WebSocketLayer
+from .websocket_protocol import WebSocketProtocol
 
 log = logging.getLogger("football_realtime.serving")
 

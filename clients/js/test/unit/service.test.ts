@@ -258,15 +258,15 @@ describe('subscribing', () => {
 });
 
 describe('reconnecting', () => {
-  it('backs off with full jitter between 0.5 s and 20 s', async () => {
+  it('backs off with full jitter between 0.5 s and 5 s', async () => {
     const svc = make({ random: () => 0.999999 });
     const states = record(svc, 'state');
     server.down = true;
     svc.connect();
     await tick(200_000);
     const delays = states.filter((s) => s.state === 'reconnecting').map((s) => s.delay);
-    // random ~1: the ceiling of each step, min(20000, 500 * 2^n)
-    expect(delays.slice(0, 8)).toEqual([500, 1000, 2000, 4000, 8000, 16000, 20000, 20000]);
+    // random ~1: the ceiling of each step, min(5000, 500 * 2^n)
+    expect(delays.slice(0, 6)).toEqual([500, 1000, 2000, 4000, 5000, 5000]);
     const attempts = states.filter((s) => s.state === 'reconnecting').map((s) => s.attempt);
     expect(attempts.slice(0, 3)).toEqual([1, 2, 3]);
   });
@@ -684,6 +684,18 @@ describe('heartbeats', () => {
     expect(server.sockets).toHaveLength(2);
     expect(svc.state).toBe('open');
     expect(server.last.sent[0]!.type).toBe('subscribe');
+  });
+
+  it('with the default options, notices a silent server within 15 s', async () => {
+    const svc = make({ heartbeatInterval: undefined, heartbeatTimeout: undefined, random: () => 0 });
+    const states: StateChange[] = record(svc, 'state');
+    svc.subscribe('odds');
+    await tick();
+    server.answerHeartbeats = false; // frozen: nothing more arrives
+    await tick(14_999);
+    expect(server.sockets).toHaveLength(1);
+    await tick(1);
+    expect(states.at(-1)).toMatchObject({ state: 'reconnecting', code: 1006 });
   });
 
   it('any traffic counts as a sign of life', async () => {
