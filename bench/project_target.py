@@ -65,8 +65,15 @@ def premium_token(python: str) -> str:
 
 
 def project_target(
-    python: str, extra_env: dict[str, str] | None = None, users: int = 0, workdir: str = "/tmp"
+    python: str,
+    extra_env: dict[str, str] | None = None,
+    users: int = 0,
+    workdir: str = "/tmp",
+    acks: bool = False,
 ) -> dict:
+    """``acks``: every subscriber opens a durable session (``session_id=new``) and acks
+    what it receives as this project's clients do (cumulative, at most every 250 ms or at
+    100 events; loadclient.py), so the server validates, times and stores each ack."""
     auth = AUTH
     if auth == "auto":
         auth = "jwt" if _service_has_jwt(python, extra_env or {}) else "anonymous"
@@ -91,9 +98,23 @@ def project_target(
             sub_paths_file = os.path.join(workdir, f"bench-tokens-{users}.txt")
             if not os.path.exists(sub_paths_file):
                 premium_tokens(python, users, sub_paths_file)
+    if acks:
+        # One durable session per subscriber (one user may hold them all when anonymous).
+        env["REALTIME_MAX_SESSIONS_PER_USER"] = "200000"
+        sep = "&" if "?" in sub_path else "?"
+        sub_path += sep + "session_id=new"
+        if sub_paths_file:
+            acked = sub_paths_file.replace(".txt", "-sessions.txt")
+            if not os.path.exists(acked):
+                with open(sub_paths_file) as src, open(acked, "w") as dst:
+                    for line in src:
+                        if line.strip():
+                            dst.write(line.strip() + "&session_id=new\n")
+            sub_paths_file = acked
     env.update(extra_env or {})
     return {
-        "desc": f"this project: python -m football_realtime serve ({auth} subscribers)",
+        "desc": f"this project: python -m football_realtime serve ({auth} subscribers"
+        + (", durable sessions, every subscriber acks)" if acks else ")"),
         "cmd": [python, "-m", "football_realtime", "serve", "--host", "{host}", "--port", "{port}"],
         "env": env,
         "auth": auth,
@@ -107,6 +128,7 @@ def project_target(
             "publish": "http",
             "http_path": "/realtime/broadcast",
             "http_headers": {"Authorization": "Bearer " + ADMIN_TOKEN},
+            "ack": acks,
             **({"sub_paths_file": sub_paths_file} if sub_paths_file else {}),
         },
     }

@@ -1,7 +1,8 @@
 // End-to-end: `football-realtime demo` in a real headless Chromium (Debian's chromium,
 // driven by playwright-core). The page loads, connects, shows a score change and a
 // probability update, a league filter narrows what is shown (and the server's
-// subscription), and after the service restarts the page reconnects by itself.
+// subscription), a reload during goals shows them in the feed (durable session), and
+// after the service restarts the page reconnects by itself.
 //
 // Env: PYTHON (interpreter with football_realtime installed), CHROMIUM (default
 // /usr/bin/chromium), ARTIFACTS (screenshot folder, default ../artifacts),
@@ -234,6 +235,53 @@ try {
     await page.waitForFunction(() => document.querySelectorAll('[data-testid="match-card"]').length >= 4, null, { timeout: T(10000) });
   }
   log("switched to a free viewer and back, each on its own connection");
+
+  // A reload while goals are scored: the page's durable session resumes, and the feed
+  // shows the goals published while no page was connected (the snapshot's own feed does
+  // not have them: they come from the admin API, not the simulation).
+  const card = await page.$eval('[data-testid="match-card"]', (c) => ({ id: Number(c.dataset.matchId), league: c.dataset.league }));
+  const tag = `E2E${Date.now() % 1000000}`;
+  const stats = async () => (await fetch(`${base}/realtime/stats`)).json();
+  const resumedBefore = (await stats()).sessions_resumed;
+  let release;
+  const gate = new Promise((r) => (release = r));
+  // Hold the reloaded page's scripts until the goals are in: no page is connected then.
+  await page.route("**/assets/**", async (route) => {
+    await gate;
+    await route.continue();
+  });
+  const reloading = page.reload({ waitUntil: "load", timeout: T(20000) });
+  const deadline = Date.now() + T(10000);
+  while ((await stats()).sessions_active !== 0) {
+    check(Date.now() < deadline, "the reloading page's connection closed");
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  for (const [n, who] of [[1, "A"], [2, "B"]]) {
+    const r = await fetch(`${base}/realtime/broadcast`, {
+      method: "POST",
+      headers: { Authorization: `Bearer ${ADMIN}`, "content-type": "application/json" },
+      body: JSON.stringify({
+        event_type: "match_score_changed",
+        data: { match_id: card.id, league: card.league, home_score: 10 + n, away_score: 0, scoring_team: "home", scoring_player: `${tag}-${who}`, minute: 80 + n },
+      }),
+    });
+    check(r.ok, `broadcast goal ${who}: HTTP ${r.status}`);
+  }
+  log(`two goals published while the page reloads (match ${card.id})`);
+  release();
+  await reloading;
+  await page.unroute("**/assets/**");
+  await page.waitForSelector('[data-testid="conn-status"][data-phase="live"]', { timeout: T(10000) });
+  await page.waitForFunction(
+    (tg) => {
+      const text = [...document.querySelectorAll('[data-testid="feed"] li[data-type="match_score_changed"]')].map((li) => li.textContent).join("|");
+      return text.includes(`${tg}-A`) && text.includes(`${tg}-B`);
+    },
+    tag,
+    { timeout: T(10000) },
+  );
+  check((await stats()).sessions_resumed === resumedBefore + 1, "the reload resumed the session");
+  log("after the reload the feed shows both goals scored during it (session resumed)");
 
   // The service restarts; the page reconnects and goes live again by itself.
   const beforeRestart = await page.getAttribute('[data-testid="conn-status"]', "title");

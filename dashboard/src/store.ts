@@ -210,7 +210,9 @@ function addFeed(state: DashboardState, ev: RealtimeEvent, t: number): Dashboard
     type === "system_alert";
   if (!interesting) return state;
   const item: FeedItem = {
-    key: `${ev.stream ?? type}:${ev.offset ?? ""}:${type}:${d.match_id ?? ""}:${ev.timestamp}`,
+    // By content, not offset: the snapshot's feed (no offsets) and a resumed session's
+    // replay may carry the same event.
+    key: `${type}:${d.match_id ?? ""}:${d.prediction_id ?? ""}:${ev.timestamp}`,
     type,
     t,
     matchId: d.match_id,
@@ -220,6 +222,13 @@ function addFeed(state: DashboardState, ev: RealtimeEvent, t: number): Dashboard
   };
   if (state.feed.some((f) => f.key === item.key)) return state;
   return { ...state, feed: [item, ...state.feed].slice(0, FEED_MAX) };
+}
+
+/** Events that happened before the snapshot (a resumed session's replay of what the page
+ *  missed while it reloaded): the snapshot has their effect, the feed shows them. */
+export function addHistory(state: DashboardState, events: RealtimeEvent[], now: number): DashboardState {
+  const sorted = [...events].sort((a, b) => ts(a.timestamp, now) - ts(b.timestamp, now));
+  return sorted.reduce((s, ev) => addFeed(s, ev, ts(ev.timestamp, now)), state);
 }
 
 /** Apply one live event. */

@@ -12,6 +12,7 @@ import { type StateChange, type Subscription, WebSocketService } from "@football
 import { useRealtimeEvent, useWebSocket } from "@football-realtime/client/react";
 import { useEffect, useReducer, useRef, useState } from "react";
 import {
+  addHistory,
   applyEvent,
   applySnapshot,
   type DashboardState,
@@ -46,6 +47,7 @@ interface Received {
 type Action =
   | { kind: "snapshot"; snap: Snapshot; now: number }
   | { kind: "events"; events: Received[] }
+  | { kind: "history"; events: RealtimeEvent[]; now: number }
   | { kind: "prune"; now: number };
 
 function reducer(state: DashboardState, action: Action): DashboardState {
@@ -54,6 +56,8 @@ function reducer(state: DashboardState, action: Action): DashboardState {
       return applySnapshot(state, action.snap, action.now);
     case "events":
       return action.events.reduce((s, r) => applyEvent(s, r.ev, r.at), state);
+    case "history":
+      return addHistory(state, action.events, action.now);
     case "prune":
       return prune(state, action.now, Math.max(30000, 15 * state.secondsPerMinute * 1000));
   }
@@ -85,10 +89,34 @@ export function useViewerService(tier: Tier): { viewer: Viewer | null; error?: s
     const token: { current: ViewerToken | null } = { current: null };
     const refreshToken = async () => {
       token.current = await getJson<ViewerToken>(`/demo/token?tier=${tier}`).catch(() => token.current);
+      try {
+        if (token.current) localStorage.setItem(`football-demo:token:${tier}`, JSON.stringify(token.current));
+      } catch {
+        // storage unavailable
+      }
+    };
+    // The viewer's token outlives a reload (as a login would), so its durable session
+    // (same user) resumes and the page shows what happened while it reloaded.
+    const tokenKey = `football-demo:token:${tier}`;
+    const stored = (): ViewerToken | null => {
+      try {
+        const t = JSON.parse(localStorage.getItem(tokenKey) ?? "null") as ViewerToken | null;
+        return t && t.expires_at * 1000 - Date.now() > 60000 ? t : null;
+      } catch {
+        return null;
+      }
+    };
+    const keep = (t: ViewerToken | null) => {
+      try {
+        if (t) localStorage.setItem(tokenKey, JSON.stringify(t));
+      } catch {
+        // storage unavailable: a reload starts a new viewer
+      }
     };
     void (async () => {
       try {
-        token.current = await getJson<ViewerToken>(`/demo/token?tier=${tier}`);
+        token.current = stored() ?? (await getJson<ViewerToken>(`/demo/token?tier=${tier}`));
+        keep(token.current);
       } catch (err) {
         // Without a token the connection still works, as an anonymous (free) viewer.
         setError(String(err));
@@ -106,6 +134,10 @@ export function useViewerService(tier: Tier): { viewer: Viewer | null; error?: s
         heartbeatInterval: 15000,
         minReconnectDelay: 250,
         maxReconnectDelay: 5000,
+        // A durable session per viewer: a reload resumes it (docs/clients.md).
+        session: "auto",
+        // Per viewer: a new token (a new user) starts its own session.
+        sessionKey: `football-realtime:session:${tier}:${token.current?.user_id ?? "anonymous"}`,
       });
       setViewer({ service, tier, token, refreshToken });
     })();
@@ -173,6 +205,10 @@ export function useDashboard(filters: ViewFilters, viewer: Viewer) {
       const cut = Date.parse(snap.server_time);
       dispatch({ kind: "snapshot", snap, now: Date.now() });
       const fresh = pipe.held.filter((r) => !(Date.parse(r.ev.timestamp) <= cut));
+      // A resumed session replayed what happened while the page was away (a reload):
+      // the snapshot holds its effect, the feed shows it.
+      const missed = pipe.held.filter((r) => Date.parse(r.ev.timestamp) <= cut).map((r) => r.ev);
+      if (missed.length && service.session?.resumed) dispatch({ kind: "history", events: missed, now: Date.now() });
       if (fresh.length) dispatch({ kind: "events", events: fresh });
       goLive();
     } catch (err) {

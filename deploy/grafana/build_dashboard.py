@@ -296,6 +296,35 @@ ts(
     ],
     "ops",
 )
+newrow("Durable sessions and acks")
+ts(
+    "Publish-to-ack latency (the client's application)",
+    [
+        (q(0.5, "realtime_ack_latency_seconds"), "p50"),
+        (q(0.99, "realtime_ack_latency_seconds"), "p99"),
+    ],
+    "s",
+)
+ts(
+    "Sessions",
+    [
+        (f"sum(realtime_sessions_active{SEL})", "active"),
+        (f"sum(realtime_session_unacked_offsets{SEL})", "unacked offsets"),
+    ],
+)
+ts(
+    "Sessions opened / s",
+    [
+        (f"sum(rate(realtime_sessions_created_total{SEL}[{R}]))", "created"),
+        (f"sum(rate(realtime_sessions_resumed_total{SEL}[{R}]))", "resumed"),
+        (f"sum(rate(realtime_sessions_expired_total{SEL}[{R}]))", "expired (resume found none)"),
+        (
+            f"sum by (reason) (rate(realtime_sessions_refused_total{SEL}[{R}]))",
+            "refused {{reason}}",
+        ),
+    ],
+    "ops",
+)
 newrow("Process")
 ts("Resident memory", [(f"process_resident_memory_bytes{SEL}", "{{instance}}")], "bytes")
 ts("CPU", [(f"rate(process_cpu_seconds_total{SEL}[{R}])", "{{instance}}")], "percentunit")

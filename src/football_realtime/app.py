@@ -64,6 +64,7 @@ class Realtime(RealtimeService):
             hub=self.hub,
             admission=self.admission,
             sessions=self.sessions,
+            durable=self.durable,
             requests=self.requests,
             stats=self.stats,
             on_slow_consumer=self.on_slow_consumer,

@@ -229,6 +229,35 @@ class Settings(BaseSettings):
         "(slowloris guard); then the TCP connection is closed.",
     )
 
+    # -- durable sessions (docs/protocol.md, Sessions) ----------------------------
+    session_ttl: Annotated[float, Field(gt=0, le=30 * 86400)] = Field(
+        900.0,
+        description="Seconds a durable session (`session_id` with `resume=1`) is kept after "
+        "its last connection closes; its subscriptions and acknowledged positions live in "
+        "the broker (Redis: any instance resumes it; memory: this process).",
+    )
+    session_flush_interval: Annotated[float, Field(gt=0, le=60)] = Field(
+        1.0,
+        description="Seconds between writes of acknowledged positions to the broker "
+        "(coalesced per session; subscription changes and closes are written at once). "
+        "An instance crash loses at most this much of acknowledgements: those events are "
+        "sent again on resume and the clients drop them by offset.",
+    )
+    max_sessions_per_user: Annotated[int, Field(ge=1)] = Field(
+        10,
+        description="Durable sessions one authenticated user may hold (live or waiting to "
+        "be resumed); a new one beyond that is refused with `session_refused` (4503).",
+    )
+    session_max_subscriptions: Annotated[int, Field(ge=1)] = Field(
+        64,
+        description="Subscriptions one durable session may hold (`limit_exceeded` beyond).",
+    )
+    session_max_bytes: Annotated[int, Field(ge=512, le=1024 * 1024)] = Field(
+        16384,
+        description="Largest stored state of one durable session (subscriptions with "
+        "filters, positions), bytes; a subscribe that would exceed it gets `limit_exceeded`.",
+    )
+
     @model_validator(mode="after")
     def _workers_share_a_broker(self) -> Settings:
         if self.workers > 1 and self.broker_url.partition("://")[0] in ("memory", ""):

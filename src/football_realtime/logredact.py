@@ -4,8 +4,9 @@ uvicorn logs every WebSocket handshake and HTTP request with its query string, a
 the seed's clients put their JWT there (``?token=...``). :class:`RedactingFilter`
 rewrites each record before any handler formats it:
 
-* the value of ``token`` / ``access_token`` / ``jwt`` query parameters and of
-  ``Bearer`` credentials becomes ``[REDACTED]``;
+* the value of ``token`` / ``access_token`` / ``jwt`` / ``session_id`` query parameters
+  (a durable session id is a bearer secret for anonymous sessions) and of ``Bearer``
+  credentials becomes ``[REDACTED]``;
 * control characters in the arguments (a path, a User-Agent, an Origin sent by a
   client) are escaped, so a client cannot forge log lines or send terminal escapes.
 
@@ -22,7 +23,9 @@ from typing import Any
 
 REDACTED = "[REDACTED]"
 
-_QUERY_TOKEN = re.compile(r"(?i)((?:^|[?&;\s\"'])(?:token|access_token|jwt)=)[^&;\s\"']*")
+_QUERY_TOKEN = re.compile(
+    r"(?i)((?:^|[?&;\s\"'])(?:token|access_token|jwt|session_id)=)[^&;\s\"']*"
+)
 _BEARER = re.compile(r"(?i)(\bbearer\s+)[A-Za-z0-9\-._~+/]+=*")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\x80-\x9f]")
 

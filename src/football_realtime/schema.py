@@ -123,15 +123,16 @@ class RoomResult(BaseModel):
 
 @dataclass(frozen=True, slots=True)
 class MessageSpec:
-    """One client message type: its ``data``, whether ``data`` is required, its ack result."""
+    """One client message type: its ``data``, whether ``data`` is required, its ack result
+    (None: a valid message gets no reply, as ``ack``)."""
 
     data: type[BaseModel]
     data_required: bool
-    result: type[BaseModel]
+    result: type[BaseModel] | None
 
 
-#: The ack result of each client message type.
-_RESULTS: Final[dict[str, type[BaseModel]]] = {
+#: The ack result of each client message type (None: no reply when valid).
+_RESULTS: Final[dict[str, type[BaseModel] | None]] = {
     "auth": AuthResult,
     "subscribe": SubscribeResult,
     "unsubscribe": UnsubscribeResult,
@@ -139,6 +140,7 @@ _RESULTS: Final[dict[str, type[BaseModel]]] = {
     "get_stats": GetStatsResult,
     "join": RoomResult,
     "leave": RoomResult,
+    "ack": None,
 }
 
 #: Every client message type: its definition (``core.messages.CLIENT_MESSAGE_DEFS``,
@@ -211,6 +213,7 @@ def _ack_models() -> list[type[BaseModel]]:
             result=(spec.result, ...),
         )
         for name, spec in CLIENT_MESSAGES.items()
+        if spec.result is not None
     ]
 
 

@@ -35,6 +35,23 @@ LATENCY_BUCKETS: tuple[float, ...] = (
     5.0,
     10.0,
 )
+#: Seconds from publish to a client's acknowledgement (clients coalesce acks: 250 ms).
+ACK_LATENCY_BUCKETS: tuple[float, ...] = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    300.0,
+)
 #: Bytes, for message sizes.
 SIZE_BUCKETS: tuple[float, ...] = (
     64,
@@ -161,6 +178,16 @@ class ServiceStats:
         self.recoveries = 0
         self.recoveries_failed = 0
         self.snapshot_events = 0  # latest-state events sent on subscribe with snapshot
+        # Durable sessions (service/durable_sessions.py).
+        self.sessions_created = 0
+        self.sessions_resumed = 0
+        #: resumes that found no session (expired, or never existed): a fresh one opened
+        self.sessions_expired = 0
+        #: refusals by reason (owner, token, limit, invalid, unavailable)
+        self.sessions_refused: Counter[str] = Counter()
+        #: publish-to-ack latency (seconds) per event type: per valid ack, the newest
+        #: event it acknowledges on each stream
+        self.ack_latency: dict[str, Histogram] = {}
 
     @property
     def uptime(self) -> float:
@@ -201,6 +228,12 @@ class ServiceStats:
             if h is None:
                 h = self.delivery_latency[event_type] = Histogram(LATENCY_BUCKETS)
             h.observe(max(time.time() - published_at, 0.0))
+
+    def record_ack_latency(self, event_type: str, seconds: float) -> None:
+        h = self.ack_latency.get(event_type)
+        if h is None:
+            h = self.ack_latency[event_type] = Histogram(ACK_LATENCY_BUCKETS)
+        h.observe(max(seconds, 0.0))
 
     # -- readers ---------------------------------------------------------------------
 
@@ -244,6 +277,17 @@ class ServiceStats:
             "recoveries": self.recoveries,
             "recoveries_failed": self.recoveries_failed,
             "snapshot_events": self.snapshot_events,
+            "sessions_created": self.sessions_created,
+            "sessions_resumed": self.sessions_resumed,
+            "sessions_expired": self.sessions_expired,
+            "sessions_refused": sum(self.sessions_refused.values()),
+            "sessions_refused_by_reason": dict(self.sessions_refused),
+            "ack_latency_ms": Histogram.merged(
+                ACK_LATENCY_BUCKETS, self.ack_latency.values()
+            ).summary(1000.0),
+            "ack_latency_ms_by_event_type": {
+                str(et): h.summary(1000.0) for et, h in sorted(self.ack_latency.items())
+            },
             "broker_errors": sum(self.broker_errors.values()),
             # Percentiles interpolated from the same buckets /metrics exports.
             "latency_ms": self.latency_overall().summary(1000.0),

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from football_realtime.brokers import Broker, MemoryBroker, PublishedEvent
+from football_realtime.brokers.base import StoresSessions
 from football_realtime.brokers.redis import RedisBroker
 from football_realtime.core.events import SubscriptionType
 
@@ -343,3 +344,29 @@ async def test_snapshot_keeps_the_latest_event_per_type_and_match(
     ]
     assert snap[1].data["home_score"] == 1
     assert [e.offset for e in await node.broker.snapshot(P)] == [1]
+
+
+async def test_sessions_are_stored_with_a_ttl_and_counted_per_owner(
+    backend: Backend, nodes: list[Node]
+) -> None:
+    """The StoresSessions ability: state by id, visible to another node, expiring."""
+    node = await start(nodes, backend.broker())
+    other = await start(nodes, backend.broker()) if backend.name == "redis" else node
+    store = node.broker
+    assert isinstance(store, StoresSessions) and isinstance(other.broker, StoresSessions)
+    assert await store.load_session("a" * 22) is None
+    await store.save_session("a" * 22, b'{"v":1}', 60.0, "alice")
+    await store.save_session("b" * 22, b'{"v":1,"x":2}', 0.3, "alice")
+    await store.save_session("c" * 22, b"{}", 60.0, None)
+    assert await other.broker.load_session("a" * 22) == b'{"v":1}'
+    assert await other.broker.count_sessions("alice") == 2
+    assert await other.broker.count_sessions("bob") == 0
+    await store.touch_sessions([("a" * 22, "alice"), ("z" * 22, None)], 60.0)
+    assert await store.load_session("z" * 22) is None  # a touch creates nothing
+    await until_async(lambda: _gone(store, "b" * 22))
+    assert await store.count_sessions("alice") == 1
+    assert await store.load_session("c" * 22) == b"{}"
+
+
+async def _gone(store: StoresSessions, session_id: str) -> bool:
+    return await store.load_session(session_id) is None

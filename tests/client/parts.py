@@ -17,6 +17,7 @@ from football_realtime.client.options import ClientOptions
 from football_realtime.client.recovery import StreamTracker
 from football_realtime.client.requests import RequestChannel
 from football_realtime.client.resync import Resync
+from football_realtime.client.session import ClientSession
 from football_realtime.client.subscribe import Subscriber
 from football_realtime.client.subscription import Subscription, SubscriptionRegistry
 
@@ -130,7 +131,10 @@ class Client:
         self.tracker = StreamTracker()
         self.life = Lifecycle(Dispatcher(self.options, self.registry), self.registry)
         self.resync = Resync(self.options, self.tracker, self.stats, self.life)
-        self.subscriber = Subscriber(self.options, self.registry, self.resync, self.life)
+        self.session = ClientSession(None, None, self.tracker)  # no durable session
+        self.subscriber = Subscriber(
+            self.options, self.registry, self.resync, self.life, self.session
+        )
 
     def subscription(self, snapshot: bool = False) -> Subscription:
         sub = Subscription(Owner(), self.registry.new_id(), "predictions", {}, snapshot, 100)

@@ -36,6 +36,8 @@ export type {
   WebSocketNodeOptions,
   TokenSource,
   WebSocketServiceOptions,
+  DurableSession,
+  SessionStorageLike,
 } from './types.js';
 /** The envelope as publishers send it (untyped `data`). */
 export type { RealtimeEvent as RealtimeEventEnvelope } from './generated/protocol.js';

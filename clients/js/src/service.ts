@@ -18,10 +18,12 @@ import type {
 } from './generated/protocol.js';
 import { STREAM_EVENT_TYPES } from './generated/tables.js';
 import { StreamTracker } from './streams.js';
+import { filterKey, SessionState } from './session.js';
 import type {
   ClientError,
   ClientErrorCode,
   ClientState,
+  DurableSession,
   FromServer,
   RealtimeEvent,
   RecoveryFailed,
@@ -36,6 +38,7 @@ import type {
   WebSocketConstructor,
   WebSocketLike,
   WebSocketServiceOptions,
+  SessionStorageLike,
 } from './types.js';
 
 type Timer = ReturnType<typeof setTimeout>;
@@ -192,6 +195,12 @@ export class WebSocketService {
   private readonly rooms = new Set<string>();
   private readonly requests = new Map<number, PendingRequest>();
   private readonly tracker = new StreamTracker();
+  /** The durable session (option `session`), or null. */
+  private readonly durable: SessionState | null = null;
+  /** Subscriptions the resumed session restored on this connection, not yet adopted. */
+  private restored: Record<string, unknown>[] = [];
+  /** Waiting for the restored subscriptions' announcements (a heartbeat round). */
+  private resuming = false;
   private ws: WebSocketLike | null = null;
   private _state: ClientState = 'idle';
   private _connectionId: string | null = null;
@@ -217,6 +226,29 @@ export class WebSocketService {
     }
     if (!options.url) throw new TypeError('url is required, e.g. ws://localhost:8000/realtime/ws');
     this.WS = WS;
+    const mode = options.session;
+    if (mode) {
+      const g = globalThis as { localStorage?: SessionStorageLike };
+      let storage: SessionStorageLike | null = null;
+      if (mode === 'auto') {
+        try {
+          storage = options.sessionStorage !== undefined ? options.sessionStorage : (g.localStorage ?? null);
+        } catch {
+          storage = null; // localStorage may throw (privacy settings)
+        }
+      }
+      const key = options.sessionKey ?? `football-realtime:session:${options.url.split('?')[0]}`;
+      this.durable = new SessionState(mode, storage, key, (positions) =>
+        this.send({ type: 'ack', data: { positions } }),
+      );
+      for (const [stream, p] of this.durable.taken) this.tracker.restore(stream, p.epoch, p.offset);
+    }
+  }
+
+  /** The durable session (option `session`): its id, whether the server resumed it,
+   *  and the positions the application took; null without one. */
+  get session(): DurableSession | null {
+    return this.durable?.snapshot() ?? null;
   }
 
   // -- observation ------------------------------------------------------------------
@@ -284,6 +316,8 @@ export class WebSocketService {
 
   /** Close the connection and stop reconnecting. Subscriptions are kept for a later `connect()`. */
   disconnect(): void {
+    this.durable?.flush();
+    this.durable?.stop();
     this.wanted = false;
     this.dropSocket();
     this.connectionGone();
@@ -353,7 +387,7 @@ export class WebSocketService {
     }
     const sub = new Subscription(this, this.nextKey++, subscriptionType, wire, options.snapshot === true);
     this.subs.set(sub.key, sub);
-    if (this._state === 'open') this.sendSubscribe(sub);
+    if (this._state === 'open' && !this.resuming) this.adoptOrSend(sub);
     else if (this._state === 'idle' && this.options.autoConnect) this.connect();
     return sub;
   }
@@ -484,16 +518,79 @@ export class WebSocketService {
       ['token', token],
     ];
     for (const [k, v] of params) if (v) u.searchParams.set(k, v);
+    if (this.durable) for (const [k, v] of this.durable.params()) u.searchParams.set(k, v);
     return u.toString();
   }
 
   private onOpen(): void {
     clearTimeout(this.connectTimer);
     this.tracker.reset();
+    this.restored = [];
     this.setState('open');
     this.startHeartbeat();
-    for (const sub of this.subs.values()) this.sendSubscribe(sub);
+    if (this.durable?.id) {
+      // A resumed session restores its subscriptions and announces them before the
+      // server reads anything: once a heartbeat is answered, all are in. Events of
+      // their streams wait meanwhile; each subscription is then adopted or sent.
+      this.resuming = true;
+      const gen = this.generation;
+      for (const sub of this.subs.values()) this.tracker.begin(sub.streams);
+      const done = () => {
+        if (gen !== this.generation) return;
+        for (const sub of this.subs.values()) {
+          if (!this.adopt(sub)) {
+            this.tracker.settle(sub.streams, {});
+            this.sendSubscribe(sub);
+          }
+        }
+        // The page declared what it wants (subscriptions made before the connection
+        // opened): a restored subscription nobody asked for again is removed.
+        for (const entry of this.restored.splice(0)) {
+          const id = (entry.subscription as { subscription_id?: unknown } | undefined)?.subscription_id;
+          if (typeof id === 'string') this.request('unsubscribe', { subscription_id: id }).catch(noop);
+        }
+        this.resuming = false;
+        this.durable?.flush();
+      };
+      this.request('heartbeat').then(done, done);
+    } else {
+      for (const sub of this.subs.values()) this.sendSubscribe(sub);
+    }
     for (const room of this.rooms) this.request('join', { room }).catch(noop);
+  }
+
+  private adoptOrSend(sub: Subscription): void {
+    if (!this.adopt(sub)) this.sendSubscribe(sub);
+  }
+
+  /** Take a subscription the resumed session restored with `sub`'s type and filters as
+   *  `sub`'s own (no `subscribe` sent): its announcement is its ack. */
+  private adopt(sub: Subscription): boolean {
+    const want = filterKey(sub.subscriptionType, sub.filters);
+    const i = this.restored.findIndex((e) => {
+      const s = e.subscription as { subscription_type?: string | null; filters?: object } | undefined;
+      return s !== undefined && filterKey(s.subscription_type, s.filters) === want;
+    });
+    if (i < 0) return false;
+    const entry = this.restored.splice(i, 1)[0] as {
+      subscription: SubscribeResult;
+      streams: Record<string, StreamPosition>;
+      recovered?: boolean;
+      reason?: string;
+    };
+    const result = {
+      ...entry.subscription,
+      streams: entry.streams,
+      recovered: entry.recovered === true,
+      ...(entry.reason ? { reason: entry.reason } : {}),
+    } as SubscribeResult;
+    const since = Object.fromEntries(
+      Object.entries(entry.streams).map(([k, p]) => [k, { epoch: p.epoch, offset: p.offset }]),
+    ) as Partial<Record<SubscriptionType, StreamPosition>>;
+    const req: PendingRequest = { type: 'subscribe', subscription: sub, resolve: noop, reject: noop, since };
+    if (!this.resuming) this.tracker.begin(sub.streams); // (while resuming: begun in onOpen)
+    this.onSubscribed(sub, result, req);
+    return true;
   }
 
   private onMessage(raw: unknown): void {
@@ -526,10 +623,17 @@ export class WebSocketService {
           this.attempt = 0;
           this._connectionId = msg.data.connection_id ?? null;
           this._lastError = null;
+          this.durable?.welcome((msg.data as { session?: unknown }).session);
         }
         this.emitter.emit('connection_status', fromServer(msg));
         this.emitter.emit('*', msg);
         return;
+    }
+    if (msg.event_type === 'user_subscription_changed' && this.durable) {
+      const d = msg.data as { restored?: unknown; connection_id?: unknown };
+      if (d.restored === true && d.connection_id === this._connectionId) {
+        this.restored.push(msg.data as unknown as Record<string, unknown>);
+      }
     }
     const { stream, offset } = msg as { stream?: unknown; offset?: unknown };
     if (typeof stream === 'string' && typeof offset === 'number') {
@@ -552,6 +656,12 @@ export class WebSocketService {
         sub._emit(ev.event_type, ev as never);
         sub._emit('event', ev);
       }
+    }
+    // Every handler returned: the application took it (a durable session acks it).
+    const { stream, offset } = msg as { stream?: unknown; offset?: unknown };
+    if (this.durable && typeof stream === 'string' && typeof offset === 'number') {
+      const epoch = this.tracker.since(stream as SubscriptionType)?.epoch;
+      if (epoch !== undefined) this.durable.took(stream as SubscriptionType, epoch, offset);
     }
   }
 

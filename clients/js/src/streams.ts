@@ -57,6 +57,12 @@ export class StreamTracker {
     return st && { epoch: st.epoch, offset: st.offset };
   }
 
+  /** Start `stream` from a position the application took before (a durable session's
+   *  storage): nothing at or below it is delivered again. */
+  restore(stream: SubscriptionType, epoch: string, offset: number): void {
+    this.states.set(stream, { epoch, offset, floor: offset, seen: new Set() });
+  }
+
   /** A new connection: forget held events and in-flight subscribes; keep positions. */
   reset(): void {
     this.pending.clear();

@@ -168,6 +168,23 @@ export type WebSocketConstructor = new (
   options?: WebSocketNodeOptions,
 ) => WebSocketLike;
 
+/** The part of the Web Storage API a durable session uses (`localStorage` fits). */
+export interface SessionStorageLike {
+  getItem(key: string): string | null;
+  setItem(key: string, value: string): void;
+}
+
+/** The durable session as the client knows it. */
+export interface DurableSession {
+  id: string | null;
+  /** Whether the server resumed it on the current connection. */
+  resumed: boolean;
+  /** Seconds the server keeps it after the connection closes. */
+  expiresIn: number | null;
+  /** Per stream, the newest position the application took (what is acknowledged). */
+  taken: Partial<Record<SubscriptionType, { epoch: string; offset: number }>>;
+}
+
 export type TokenSource =
   | string
   | null
@@ -179,8 +196,20 @@ export interface WebSocketServiceOptions {
   url: string;
   /** Sent as `?user_id=`. */
   userId?: string | null | undefined;
-  /** Sent as `?session_id=`. */
+  /** Sent as `?session_id=` (a label; for a durable session use `session`). */
   sessionId?: string | null | undefined;
+  /**
+   * A durable session (docs/protocol.md, Sessions): the server keeps the subscriptions
+   * and the acknowledged positions between connections, so a reload or a crash misses
+   * nothing. `'auto'`: the id and the positions the application took are kept in
+   * `sessionStorage` (default `localStorage` where it exists), under `sessionKey`; a
+   * string: that session id (kept in memory); `false` (default): none.
+   */
+  session?: 'auto' | string | false | undefined;
+  /** Where `session: 'auto'` keeps its state (default `globalThis.localStorage`). */
+  sessionStorage?: SessionStorageLike | null | undefined;
+  /** The storage key (default `football-realtime:session:` + the URL without its query). */
+  sessionKey?: string | undefined;
   /** Sent as `?token=`. A function is called before every (re)connect, so it can refresh. */
   token?: TokenSource | undefined;
   /** Reconnect after a non-terminal close (default true). */

@@ -15,7 +15,7 @@ against each):
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -100,3 +100,34 @@ class SharesRedis(Protocol):
 
     @property
     def redis(self) -> RedisClient: ...
+
+
+@runtime_checkable
+class StoresSessions(Protocol):
+    """Optional ability: keeps durable sessions' state (docs/protocol.md, Sessions).
+
+    The state is opaque bytes (``core.session_state``) kept under the session id for
+    ``ttl`` seconds after the last write or touch, visible to every instance sharing the
+    broker (Redis) or to this process (memory). Each authenticated owner's sessions are
+    indexed so :meth:`count_sessions` can bound them; an expired session leaves the
+    index when it expires. A write is complete when the call returns; Redis errors
+    raise :class:`BrokerUnavailable`."""
+
+    async def load_session(self, session_id: str) -> bytes | None:
+        """The stored state, or None when the session does not exist (or expired)."""
+        ...
+
+    async def save_session(
+        self, session_id: str, state: bytes, ttl: float, owner: str | None
+    ) -> None:
+        """Store ``state``, to expire ``ttl`` seconds from now; index it under ``owner``."""
+        ...
+
+    async def touch_sessions(self, sessions: Sequence[tuple[str, str | None]], ttl: float) -> None:
+        """Push the expiry of existing ``(session_id, owner)`` sessions to ``ttl`` seconds
+        from now (their connections are still open); absent ones stay absent."""
+        ...
+
+    async def count_sessions(self, owner: str) -> int:
+        """How many unexpired sessions ``owner`` holds."""
+        ...

@@ -11,6 +11,7 @@ import logging
 import secrets
 import time
 from collections import OrderedDict, deque
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
@@ -27,8 +28,20 @@ SNAPSHOT_KEYS = 10_000  # (event_type, match) entries kept per stream
 class MemoryBroker:
     name = "memory"
 
-    def __init__(self, *, history_size: int, history_ttl: float) -> None:
+    def __init__(
+        self,
+        *,
+        history_size: int,
+        history_ttl: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """``clock``: the time sessions expire by (a test may pass a fake one)."""
         self.history_size = history_size
+        self.clock = clock
+        #: Durable sessions (StoresSessions): id -> (expires at, owner, state), and each
+        #: owner's session ids (an expired one leaves when next looked at).
+        self._sessions: dict[str, tuple[float, str | None, bytes]] = {}
+        self._owned: dict[str, set[str]] = {}
         self.history_ttl = history_ttl
         self._deliver: Deliver | None = None
         self._claim: ListenerClaim | None = None
@@ -121,3 +134,46 @@ class MemoryBroker:
 
     async def healthy(self) -> bool:
         return True
+
+    # -- durable sessions (StoresSessions) -------------------------------------------
+
+    def _live_session(self, session_id: str) -> tuple[float, str | None, bytes] | None:
+        entry = self._sessions.get(session_id)
+        if entry is not None and entry[0] <= self.clock():
+            del self._sessions[session_id]
+            owner = entry[1]
+            if owner is not None:
+                ids = self._owned.get(owner)
+                if ids is not None:
+                    ids.discard(session_id)
+                    if not ids:
+                        del self._owned[owner]
+            return None
+        return entry
+
+    async def load_session(self, session_id: str) -> bytes | None:
+        entry = self._live_session(session_id)
+        return None if entry is None else entry[2]
+
+    async def save_session(
+        self, session_id: str, state: bytes, ttl: float, owner: str | None
+    ) -> None:
+        self._sessions[session_id] = (self.clock() + ttl, owner, state)
+        if owner is not None:
+            self._owned.setdefault(owner, set()).add(session_id)
+
+    async def touch_sessions(self, sessions: Sequence[tuple[str, str | None]], ttl: float) -> None:
+        now = self.clock()
+        # Called periodically by the service: also the sweep of expired sessions.
+        for session_id in [k for k, v in self._sessions.items() if v[0] <= now]:
+            self._live_session(session_id)
+        until = now + ttl
+        for session_id, _ in sessions:
+            entry = self._live_session(session_id)
+            if entry is not None:
+                self._sessions[session_id] = (until, entry[1], entry[2])
+
+    async def count_sessions(self, owner: str) -> int:
+        for session_id in list(self._owned.get(owner, ())):
+            self._live_session(session_id)  # drops it when expired
+        return len(self._owned.get(owner, ()))

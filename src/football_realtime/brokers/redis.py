@@ -63,7 +63,8 @@ import contextlib
 import logging
 import random
 import secrets
-from collections.abc import Awaitable
+import time
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -205,6 +206,15 @@ return {epoch, offset}
 def _keys(stream: SubscriptionType) -> tuple[str, str, str]:
     tag = f"{{{PREFIX}:{stream.value}}}"
     return f"{tag}:meta", f"{tag}:log", f"{tag}:snap"
+
+
+def _session_key(session_id: str) -> str:
+    return f"{PREFIX}:session:{session_id}"
+
+
+def _owner_key(owner: str) -> str:
+    """An owner's sessions: a sorted set of ids scored by expiry (ms, wall clock)."""
+    return f"{PREFIX}:user-sessions:{owner}"
 
 
 def _idem_key(stream: SubscriptionType, key: str) -> str:
@@ -606,6 +616,61 @@ class RedisBroker:
             raise BrokerUnavailable("redis: this instance's reader is lagging") from None
         self._require_live(stream)
         return [] if self._epoch[stream] == epoch else None
+
+    # -- durable sessions (StoresSessions) -------------------------------------------
+
+    async def load_session(self, session_id: str) -> bytes | None:
+        raw = await self._call(self.redis.get(_session_key(session_id)))
+        if raw is None:
+            return None
+        return raw.encode() if isinstance(raw, str) else bytes(raw)
+
+    async def save_session(
+        self, session_id: str, state: bytes, ttl: float, owner: str | None
+    ) -> None:
+        ttl_ms = max(1, int(ttl * 1000))
+        now_ms = int(time.time() * 1000)
+
+        async def write() -> None:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.set(_session_key(session_id), state, px=ttl_ms)
+                if owner is not None:
+                    key = _owner_key(owner)
+                    pipe.zadd(key, {session_id: now_ms + ttl_ms})
+                    pipe.zremrangebyscore(key, "-inf", now_ms)
+                    pipe.pexpire(key, ttl_ms)  # every session of an owner has this ttl
+                await pipe.execute()
+
+        await self._call(write())
+
+    async def touch_sessions(self, sessions: Sequence[tuple[str, str | None]], ttl: float) -> None:
+        if not sessions:
+            return
+        ttl_ms = max(1, int(ttl * 1000))
+        now_ms = int(time.time() * 1000)
+
+        async def write() -> None:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for session_id, owner in sessions:
+                    pipe.pexpire(_session_key(session_id), ttl_ms)
+                    if owner is not None:
+                        pipe.zadd(_owner_key(owner), {session_id: now_ms + ttl_ms}, xx=True)
+                        pipe.pexpire(_owner_key(owner), ttl_ms)
+                await pipe.execute()
+
+        await self._call(write())
+
+    async def count_sessions(self, owner: str) -> int:
+        key = _owner_key(owner)
+
+        async def count() -> int:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.zremrangebyscore(key, "-inf", int(time.time() * 1000))
+                pipe.zcard(key)
+                res = await pipe.execute()
+            return int(res[1])
+
+        return await self._call(count())
 
     async def snapshot(self, stream: SubscriptionType) -> list[PublishedEvent]:
         """The latest event per (event type, match) already delivered by this instance,

@@ -73,6 +73,9 @@ class Connection:
     #: Why the client must stop (set by whoever finds out; the reader then closes).
     fatal: BaseException | None = None
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    #: Subscriptions a resumed durable session restored on this connection, not yet
+    #: adopted by a ``subscribe`` (``user_subscription_changed`` data; ``.session``).
+    restored: list[dict[str, Any]] = field(default_factory=list)
 
     def spawn(self, coro: Awaitable[Any]) -> None:
         """Run ``coro`` as long as this connection is served (a lost connection ends it quietly)."""

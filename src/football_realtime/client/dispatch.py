@@ -43,14 +43,23 @@ class _Stop:
 class Dispatcher:
     """Registered handlers and the client-level feed, and the task that serves them."""
 
-    def __init__(self, options: ClientOptions, registry: SubscriptionRegistry) -> None:
+    def __init__(
+        self,
+        options: ClientOptions,
+        registry: SubscriptionRegistry,
+        took: Callable[[Item], object] | None = None,
+    ) -> None:
+        """``took(item)``: the application is done with ``item`` (a durable session
+        acknowledges it): every handler returned and, when the client's feed is read,
+        the reader came back for the next item."""
         self._options = options
         self._registry = registry
+        self._took = took
         self._handlers: dict[str, list[Handler]] = {}
         self._queue: asyncio.Queue[Delivery | ClientState | _Stop] = asyncio.Queue(maxsize=1024)
         #: What ``async for event in client`` reads (None with ``max_queue=0``).
         self.feed: Feed[Item] | None = (
-            Feed(options.max_queue, "client event feed") if options.max_queue > 0 else None
+            Feed(options.max_queue, "client event feed", took) if options.max_queue > 0 else None
         )
 
     # -- handlers ----------------------------------------------------------------
@@ -121,6 +130,8 @@ class Dispatcher:
             if matching and not subs:
                 # Replayed from a position older than the subscriptions it matches:
                 # it predates them, nobody asked for it.
+                if self._took is not None:
+                    self._took(item)
                 return
         handlers = [*self._handlers.get(item.event_type, ()), *self._handlers.get(ANY, ())]
         for h in handlers:
@@ -128,8 +139,13 @@ class Dispatcher:
         on_recovery_failed = self._options.on_recovery_failed
         if isinstance(item, RecoveryFailed) and on_recovery_failed is not None:
             await self._call(on_recovery_failed, item)
-        if self.feed is not None:
-            await self.feed.put(item)
+        feed = self.feed
+        if feed is not None and not feed.disabled:
+            await feed.put(item)  # taken when its reader comes back for more
+            if self._took is not None and (feed.disabled or (handlers and not feed.reading)):
+                self._took(item)  # the feed is not read: the handlers are the application
+        elif self._took is not None:
+            self._took(item)
         for s in subs:
             if s._feed is not None and s.active:
                 await s._feed.put(item)

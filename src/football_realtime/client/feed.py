@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Callable
 from typing import Generic, TypeVar
 
 from .errors import FeedDisabled
@@ -23,11 +24,17 @@ T = TypeVar("T")
 
 
 class Feed(Generic[T]):
-    def __init__(self, maxsize: int, name: str) -> None:
+    def __init__(
+        self, maxsize: int, name: str, on_taken: Callable[[T], object] | None = None
+    ) -> None:
+        """``on_taken(item)``: the reader came back for more after ``item`` (it is done
+        with it), or :meth:`taken_last` said so."""
         if maxsize < 1:
             raise ValueError("maxsize must be >= 1")
         self.maxsize = maxsize
         self.name = name
+        self._on_taken = on_taken
+        self._given: T | None = None
         self._items: deque[T] = deque()
         self._read = False
         self._disabled = False
@@ -77,12 +84,26 @@ class Feed(Generic[T]):
         self._readable.set()
         self._writable.set()
 
+    @property
+    def reading(self) -> bool:
+        """Iterated at least once, and still taking items."""
+        return self._read and not self._disabled
+
+    def taken_last(self) -> None:
+        """The item given last counts as taken (the application closed the client)."""
+        given, self._given = self._given, None
+        if given is not None and self._on_taken is not None:
+            self._on_taken(given)
+
     async def get(self) -> T:
         self._read = True
+        self.taken_last()
         while True:
             if self._items:
                 item = self._items.popleft()
                 self._writable.set()
+                if self._on_taken is not None:
+                    self._given = item
                 return item
             if self._disabled:
                 raise FeedDisabled(f"{self.name}: buffering was switched off (never read)")

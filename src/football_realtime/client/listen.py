@@ -15,9 +15,11 @@ import argparse
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TextIO
 
 import orjson
@@ -63,6 +65,32 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="give up after this many failed attempts in a row (default: never)",
     )
     p.add_argument("--heartbeat-interval", type=float, default=10.0, help="seconds (default 10)")
+    p.add_argument(
+        "--session",
+        help="durable session NAME: its id and the positions printed so far are kept in "
+        "SESSION_DIR/NAME.json, so a restarted listen prints every event it missed, once",
+    )
+    p.add_argument(
+        "--session-dir",
+        help="where --session files live (default: $REALTIME_SESSION_DIR, else "
+        "$XDG_STATE_HOME/football-realtime/sessions, else ~/.local/state/...)",
+    )
+
+
+_SESSION_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+def session_path(name: str, directory: str | None) -> Path:
+    """The store file of ``--session NAME``."""
+    if not _SESSION_NAME.fullmatch(name) or name in (".", ".."):
+        raise ValueError("--session must be 1-64 characters of letters, digits and _ . -")
+    base = directory or os.environ.get("REALTIME_SESSION_DIR")
+    if not base:
+        state = os.environ.get("XDG_STATE_HOME") or os.path.join(
+            os.path.expanduser("~"), ".local", "state"
+        )
+        base = os.path.join(state, "football-realtime", "sessions")
+    return Path(base) / f"{name}.json"
 
 
 def _int_list(raw: str) -> list[int]:
@@ -265,10 +293,12 @@ async def _listen(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         loop.add_signal_handler(sig, stop.set)
     token = args.token if args.token is not None else os.environ.get("REALTIME_TOKEN") or None
     try:
+        store = session_path(args.session, args.session_dir) if args.session is not None else None
         client = RealtimeClient(
             args.url,
             user_id=args.user_id,
             token=token,
+            session_store=store,
             max_reconnect_attempts=args.max_reconnect_attempts,
             heartbeat_interval=args.heartbeat_interval,
         )
@@ -283,6 +313,12 @@ async def _listen(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         if state is ClientState.OPEN:
             info = client.connection_info
             note(f"connected to {args.url} (connection {info.get('connection_id', '?')})")
+            session = info.get("session")
+            if isinstance(session, dict):
+                note(
+                    f"session {session.get('id')} "
+                    + ("resumed" if session.get("resumed") else "new")
+                )
         elif state is ClientState.RECONNECTING:
             note("connection lost; reconnecting")
 

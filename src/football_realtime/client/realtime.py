@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -38,6 +39,7 @@ from .options import ClientOptions, Option, TokenTransport
 from .recovery import StreamTracker
 from .requests import Lost
 from .resync import Resync
+from .session import ClientSession, SessionStore
 from .subscribe import Subscriber
 from .subscription import Item, RecoveryFailed, Subscription, SubscriptionRegistry
 from .supervisor import Supervisor
@@ -99,6 +101,7 @@ class RealtimeClient:
         token: str | None = None,
         *,
         session_id: str | None = None,
+        session_store: str | os.PathLike[str] | None = None,
         token_provider: TokenProvider | None = None,
         token_transport: TokenTransport = "query",
         auto_reconnect: bool = True,
@@ -139,11 +142,20 @@ class RealtimeClient:
         self._options = options
         self.stats = ClientStats()
         self._tracker = StreamTracker()
+        self._session = ClientSession(
+            session_id,
+            SessionStore(session_store) if session_store is not None else None,
+            self._tracker,
+        )
         self._registry = SubscriptionRegistry()
-        self._dispatcher = Dispatcher(options, self._registry)
+        self._dispatcher = Dispatcher(
+            options, self._registry, self._session.took if self._session.enabled else None
+        )
         self._life = Lifecycle(self._dispatcher, self._registry)
         self._resync = Resync(options, self._tracker, self.stats, self._life)
-        self._subscriber = Subscriber(options, self._registry, self._resync, self._life)
+        self._subscriber = Subscriber(
+            options, self._registry, self._resync, self._life, self._session
+        )
         self._auth = Authenticator(
             options, token, token_provider, self._registry, self._subscriber, self._life
         )
@@ -156,9 +168,11 @@ class RealtimeClient:
             self._resync,
             self._subscriber,
             self._auth,
+            self._session,
         )
         self._supervisor_task: asyncio.Task[None] | None = None
         self._dispatcher_task: asyncio.Task[None] | None = None
+        self._acker_task: asyncio.Task[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -176,6 +190,8 @@ class RealtimeClient:
         life = self._life
         life.start()
         self._dispatcher_task = asyncio.create_task(self._dispatch(), name="realtime-dispatch")
+        if self._session.enabled:
+            self._acker_task = asyncio.create_task(self._session.run(life), name="realtime-acks")
         supervisor = asyncio.create_task(self._supervisor.run(), name="realtime-supervisor")
         self._supervisor_task = supervisor
         opened = asyncio.create_task(life.opened.wait())
@@ -199,6 +215,18 @@ class RealtimeClient:
             if life.started:
                 await life.closed.wait()
             return
+        if self._session.enabled:
+            # The application closes the client after the last item it took.
+            feed = self._dispatcher.feed
+            if feed is not None:
+                feed.taken_last()
+            acker = self._acker_task
+            if acker is not None:
+                acker.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await acker
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._session.flush(life), self.request_timeout)
         # Cancelling the supervisor closes the connection (1000) on its way out.
         sup = self._supervisor_task
         if sup is not None and not sup.done():
@@ -242,6 +270,29 @@ class RealtimeClient:
     def positions(self) -> dict[str, dict[str, Any]]:
         """Last known ``{"stream": {"epoch", "offset"}}``, as sent in ``since``."""
         return self._tracker.snapshot()
+
+    @property
+    def session(self) -> dict[str, Any]:
+        """The durable session: ``{"id", "resumed", "expires_in"}`` as the server last
+        said (empty without a session), and ``taken``: per stream the newest
+        ``{"epoch", "offset"}`` the application took (what is acknowledged)."""
+        s = self._session
+        if not s.enabled:
+            return {}
+        return {
+            **s.info,
+            "id": s.id,
+            "taken": {k: {"epoch": e, "offset": o} for k, (e, o) in s.taken.items()},
+        }
+
+    @property
+    def unclaimed_subscriptions(self) -> list[dict[str, Any]]:
+        """Subscriptions the resumed session restored on this connection that no
+        :meth:`subscribe` has adopted yet (the server's ``subscription`` objects). They
+        keep delivering to the client's iterator; ``await client.request("unsubscribe",
+        {"subscription_id": ...})`` removes one."""
+        conn = self._life.conn
+        return [dict(e["subscription"]) for e in conn.restored] if conn is not None else []
 
     @property
     def subscriptions(self) -> list[Subscription]:
@@ -307,6 +358,11 @@ class RealtimeClient:
         self._registry.add(sub)
         conn = self._life.conn
         if conn is not None and conn.fatal is None:
+            notices = self._subscriber.adopt(conn, sub)
+            if notices is not None:  # the resumed session restored it already
+                for notice in notices:
+                    await self._dispatcher.put(notice)
+                return sub
             with contextlib.suppress(Lost):
                 await self._subscriber.send(conn, sub)
         wait = self.request_timeout if timeout is None else timeout

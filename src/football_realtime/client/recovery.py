@@ -80,6 +80,13 @@ class StreamTracker:
                 out[name] = {"epoch": p.epoch, "offset": p.offset}
         return out or None
 
+    def restore(self, taken: Mapping[str, tuple[str, int]]) -> None:
+        """Start from positions a previous run's application took (a durable session's
+        store): they are the recovery point, and nothing at or below them is new."""
+        for name, (epoch, offset) in taken.items():
+            self._streams[name] = StreamPosition(epoch, offset)
+            self._seen[name] = offset
+
     def on_ack(self, streams: Mapping[str, Any]) -> list[str]:
         """Apply a subscribe ack's ``result.streams``: adopt the position of a stream
         seen for the first time, and restart a stream whose epoch changed.

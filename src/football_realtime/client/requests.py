@@ -82,6 +82,19 @@ class RequestChannel(Generic[T]):
             raise Lost("connection closed") from None
         return fut
 
+    async def post(self, type_: str, data: dict[str, Any] | None) -> None:
+        """Send a message that gets no reply when valid (``ack``): no id, nothing
+        awaited; an ``error`` for it comes without an id and is logged.
+
+        Raises :class:`Lost` if the socket is closed already."""
+        msg: dict[str, Any] = {"type": type_}
+        if data is not None:
+            msg["data"] = data
+        try:
+            await self._ws.send(orjson.dumps(msg).decode())
+        except ConnectionClosed:
+            raise Lost("connection closed") from None
+
     async def fire(self, type_: str, data: dict[str, Any] | None) -> None:
         """Send a request whose reply nobody waits for."""
         await self.send(type_, data)

@@ -22,6 +22,7 @@ from .errors import RequestError
 from .lifecycle import Lifecycle
 from .options import ClientOptions
 from .resync import Resync
+from .session import ClientSession
 from .subscription import Subscription, SubscriptionRegistry
 
 log = logging.getLogger("football_realtime.client")
@@ -34,18 +35,48 @@ class Subscriber:
         registry: SubscriptionRegistry,
         resync: Resync,
         lifecycle: Lifecycle,
+        session: ClientSession,
     ) -> None:
         self._options = options
         self._registry = registry
         self._resync = resync
         self._life = lifecycle
+        self._session = session
 
     async def renew_all(self, conn: Connection) -> None:
-        """Send every subscription not yet sent on ``conn`` (after a reconnect)."""
+        """Send every subscription not yet sent on ``conn`` (after a reconnect), or adopt
+        the one a resumed durable session restored."""
         for sub in list(self._registry):
             if sub.active and sub._gen != conn.gen:
+                notices = self.adopt(conn, sub)
+                if notices is not None:
+                    if conn.sync.buffer is not None:
+                        for notice in notices:
+                            conn.sync.buffer.add(notice)
+                    continue
                 self._resync.expect(conn, sub)
                 await self.send(conn, sub)
+
+    def adopt(self, conn: Connection, sub: Subscription) -> list[Delivery] | None:
+        """Take the subscription the session restored on ``conn`` with ``sub``'s type and
+        filters as ``sub``'s (no ``subscribe`` sent): its announcement is its ack.
+        Returns the notices to deliver (``recovered: false``), None when there is none
+        to adopt."""
+        if not self._session.enabled:
+            return None
+        entry = self._session.claim(conn, sub.subscription_type, sub.filters)
+        if entry is None:
+            return None
+        sub._gen = conn.gen
+        streams = entry["streams"]
+        result = {**entry["subscription"], "streams": streams}
+        sub._apply_ack(result)
+        changed = self._resync.note_ack(conn, sub, streams, renewed=True)
+        outcome = {"recovered": entry.get("recovered") is True, "reason": entry.get("reason")}
+        notices = self._resync.outcome(sub, outcome, streams, changed)
+        if not sub._ready.done():
+            sub._ready.set_result(None)
+        return notices
 
     async def send(self, conn: Connection, sub: Subscription) -> None:
         """Send ``sub``'s ``subscribe`` on ``conn``; its reply is handled by the reader."""
@@ -53,7 +84,8 @@ class Subscriber:
         data: dict[str, Any] = {"filters": sub.filters}
         if sub.subscription_type is not None:
             data["subscription_type"] = sub.subscription_type
-        since = self._resync.since(sub.streams) if sub.streams else None
+        streams = sub.streams or (self._session.streams_of(sub) if self._session.enabled else ())
+        since = self._resync.since(streams) if streams else None
         if since is not None:
             data["since"] = since
         if sub.snapshot:

@@ -44,6 +44,7 @@ from .models import ClientState, ClientStats, Event, parse_event
 from .options import ClientOptions
 from .requests import Lost, RequestChannel
 from .resync import Resync
+from .session import ClientSession
 from .subscribe import Subscriber
 from .subscription import SubscriptionRegistry
 
@@ -65,6 +66,7 @@ class Supervisor:
         resync: Resync,
         subscriber: Subscriber,
         auth: Authenticator,
+        session: ClientSession,
     ) -> None:
         self._options = options
         self._stats = stats
@@ -74,6 +76,7 @@ class Supervisor:
         self._resync = resync
         self._subscriber = subscriber
         self._auth = auth
+        self._session = session
         self._warned: set[str] = set()
         self._gens = itertools.count(1)
         self._req_ids = itertools.count(1)
@@ -158,6 +161,7 @@ class Supervisor:
     async def _open(self) -> ClientConnection:
         o = self._options
         params, headers = await self._auth.handshake()
+        params.update(self._session.params())
         kw: dict[str, Any] = {
             "open_timeout": o.open_timeout,
             "ping_interval": None,  # liveness is our heartbeat's job
@@ -216,6 +220,10 @@ class Supervisor:
                     conn.fatal = TerminalCloseError(CloseCode.UNAUTHORIZED, str(exc))
                     await conn.ws.close(1000, "client stopping")
                     return
+            if self._session.enabled and self._session.id is not None:
+                # A resumed session's restored subscriptions are announced before the
+                # server reads anything: once a heartbeat is answered, all are in.
+                await conn.channel.request("heartbeat", None, self._options.request_timeout)
             await self._subscriber.renew_all(conn)
             for room in sorted(self._registry.rooms):
                 await conn.channel.fire("join", {"room": room})
@@ -300,6 +308,12 @@ class Supervisor:
             EventType.CONNECTION_STATUS
         ):
             self._on_status(conn, ev)
+        elif ev.event_type == EventType.USER_SUBSCRIPTION_CHANGED and self._session.enabled:
+            data = ev.raw.get("data") or {}
+            if data.get("restored") is True and data.get("connection_id") == (
+                self._life.connection_info.get("connection_id")
+            ):
+                self._session.restored(conn, data)
         delivery = self._resync.route(conn, ev)
         if delivery is not None:
             await self._emit(conn, delivery)
@@ -309,6 +323,7 @@ class Supervisor:
         status = data.get("status")
         if status == "connected":
             self._life.connected(dict(data))
+            self._session.welcome(data.get("session"))
         elif (
             status == "warning"
             and data.get("reason", "token_expiring") == "token_expiring"

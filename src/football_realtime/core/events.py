@@ -282,14 +282,31 @@ class AnalyticsUpdated(Payload):
 
 
 class UserSubscriptionChanged(Payload):
-    """Sent to every connection of a user when one of them subscribes or unsubscribes."""
+    """Sent to every connection of a user when one of them subscribes or unsubscribes,
+    and for each subscription a resumed durable session restores (``restored: true``,
+    with ``streams`` positions and ``recovered``; to the connection itself when it is
+    anonymous, ``user_id`` then null)."""
 
-    user_id: str
+    user_id: str | None
     connection_id: str
     action: Literal["subscribed", "unsubscribed"]
     subscription_id: str
     subscription: dict[str, Any] | None = None
     subscriptions: list[dict[str, Any]]
+    restored: bool | None = None
+    streams: dict[str, dict[str, Any]] | None = None
+    recovered: bool | None = None
+    reason: str | None = None
+
+
+class SessionInfo(BaseModel):
+    """The durable session a connection opened (``connection_status`` ``connected``)."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+    id: str
+    resumed: bool
+    expires_in: float
+    reason: str | None = None
 
 
 class ConnectionStatus(Payload):
@@ -303,6 +320,7 @@ class ConnectionStatus(Payload):
     heartbeat_interval: float | None = None
     server_time: str | None = None
     instance_id: str | None = None
+    session: SessionInfo | None = None
 
 
 PAYLOAD_MODELS: dict[EventType, type[Payload]] = {

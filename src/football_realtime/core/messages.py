@@ -177,6 +177,44 @@ class WithinStream:
         return True
 
 
+@dataclass(frozen=True, slots=True)
+class SessionFields:
+    """``auth``'s session fields agree: ``resume: true`` needs a ``session_id``, and a
+    ``session_id`` other than ``new`` names a session to resume (``resume: true``)."""
+
+    def json_schema(self) -> dict[str, Any]:
+        resume_true = {"required": ["resume"], "properties": {"resume": {"const": True}}}
+        return {
+            "allOf": [
+                {
+                    "if": resume_true,
+                    "then": {
+                        "required": ["session_id"],
+                        "properties": {"session_id": {"type": "string"}},
+                    },
+                },
+                {
+                    "if": {
+                        "required": ["session_id"],
+                        "properties": {"session_id": {"type": "string", "not": {"const": "new"}}},
+                    },
+                    "then": resume_true,
+                },
+            ]
+        }
+
+    def check(self, session_id: str | None, resume: bool) -> str | None:
+        """None when they agree, else what is wrong."""
+        if resume and session_id is None:
+            return "data.resume needs data.session_id"
+        if session_id is not None and session_id != "new" and not resume:
+            return (
+                "data.session_id names a session to resume: give data.resume: true "
+                "(or ask for 'new')"
+            )
+        return None
+
+
 # -- the constraints -------------------------------------------------------------
 
 MESSAGE_ID_TEXT: Final = Text(max_length=128)
@@ -189,6 +227,22 @@ ROOM: Final = Text(
     description="1-128 letters, digits and _ . : -",
 )
 SUBSCRIPTION_ID: Final = Text(max_length=128)
+#: A durable session's id: long enough to be a bearer secret when random (22 base64url
+#: characters are 132 bits); ``core/session_state.py``.
+SESSION_ID: Final = Text(
+    min_length=22,
+    max_length=64,
+    pattern=r"[A-Za-z0-9_-]+",
+    description="A durable session id: 22-64 characters of A-Z a-z 0-9 _ -.",
+)
+#: What a client may ask for: an existing id, or ``new`` for one the server issues.
+SESSION_REQUEST: Final = Text(
+    min_length=3,
+    max_length=64,
+    pattern=r"new|[A-Za-z0-9_-]{22,64}",
+    description="`new` (the server issues an id, sent in the welcome's `session.id`) or "
+    "a session id of 22-64 characters of A-Z a-z 0-9 _ -.",
+)
 EPOCH: Final = Text(max_length=64)
 OFFSET: Final = Integer(ge=0, le=2**63 - 1)
 #: ``subscribe``: a stream, or an explicit list of event types, or both.
@@ -196,6 +250,8 @@ SUBSCRIBE_NEEDS: Final = AnyOf((("subscription_type",), ("filters", "event_types
 #: ``subscribe``: the event types listed belong to the stream named. The parser leaves
 #: this to the hub, which answers ``invalid_filter`` (``core.subscriptions.effective_event_types``).
 SUBSCRIBE_WITHIN_STREAM: Final = WithinStream()
+#: ``auth``: the session fields agree with each other.
+AUTH_SESSION_FIELDS: Final = SessionFields()
 #: ``unsubscribe``: by id, or every subscription of a type.
 UNSUBSCRIBE_NEEDS: Final = AnyOf((("subscription_id",), ("subscription_type",)))
 
@@ -274,8 +330,32 @@ class RoomData(BaseModel):
 
 
 class AuthData(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """``session_id`` and ``resume`` open a durable session, as the handshake query's
+    parameters of the same names do: only in the first ``auth`` of a connection that
+    connected without a token."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=AUTH_SESSION_FIELDS.json_schema())
     token: Annotated[str, TOKEN.field()]
+    session_id: Annotated[str, SESSION_REQUEST.field()] | None = None
+    resume: bool = False
+
+    @model_validator(mode="after")
+    def _agree(self) -> AuthData:
+        wrong = AUTH_SESSION_FIELDS.check(self.session_id, self.resume)
+        if wrong is not None:
+            raise ValueError(wrong)
+        return self
+
+
+class AckData(BaseModel):
+    """Cumulative acknowledgement: per stream, every event up to ``offset`` (in
+    ``epoch``) was processed by the client's application. No reply when valid."""
+
+    model_config = ConfigDict(extra="forbid")
+    positions: Annotated[
+        dict[SubscriptionType, StreamPosition],
+        Field(min_length=1, description="The newest processed position per stream."),
+    ]
 
 
 class NoData(BaseModel):
@@ -309,20 +389,25 @@ CLIENT_MESSAGE_DEFS: Final[dict[str, MessageDef]] = {
     "get_stats": MessageDef(NoData, False),
     "join": MessageDef(RoomData, True),
     "leave": MessageDef(RoomData, True),
+    "ack": MessageDef(AckData, True),
 }
 
 __all__ = [
+    "AUTH_SESSION_FIELDS",
     "CLIENT_MESSAGE_DEFS",
     "EPOCH",
     "MESSAGE_ID_INT",
     "MESSAGE_ID_TEXT",
     "OFFSET",
     "ROOM",
+    "SESSION_ID",
+    "SESSION_REQUEST",
     "SUBSCRIBE_NEEDS",
     "SUBSCRIBE_WITHIN_STREAM",
     "SUBSCRIPTION_ID",
     "TOKEN",
     "UNSUBSCRIBE_NEEDS",
+    "AckData",
     "AnyOf",
     "AuthData",
     "Integer",
@@ -330,6 +415,7 @@ __all__ = [
     "MessageId",
     "NoData",
     "RoomData",
+    "SessionFields",
     "StreamPosition",
     "SubscribeData",
     "Text",

@@ -23,12 +23,14 @@ from .encoding import server_message
 from .errors import LocalError
 from .events import SubscriptionType
 from .messages import (
+    AUTH_SESSION_FIELDS,
     CLIENT_MESSAGE_DEFS,
     EPOCH,
     MESSAGE_ID_INT,
     MESSAGE_ID_TEXT,
     OFFSET,
     ROOM,
+    SESSION_REQUEST,
     SUBSCRIBE_NEEDS,
     SUBSCRIPTION_ID,
     TOKEN,
@@ -62,6 +64,15 @@ ERROR_CODES: Final[dict[str, str]] = {
     "banned": "An administrator banned this user for a while (`POST "
     "/realtime/users/{user_id}/disconnect`); the connection closes with 4506. Do not retry "
     "before the ban ends (the message says how long).",
+    "invalid_ack": "An `ack` the server cannot take: malformed, a stream none of the "
+    "connection's subscriptions covers, an epoch other than the stream's current one (the "
+    "positions of the old epoch are void: take the new epoch from the subscribe result or "
+    "`user_subscription_changed`), or an offset ahead of what was sent on the stream. "
+    "Nothing of that ack was recorded.",
+    "session_refused": "The durable session cannot be opened or resumed: it belongs to "
+    "another user (close 4503), it belongs to a user and the connection has no token "
+    "(4501), the user holds too many sessions (4503), or the session parameters are "
+    "invalid (4500). The message says which; do not retry unchanged.",
 }
 
 MESSAGE_TYPES: Final = tuple(CLIENT_MESSAGE_DEFS)
@@ -136,14 +147,26 @@ class Leave:
 
 @dataclass(frozen=True, slots=True)
 class Auth:
-    """Authenticate a connection after connecting, or refresh its token."""
+    """Authenticate a connection after connecting, or refresh its token; the first one
+    may open a durable session (``session_id``, ``resume``)."""
 
     id: Any
     token: str = field(repr=False)
+    session_id: str | None = None
+    resume: bool = False
     type: str = "auth"
 
 
-ClientMessage = Auth | Subscribe | Unsubscribe | Heartbeat | GetStats | Join | Leave
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """Cumulative acknowledgement of processed events, per stream."""
+
+    id: Any
+    positions: dict[SubscriptionType, StreamPosition]
+    type: str = "ack"
+
+
+ClientMessage = Auth | Subscribe | Unsubscribe | Heartbeat | GetStats | Join | Leave | Ack
 
 
 def _check_id(raw: Any) -> Any:
@@ -221,6 +244,35 @@ def _parse_since(raw: Any, msg_id: Any) -> dict[SubscriptionType, StreamPosition
                 f"since.{st.value} must be {{'epoch': <string>, 'offset': <integer >= 0>}}",
                 msg_id,
                 "subscribe",
+            )
+        out[st] = StreamPosition(pos["epoch"], pos["offset"])
+    return out
+
+
+def _parse_positions(raw: Any, msg_id: Any) -> dict[SubscriptionType, StreamPosition]:
+    if type(raw) is not dict or not raw:
+        raise ProtocolError(
+            "invalid_ack", "data.positions must be a non-empty object", msg_id, "ack"
+        )
+    out: dict[SubscriptionType, StreamPosition] = {}
+    for stream, pos in raw.items():
+        try:
+            st = SubscriptionType(stream)
+        except ValueError:
+            raise ProtocolError(
+                "invalid_ack", f"positions: unknown stream {stream[:40]!r}", msg_id, "ack"
+            ) from None
+        if (
+            type(pos) is not dict
+            or len(pos) != 2
+            or not _epoch(pos.get("epoch"))
+            or not _offset(pos.get("offset"))
+        ):
+            raise ProtocolError(
+                "invalid_ack",
+                f"positions.{st.value} must be {{'epoch': <string>, 'offset': <integer >= 0>}}",
+                msg_id,
+                "ack",
             )
         out[st] = StreamPosition(pos["epoch"], pos["offset"])
     return out
@@ -304,7 +356,24 @@ def parse_client_message(text: str) -> ClientMessage:
                 msg_id,
                 t,
             )
-        return Auth(msg_id, token)
+        session_id = data.get("session_id")
+        if session_id is not None and not SESSION_REQUEST.check(session_id):
+            raise ProtocolError(
+                "invalid_message",
+                "data.session_id must be 'new' or 22-64 characters of A-Z a-z 0-9 _ -",
+                msg_id,
+                t,
+            )
+        resume = data.get("resume", False)
+        if type(resume) is not bool:
+            raise ProtocolError("invalid_message", "data.resume must be a boolean", msg_id, t)
+        wrong = AUTH_SESSION_FIELDS.check(session_id, resume)
+        if wrong is not None:
+            raise ProtocolError("invalid_message", wrong, msg_id, t)
+        return Auth(msg_id, token, session_id, resume)
+    if t == "ack":
+        _known_keys(data, _FIELDS[t], msg_id, t)
+        return Ack(msg_id, _parse_positions(data.get("positions"), msg_id))
     if t == "heartbeat":
         return Heartbeat(msg_id)
     if t == "get_stats":

@@ -183,6 +183,38 @@ METRICS: tuple[MetricSpec, ...] = (
         (),
         "Recoveries answered recovered=false (history gone or epoch changed).",
     ),
+    MetricSpec(
+        "ack_latency_seconds",
+        "histogram",
+        ("event_type",),
+        "Publish to the client's `ack`: per valid ack that moves a stream forward, the "
+        "newest event it acknowledges (wall clock of the publishing instance).",
+    ),
+    MetricSpec(
+        "sessions_active", "gauge", (), "Connections on this instance with a durable session."
+    ),
+    MetricSpec("sessions_created", "counter", (), "Durable sessions opened new."),
+    MetricSpec("sessions_resumed", "counter", (), "Durable sessions resumed."),
+    MetricSpec(
+        "sessions_expired",
+        "counter",
+        (),
+        "Resumes that found no session (expired, or never created): a new one was opened.",
+    ),
+    MetricSpec(
+        "sessions_refused",
+        "counter",
+        ("reason",),
+        "Sessions refused: reason=owner (another identity), token (no token for a user's "
+        "session), limit (sessions per user), unavailable (broker down).",
+    ),
+    MetricSpec(
+        "session_unacked_offsets",
+        "gauge",
+        (),
+        "Over open sessions and their streams: newest offset delivered here minus the "
+        "acknowledged offset (an upper bound on events sent and not yet acknowledged).",
+    ),
 )
 
 _SPECS = {m.name: m for m in METRICS}
@@ -309,6 +341,15 @@ class RealtimeCollector(Collector):
         value("recoveries", st.recoveries)
         value("recoveries_failed", st.recoveries_failed)
         value("snapshot_events", st.snapshot_events)
+        for t in sorted(st.ack_latency)[:LABEL_CAP]:
+            hist("ack_latency_seconds", st.ack_latency[t], (t,))
+        value("sessions_active", len(rt.durable.open_connections))
+        value("sessions_created", st.sessions_created)
+        value("sessions_resumed", st.sessions_resumed)
+        value("sessions_expired", st.sessions_expired)
+        for why, n in sorted(st.sessions_refused.items()):
+            value("sessions_refused", n, (why,))
+        value("session_unacked_offsets", rt.durable.unacked_offsets())
         yield from fams.values()
 
 

@@ -35,6 +35,7 @@ from ..service.connection import (
     SharedDeflate,
     Sink,
 )
+from ..service.durable_sessions import DurableSessions, SessionRefused, SessionRequest
 from ..service.hub import Hub, new_connection_id
 from ..service.requests import RequestHandler
 from ..service.sessions import Sessions
@@ -103,6 +104,27 @@ def query_filters(ws: WebSocket) -> SubscriptionFilter:
         raise QueryError(exc.message) from None
 
 
+def _session_request(
+    ws: WebSocket, session_id: str | None, preset: SubscriptionType | None
+) -> SessionRequest | None:
+    """The durable session the query asks for (``session_id=new``, or an id with
+    ``resume=1``); None: none (a ``session_id`` alone stays a label)."""
+    try:
+        request = SessionRequest.of(session_id, _flag(ws, "resume"))
+    except ValueError as exc:
+        raise QueryError(str(exc)) from None
+    if request is not None and preset is not None:
+        raise QueryError("durable sessions are opened on /realtime/ws, not a dedicated endpoint")
+    return request
+
+
+def _auth_session(msg: proto.Auth, query: SessionRequest | None) -> SessionRequest | None:
+    """The session the first ``auth`` asks for (else the query's)."""
+    if msg.session_id is None and not msg.resume:
+        return query
+    return SessionRequest.of(msg.session_id, msg.resume)
+
+
 def disconnect_code(message: Mapping[str, Any]) -> int:
     """The close code a ``websocket.disconnect`` message stands for, as stats and logs
     record it.
@@ -159,6 +181,7 @@ class WebSocketEndpoint:
         hub: Hub,
         admission: Admission,
         sessions: Sessions,
+        durable: DurableSessions,
         requests: RequestHandler,
         stats: ServiceStats,
         on_slow_consumer: Callable[[Connection], None],
@@ -170,6 +193,7 @@ class WebSocketEndpoint:
         self.hub = hub
         self.admission = admission
         self.sessions = sessions
+        self.durable = durable
         self.requests = requests
         self.stats = stats
         self.on_slow_consumer = on_slow_consumer
@@ -199,6 +223,7 @@ class WebSocketEndpoint:
             session_id = _ident(websocket, "session_id")
             batch = _flag(websocket, "batch")
             preset_filter = query_filters(websocket) if self.preset is not None else None
+            session_request = _session_request(websocket, session_id, self.preset)
         except QueryError as exc:
             await self._refuse(websocket, CloseCode.BAD_REQUEST, str(exc), "invalid_filter")
             return
@@ -250,7 +275,11 @@ class WebSocketEndpoint:
             identity,
             tier,
             pending,
-            on_authenticated=(lambda: self._start(conn, preset_filter)) if pending else None,
+            on_authenticated=(
+                (lambda msg: self._start(conn, preset_filter, _auth_session(msg, session_request)))
+                if pending
+                else None
+            ),
         )
         hub.add(conn)
         bind_connection(conn)
@@ -261,7 +290,7 @@ class WebSocketEndpoint:
         code: int = CloseCode.ABNORMAL
         try:
             if not session.pending:
-                self._start(conn, preset_filter)
+                await self._start(conn, preset_filter, session_request)
             if fast is not None:
                 # The handshake is over (origin, token and admission read the request):
                 # its headers (~1-2 KB for a browser) and query string (the token) would
@@ -287,6 +316,8 @@ class WebSocketEndpoint:
             hub.remove(conn, code)
             if isinstance(sink, AsgiSink):
                 await sink.stop()
+            if conn.durable is not None:
+                await self.durable.close(conn)
             log.info(
                 "connection closed",
                 extra={
@@ -297,9 +328,25 @@ class WebSocketEndpoint:
                 },
             )
 
-    def _start(self, conn: Connection, preset_filter: SubscriptionFilter | None) -> None:
-        """Once the connection may receive: the preset subscription, then ``connected``."""
+    async def _start(
+        self,
+        conn: Connection,
+        preset_filter: SubscriptionFilter | None,
+        session_request: SessionRequest | None,
+    ) -> None:
+        """Once the connection may receive: its durable session, the preset
+        subscription, then ``connected``, then what a resumed session restores."""
         hub = self.hub
+        session_info: dict[str, Any] | None = None
+        if session_request is not None:
+            identity = conn.session.identity if conn.session is not None else None
+            owner = identity.user_id if identity is not None else None
+            try:
+                session_info = await self.durable.open(conn, session_request, owner)
+            except SessionRefused as exc:
+                hub.send_payload(conn, proto.error_reply(ProtocolError(exc.error_code, exc.reason)))
+                conn.close(exc.code, exc.reason[:120])
+                return
         if self.preset is not None:
             assert preset_filter is not None
             try:
@@ -309,9 +356,18 @@ class WebSocketEndpoint:
                 code = CloseCode.FORBIDDEN if exc.code == "forbidden" else CloseCode.BAD_REQUEST
                 conn.close(code, exc.message[:120])
                 return
-        hub.send_payload(conn, self._connected_message(conn))
+        hub.send_payload(conn, self._connected_message(conn, session_info))
+        if session_info is not None and session_info["resumed"]:
+            try:
+                await self.durable.restore(conn)
+            except ProtocolError as exc:  # the broker went away meanwhile
+                hub.send_payload(conn, proto.error_reply(exc))
+                conn.close(CloseCode.TRY_AGAIN_LATER, exc.message[:120])
 
-    def _connected_message(self, conn: Connection) -> bytes:
+    def _connected_message(
+        self, conn: Connection, session_info: dict[str, Any] | None = None
+    ) -> bytes:
+        extra = {"session": session_info} if session_info is not None else {}
         return server_message(
             EventType.CONNECTION_STATUS,
             {
@@ -324,6 +380,7 @@ class WebSocketEndpoint:
                 "heartbeat_interval": self.settings.heartbeat_interval,
                 "server_time": utc_now_iso(),
                 "instance_id": self.settings.instance_id,
+                **extra,
             },
         )
 

@@ -146,6 +146,7 @@ class Connection:
         "deflate",
         "direct",
         "drain_waiter",
+        "durable",
         "epochs",
         "floors",
         "held",
@@ -216,6 +217,9 @@ class Connection:
         # Security state (security.Session: tier, token expiry, rate limit); None for
         # connections made outside the WebSocket endpoint.
         self.session: Any = None
+        # The durable session this connection opened (service/durable_sessions.py), or
+        # None: subscriptions and acknowledged positions that outlive the connection.
+        self.durable: Any = None
         # The socket's write while it keeps up and nothing is queued, else None: the
         # whole fast path of send() is one attribute test.
         self.direct = sink.direct if sink.writable else None

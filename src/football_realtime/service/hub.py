@@ -61,6 +61,9 @@ class Hub:
         self._sub_ids = itertools.count(1)
         self.render_view = render_view
         self.on_membership = on_membership
+        #: Per stream, the newest offset this instance fanned out (what an ``ack`` may
+        #: reach, with a connection's replay: ``Connection.floors``).
+        self.tops: dict[SubscriptionType, int] = {}
 
     # -- connections -------------------------------------------------------------
 
@@ -229,6 +232,32 @@ class Hub:
                 if target is not None:
                     self._send(target, enc)
 
+    def announce_restored(self, conn: Connection, sub: Subscription, extra: dict[str, Any]) -> None:
+        """``user_subscription_changed`` for a subscription a resumed session restored
+        (``restored: true`` plus ``extra``: streams, recovered, reason): to every
+        connection of the user, or to the connection itself when it is anonymous."""
+        current = [s.describe() for s in conn.subscriptions.values()]
+        enc = Encoded(
+            server_message(
+                EventType.USER_SUBSCRIPTION_CHANGED,
+                {
+                    "user_id": conn.user_id,
+                    "connection_id": conn.id,
+                    "action": "subscribed",
+                    "subscription_id": sub.id,
+                    "subscription": sub.describe(),
+                    "subscriptions": current,
+                    "restored": True,
+                    **extra,
+                },
+            )
+        )
+        ids = self.user_connections.get(conn.user_id) if conn.user_id is not None else None
+        for cid in ids or (conn.id,):
+            target = self.connections.get(cid)
+            if target is not None:
+                self._send(target, enc)
+
     # -- rooms -------------------------------------------------------------------
 
     def join(self, conn: Connection, room: str, msg_id: Any = None) -> None:
@@ -274,6 +303,7 @@ class Hub:
         Serialised once per view (usually one); never awaits a client.
         """
         attrs = EventAttributes.of(ev.event_type, ev.data)
+        self.tops[ev.stream] = ev.offset
         key = conflation_key(ev.event_type, ev.data)
         enc = Encoded(ev.payload)
         views: dict[Hashable, Encoded | None] | None = None

@@ -9,7 +9,7 @@ Construction order follows the dependencies, and each component receives the one
 it uses (nothing is assigned after construction)::
 
     stats, broker ─┐
-    tier views ────┼─> hub ─> control ─> admission ─> sessions ─> recovery ─> requests
+    tier views ────┼─> hub ─> control ─> admission ─> sessions ─> recovery ─> durable sessions ─> requests
     registry ──────┘
 """
 
@@ -21,7 +21,7 @@ from typing import Any
 
 from ..auth import TokenVerifier
 from ..brokers import Broker, PublishResult, create_broker
-from ..brokers.base import BrokerUnavailable, PublishedEvent, SharesRedis
+from ..brokers.base import BrokerUnavailable, PublishedEvent, SharesRedis, StoresSessions
 from ..config import Settings
 from ..core.close_codes import CloseCode
 from ..core.encoding import dumps, server_message
@@ -41,6 +41,7 @@ from .admission import Admission
 from .cluster import ClusterRegistry
 from .connection import Connection, SharedDeflate
 from .control import ClusterControl, ControlStore, MemoryControlStore, RedisControlStore
+from .durable_sessions import DurableSessions
 from .hub import Hub
 from .recovery import Recovery
 from .requests import RequestHandler
@@ -109,8 +110,11 @@ class RealtimeService:
         )
         self.sessions = Sessions(s, self.hub, self.stats, self.admission, self.control)
         self.recovery = Recovery(self.broker, self.hub, self.sessions, self.stats)
+        if not isinstance(self.broker, StoresSessions):
+            raise TypeError(f"the {self.broker.name} broker cannot store durable sessions")
+        self.durable = DurableSessions(s, self.broker, self.hub, self.recovery, self.stats)
         self.requests = RequestHandler(
-            self.hub, self.sessions, self.recovery, self.stats, self.stats_snapshot
+            self.hub, self.sessions, self.recovery, self.durable, self.stats, self.stats_snapshot
         )
         self.started = False
 
@@ -122,6 +126,7 @@ class RealtimeService:
         await self.broker.start(self.on_event, self.on_stream_reset)
         await self.cluster.start(self.stats_snapshot)
         await self.control.start()
+        await self.durable.start()
         self.started = True
 
     async def stop(self) -> None:
@@ -130,6 +135,7 @@ class RealtimeService:
         self.started = False
         for conn in list(self.hub.connections.values()):
             self.close_for_shutdown(conn)
+        await self.durable.stop()
         await self.control.stop()
         await self.cluster.stop()
         await self.broker.stop()
@@ -178,6 +184,7 @@ class RealtimeService:
         """
         st = self.stats
         st.record_consumed(ev.published_at, time.time())
+        self.durable.acks.record(ev)
         token = CURRENT_EVENT.set(ev)
         try:
             n = self.hub.deliver(ev)
@@ -274,6 +281,8 @@ class RealtimeService:
             "messages_compressed": deflate.compressed if deflate is not None else 0,
             "bytes_saved_per_copy": deflate.saved if deflate is not None else 0,
         }
+        snap["sessions_active"] = len(self.durable.open_connections)
+        snap["session_unacked_offsets"] = self.durable.unacked_offsets()
         return snap
 
     def on_slow_consumer(self, conn: Connection) -> None:

@@ -30,7 +30,7 @@ from ..core import protocol as proto
 from ..core.close_codes import CloseCode
 from ..core.events import SubscriptionType
 from ..core.protocol import ProtocolError
-from ..core.subscriptions import EventAttributes, Subscription
+from ..core.subscriptions import EventAttributes, Subscription, SubscriptionFilter
 from ..stats import ServiceStats
 from .hub import Hub
 
@@ -57,7 +57,12 @@ class Recovery:
         self.sessions = sessions
         self.stats = stats
 
-    async def subscribe(self, conn: Connection, msg: proto.Subscribe) -> None:
+    async def subscribe(
+        self, conn: Connection, msg: proto.Subscribe
+    ) -> tuple[Subscription, dict[SubscriptionType, tuple[str, int]]]:
+        """Subscribe, ack, replay or snapshot. Returns the subscription and, per stream it
+        covers, where its delivery started: ``(epoch, offset)`` with every later event
+        sent or to come (a durable session's starting position)."""
         hub = self.hub
         broker = self.broker
         stats = self.stats
@@ -167,12 +172,125 @@ class Recovery:
             # No await from here on: live delivery resumes (finally) with the floors set.
             for st in fresh:
                 conn.floors[st] = last.get(st, 0)
+            start = {
+                st: (epoch, replay_after.get(st, top)) for st, (epoch, top) in positions.items()
+            }
+            return sub, start
         except BrokerUnavailable as exc:
             # Nothing was acked yet: undo the subscription so a retry starts clean.
             if sub.id in conn.subscriptions:
                 hub.unsubscribe(conn, sub.id, None)
             raise ProtocolError(
                 "unavailable", f"the broker is unavailable, retry shortly ({exc})", msg.id, msg.type
+            ) from None
+        finally:
+            conn.held = None
+
+    async def restore(
+        self,
+        conn: Connection,
+        specs: list[tuple[SubscriptionType | None, SubscriptionFilter]],
+        positions: dict[SubscriptionType, tuple[str, int]],
+    ) -> tuple[list[Subscription], list[ProtocolError], dict[SubscriptionType, tuple[str, int]]]:
+        """A resumed durable session: subscribe ``specs`` again (within the tier, as
+        ``subscribe`` does) on a connection that holds no subscription yet, announce each
+        (``user_subscription_changed`` with ``restored``, ``streams``, ``recovered``),
+        then send every event after ``positions`` (the session's acknowledged
+        positions) that matches any of them, merged with live events: per stream in
+        offset order, each once, then live.
+
+        Returns the subscriptions made, the refusals (a spec the tier no longer allows),
+        and per stream where delivery now starts (``(epoch, offset)``: the acknowledged
+        position when replayed, else the stream's newest offset)."""
+        hub = self.hub
+        broker = self.broker
+        stats = self.stats
+        subs: list[Subscription] = []
+        errors: list[ProtocolError] = []
+        conn.held = []
+        try:
+            for subscription_type, flt in specs:
+                try:
+                    subs.append(self.sessions.subscribe(conn, subscription_type, flt, None))
+                except ProtocolError as exc:
+                    errors.append(exc)
+            streams: list[SubscriptionType] = []
+            for sub in subs:
+                streams.extend(st for st in sub.streams if st not in streams)
+            tops: dict[SubscriptionType, tuple[str, int]] = {}
+            for st in streams:
+                tops[st] = await broker.position(st)
+                conn.epochs[st] = tops[st][0]
+            backlog: list[PublishedEvent] = []
+            replay_after: dict[SubscriptionType, int] = {}
+            reasons: dict[SubscriptionType, str] = {}
+            for st in streams:
+                epoch, top = tops[st]
+                held = positions.get(st)
+                if held is None:
+                    continue  # nothing known: live from the newest offset
+                same = held[0] == epoch
+                after = held[1] if same else 0
+                if same and after > top:
+                    reasons[st] = f"{st.value}: offset {after} is ahead of the stream ({top})"
+                    continue
+                events = await broker.history(st, after)
+                if not same:
+                    reasons[st] = (
+                        f"{st.value}: epoch changed (history was lost): events of the old "
+                        "epoch after your offset may be missing; "
+                        + (
+                            "the new epoch's history no longer reaches back to offset 1"
+                            if events is None
+                            else "the new epoch is replayed from offset 1"
+                        )
+                    )
+                elif events is None:
+                    reasons[st] = (
+                        f"{st.value}: history no longer reaches back to offset {after + 1}"
+                    )
+                if events is None:
+                    continue
+                replay_after[st] = after
+                for sub in subs:
+                    if st in sub.streams:
+                        backlog.extend(_matching(sub, events))
+            for sub in subs:
+                entries: dict[str, dict[str, object]] = {}
+                for st in sub.streams:
+                    epoch, top = tops[st]
+                    entry: dict[str, object] = {
+                        "epoch": epoch,
+                        "offset": top,
+                        "recovered": st in replay_after and st not in reasons,
+                    }
+                    if st in replay_after:
+                        entry["replay_after"] = replay_after[st]
+                    entries[st.value] = entry
+                why = [reasons[st] for st in sub.streams if st in reasons]
+                extra: dict[str, object] = {"streams": entries, "recovered": not why}
+                if why:
+                    extra["reason"] = "; ".join(why)
+                hub.announce_restored(conn, sub, extra)
+            if reasons:
+                stats.recoveries_failed += 1
+            elif subs:
+                stats.recoveries += 1
+            last: dict[SubscriptionType, int] = {
+                st: replay_after.get(st, tops[st][1]) for st in streams
+            }
+            start = {st: (tops[st][0], last[st]) for st in streams}
+            stats.replayed_events += await _send_merged(hub, conn, backlog, last)
+            # No await from here on: live delivery resumes (finally) with the floors set.
+            for st in streams:
+                conn.floors[st] = last.get(st, 0)
+            return subs, errors, start
+        except BrokerUnavailable as exc:
+            for sub in subs:
+                if sub.id in conn.subscriptions:
+                    hub.unsubscribe(conn, sub.id, None)
+            raise ProtocolError(
+                "unavailable", f"the broker is unavailable, retry shortly ({exc})"
             ) from None
         finally:
             conn.held = None

@@ -16,6 +16,7 @@ from ..core.events import utc_now_iso
 from ..core.protocol import ProtocolError
 from ..stats import ServiceStats
 from .connection import Connection
+from .durable_sessions import DurableSessions
 from .hub import Hub
 from .recovery import Recovery
 from .sessions import Sessions
@@ -29,18 +30,21 @@ class RequestHandler:
         hub: Hub,
         sessions: Sessions,
         recovery: Recovery,
+        durable: DurableSessions,
         stats: ServiceStats,
         server_stats: Callable[[], dict[str, Any]],
     ) -> None:
         self.hub = hub
         self.sessions = sessions
         self.recovery = recovery
+        self.durable = durable
         self.stats = stats
         #: The server's figures for ``get_stats`` (what /realtime/stats shows).
         self.server_stats = server_stats
 
     async def handle(self, conn: Connection, text: str) -> None:
-        """Parse one client message, act on it, and send exactly one reply."""
+        """Parse one client message, act on it, and send exactly one reply (none for a
+        valid ``ack``)."""
         hub = self.hub
         msg: proto.ClientMessage | None = None
         session = conn.session
@@ -53,8 +57,13 @@ class RequestHandler:
             if session is not None and session.pending:
                 self.sessions.refuse_unauthenticated(conn, f"got {msg.type!r} before auth")
                 return
+            if isinstance(msg, proto.Ack):
+                self.durable.ack(conn, msg)
+                return
             if isinstance(msg, proto.Subscribe):
-                await self.recovery.subscribe(conn, msg)
+                self.durable.check_subscribe(conn, msg)
+                sub, start = await self.recovery.subscribe(conn, msg)
+                await self.durable.subscribed(conn, sub, start)
                 return
             if isinstance(msg, proto.Unsubscribe):
                 removed = hub.unsubscribe(conn, msg.subscription_id, msg.subscription_type, msg.id)
@@ -68,6 +77,7 @@ class RequestHandler:
                 )
                 hub.send_payload(conn, reply)
                 hub.notify_user_subscriptions(conn, "unsubscribed", removed)
+                await self.durable.unsubscribed(conn, removed)
                 return
             elif isinstance(msg, proto.Heartbeat):
                 reply = proto.ack(msg.id, msg.type, {"server_time": utc_now_iso()})

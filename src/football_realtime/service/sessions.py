@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -65,7 +65,7 @@ class Session:
         tier: Tier,
         pending: bool,
         bucket: TokenBucket,
-        on_authenticated: Callable[[], None] | None = None,
+        on_authenticated: Callable[[proto.Auth], Awaitable[None]] | None = None,
     ) -> None:
         self.ip = ip
         self.identity = identity
@@ -74,7 +74,8 @@ class Session:
         #: the connection is sent nothing but the reply to ``auth``.
         self.pending = pending
         self.bucket = bucket
-        #: Called once when a pending connection authenticates.
+        #: Called once (and awaited) when a pending connection authenticates, with the
+        #: ``auth`` message (it may open a durable session).
         self.on_authenticated = on_authenticated
         self.auth_timer: asyncio.TimerHandle | None = None
         #: The token's next deadline (expiry warning, then expiry) on the guard's
@@ -118,7 +119,7 @@ class Sessions:
         identity: Identity | None,
         tier: Tier,
         pending: bool,
-        on_authenticated: Callable[[], None] | None = None,
+        on_authenticated: Callable[[proto.Auth], Awaitable[None]] | None = None,
     ) -> Session:
         s = self.settings
         loop = asyncio.get_running_loop()
@@ -204,6 +205,14 @@ class Sessions:
         session: Session | None = conn.session
         if session is None:  # pragma: no cover - every endpoint connection has one
             raise ProtocolError("internal_error", "no session", msg.id, msg.type)
+        if (msg.session_id is not None or msg.resume) and not session.pending:
+            raise ProtocolError(
+                "invalid_message",
+                "session_id and resume are taken only in the first auth of a connection "
+                "that connected without a token (or in the handshake query)",
+                msg.id,
+                msg.type,
+            )
         try:
             identity, tier = self.admission.identify(msg.token)
             current = session.identity.user_id if session.identity else conn.user_id
@@ -256,7 +265,7 @@ class Sessions:
             self.hub.notify_user_subscriptions(conn, "unsubscribed", removed)
         if first and session.on_authenticated is not None:
             callback, session.on_authenticated = session.on_authenticated, None
-            callback()
+            await callback(msg)
 
     def _auth_timeout(self, conn: Connection) -> None:
         session: Session | None = conn.session
