@@ -301,7 +301,7 @@ class WebSocketEndpoint:
                 scope["headers"].clear()
                 scope["query_string"] = b""
                 receive: Callable[[], Awaitable[Any]] = fast.receive
-                del websocket, scope
+                del websocket, scope, handshake
             else:
                 receive = websocket.receive
             code = await self._receive_loop(receive, conn)
