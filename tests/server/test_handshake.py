@@ -147,11 +147,10 @@ def test_an_open_connection_keeps_nothing_of_its_handshake() -> None:
             and type(o).__module__.startswith(("starlette", "football_realtime"))
         ]
 
-    with running_server() as srv:
-        with (
-            connect(srv.premium_url, open_timeout=TIMEOUT) as a,
-            connect(srv.premium_url, open_timeout=TIMEOUT) as b,
-        ):
-            a.recv(TIMEOUT)
-            b.recv(TIMEOUT)
-            assert srv.call(handshake_objects) == []
+    with (
+        running_server() as srv, connect(srv.premium_url, open_timeout=TIMEOUT) as a,
+        connect(srv.premium_url, open_timeout=TIMEOUT) as b,
+    ):
+        a.recv(TIMEOUT)
+        b.recv(TIMEOUT)
+        assert srv.call(handshake_objects) == []
