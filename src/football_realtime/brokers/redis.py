@@ -80,7 +80,12 @@ from ..core.encoding import dumps
 from ..core.events import EventType, SubscriptionType
 from ..tasks import cancelling, stop_task
 from .base import BrokerUnavailable, Deliver, PublishedEvent, PublishResult, Reset
-from .redis_cluster import cluster_client, is_cluster_url, parse_cluster_url
+from .redis_cluster import (
+    closed_under_command,
+    cluster_client,
+    is_cluster_url,
+    parse_cluster_url,
+)
 from .sentinel import is_sentinel_url, master_client, parse_sentinel_url, sentinel_manager
 
 log = logging.getLogger("football_realtime.brokers.redis")
@@ -506,6 +511,10 @@ class RedisBroker:
             return await aw
         except _ERRORS as exc:
             raise BrokerUnavailable(f"redis: {type(exc).__name__}: {exc}") from exc
+        except AttributeError as exc:
+            if not closed_under_command(exc):
+                raise
+            raise BrokerUnavailable("redis: the connection was closed during the command") from exc
 
     # -- positions and history -----------------------------------------------------
 
@@ -675,7 +684,16 @@ class RedisBroker:
                 need_sync = True
                 await asyncio.sleep(random.uniform(0, backoff))
                 backoff = min(BACKOFF_MAX, backoff * 2)
-            except Exception:
+            except Exception as exc:
+                if closed_under_command(exc):
+                    # The cluster client reset itself (another lane's CLUSTERDOWN) under
+                    # this lane's command: a connection error; resync when it answers.
+                    log.warning("redis connection closed under %s; resyncing", lane.streams)
+                    await self._set_live(lane, False)
+                    need_sync = True
+                    await asyncio.sleep(random.uniform(0, backoff))
+                    backoff = min(BACKOFF_MAX, backoff * 2)
+                    continue
                 log.exception("redis reader failed; restarting it")
                 await self._set_live(lane, False)
                 need_sync = True
