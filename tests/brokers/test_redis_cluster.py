@@ -240,9 +240,7 @@ async def test_a_cluster_client_reset_under_concurrent_commands_is_a_connection_
     try:
         await broker.publish(score(1, home=0), SubscriptionType.MATCHES, None)
         for _ in range(40):  # bounded: each round races the reset with 4 commands a stream
-            calls = [
-                asyncio.create_task(broker.position(st)) for st in streams for _ in range(4)
-            ]
+            calls = [asyncio.create_task(broker.position(st)) for st in streams for _ in range(4)]
             await asyncio.sleep(0)  # the commands are on their connections
             await broker.redis.aclose()  # what redis-py does on CLUSTERDOWN
             for res in await asyncio.gather(*calls, return_exceptions=True):

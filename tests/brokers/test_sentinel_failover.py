@@ -298,3 +298,46 @@ async def test_lossy_failover_with_min_replicas_0_tells_every_subscriber() -> No
             after = [s for s in seen[7:] if s != "lost"]
             assert after == sorted(after) and after[-1] == 9, seen
             await got.stop()
+
+
+async def test_position_names_the_epoch_this_instance_delivers_under() -> None:
+    """The soak's silent gap: after a failover another instance rotated the epoch while
+    this instance's reader still delivered the old one. A client subscribing here was
+    positioned under the new epoch (Redis's), got the old epoch's last events (events
+    carry no epoch), was spared by the reset (it had "subscribed under the new epoch
+    already"), and dropped the new epoch's events at the same offsets as duplicates,
+    without ``recovered: false``. position() must name the epoch the reader delivers
+    under: when Redis has moved on, it waits for the reader to adopt the new epoch
+    (which resets the old epoch's subscribers) before answering."""
+    with RedisServer() as srv:
+        node = RedisBroker(srv.url, history_size=100, history_ttl=60)
+        got: list[PublishedEvent] = []
+        resets: list[tuple[SubscriptionType, str | None]] = []
+        await node.start(got.append, lambda st, epoch: resets.append((st, epoch)))
+        try:
+            for i in range(5):
+                await node.publish(score(1, home=i), M, None)
+            async with asyncio.timeout(TIMEOUT):
+                while len(got) < 5:  # noqa: ASYNC110 - filled by the reader task
+                    await asyncio.sleep(0.01)
+            # Another instance's resync rotated the epoch (as _ENSURE does when a
+            # failover lost delivered offsets), keeping the counter; our reader is
+            # blocked in its XREAD and has not noticed yet.
+            meta, log_key, _ = _keys(M)
+            client = redis.Redis(host="127.0.0.1", port=srv.port)
+            client.hset(meta, mapping={"epoch": "rotated-elsewhere", "offset": 3})
+            client.delete(log_key)
+            epoch, offset = await node.position(M)
+            assert (epoch, offset) == ("rotated-elsewhere", 3)
+            # Whoever subscribed under the old epoch has been told (reset) before a
+            # client can be positioned under the new one.
+            assert resets == [(M, "rotated-elsewhere")]
+            # From here on the reader delivers the new epoch from its first offset.
+            res = await node.publish(score(1, home=9), M, None)
+            assert (res.epoch, res.offset) == ("rotated-elsewhere", 4)
+            async with asyncio.timeout(TIMEOUT):
+                while len(got) < 6:  # noqa: ASYNC110
+                    await asyncio.sleep(0.01)
+            assert got[-1].offset == 4 and got[-1].data["home_score"] == 9
+        finally:
+            await node.stop()

@@ -520,7 +520,15 @@ class RedisBroker:
 
     async def position(self, stream: SubscriptionType) -> tuple[str, int]:
         """The stream's epoch and newest offset in Redis (this instance's reader may be
-        a few milliseconds behind: :meth:`history` waits for it)."""
+        a few milliseconds behind: :meth:`history` waits for it).
+
+        With a live reader the epoch is also the one it delivers under: when Redis has
+        another (an instance rotated it after a failover), this waits for our reader to
+        adopt it first. Otherwise a subscriber positioned under the new epoch would
+        still get the old epoch's events our reader delivers meanwhile (events carry
+        no epoch), would be spared by the reset (it "subscribed under the new epoch
+        already"), and would then drop the new epoch's events at the same offsets as
+        duplicates: a silent gap."""
         meta, log_key, snap = _keys(stream)
         res = await self._call(
             self._ensure(keys=[meta, log_key, snap], args=[secrets.token_hex(6), "", 0, ""])
@@ -528,7 +536,10 @@ class RedisBroker:
         epoch = _s(res[0])
         lane = self._lane_of[stream]
         if lane.live and self._epoch.get(stream) != epoch:
-            lane.resync.set()  # Redis has a new epoch our reader has not seen yet
+            # Redis has a new epoch our reader has not seen yet.
+            await self._await_resync(stream)
+            if self._epoch.get(stream) != epoch:
+                raise BrokerUnavailable("redis: the stream's epoch is changing; retry")
         return epoch, int(res[1])
 
     def _require_live(self, stream: SubscriptionType) -> None:
