@@ -341,3 +341,27 @@ async def test_position_names_the_epoch_this_instance_delivers_under() -> None:
             assert got[-1].offset == 4 and got[-1].data["home_score"] == 9
         finally:
             await node.stop()
+
+
+async def test_position_never_names_an_offset_no_reader_delivered() -> None:
+    """A publish whose WAIT failed still took an offset on the master; no reader
+    delivers it (min_replicas), so no resync would notice if a failover lost it, and
+    the next publish would reuse the offset. A subscriber positioned at that offset
+    would drop that acknowledged event as already covered. position() therefore names
+    only an offset this instance delivered: here it refuses (the client retries)."""
+    with RedisServer() as srv:  # no replica: no WAIT succeeds
+        node = RedisBroker(srv.url, history_size=100, history_ttl=60, min_replicas=1)
+        got: list[PublishedEvent] = []
+        await node.start(got.append)
+        try:
+            assert (await node.position(M))[1] == 0
+            with pytest.raises(BrokerUnavailable, match="replicas acknowledged"):
+                await node.publish(score(1, home=1), M, None)
+            meta, _, _ = _keys(M)
+            client = redis.Redis(host="127.0.0.1", port=srv.port)
+            assert client.hget(meta, "offset") == b"1"  # taken on the master
+            with pytest.raises(BrokerUnavailable, match="not delivered"):
+                await node.position(M)
+            assert got == []
+        finally:
+            await node.stop()

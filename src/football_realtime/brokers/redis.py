@@ -540,7 +540,43 @@ class RedisBroker:
             await self._await_resync(stream)
             if self._epoch.get(stream) != epoch:
                 raise BrokerUnavailable("redis: the stream's epoch is changing; retry")
-        return epoch, int(res[1])
+        offset = int(res[1])
+        if lane.live and self._last.get(stream, 0) < offset:
+            # Only entries can be delivered: after a rotation the counter is ahead of
+            # an empty log (its offsets were never written under this epoch).
+            newest = await self._call(self.redis.xrevrange(log_key, "+", "-", count=1))
+            top = int(_s(newest[0][0]).split("-", 1)[0]) if newest else 0
+            await self._delivered(stream, epoch, min(offset, top))
+        return epoch, offset
+
+    async def _delivered(self, stream: SubscriptionType, epoch: str, offset: int) -> None:
+        """Wait until our reader has delivered ``offset`` of ``epoch`` (milliseconds
+        behind Redis's counter; longer while ``min_replicas`` replicas do not hold it).
+
+        A subscriber is positioned (its floor) at the offset position() names, so that
+        offset must be one a reader delivered: only such offsets are checked when a
+        failover loses writes (_ENSURE: the counter went back, or the entry there is
+        another write) and rotate the epoch. An undelivered one (a publish whose WAIT
+        failed) may vanish in a failover unnoticed, and the next publish would reuse
+        it: the subscriber would drop that acknowledged event as already covered."""
+        lane = self._lane_of[stream]
+        try:
+            async with asyncio.timeout(CATCH_UP_TIMEOUT), self._progress:
+                await self._progress.wait_for(
+                    lambda: (
+                        not lane.live
+                        or self._epoch.get(stream) != epoch
+                        or self._last.get(stream, 0) >= offset
+                    )
+                )
+        except TimeoutError:
+            raise BrokerUnavailable(
+                "redis: this instance has not delivered the stream's newest event yet "
+                "(replicas lagging?)"
+            ) from None
+        self._require_live(stream)
+        if self._epoch.get(stream) != epoch:
+            raise BrokerUnavailable("redis: the stream's epoch is changing; retry")
 
     def _require_live(self, stream: SubscriptionType) -> None:
         if not self._lane_of[stream].live:
