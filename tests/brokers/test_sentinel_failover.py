@@ -365,3 +365,69 @@ async def test_position_never_names_an_offset_no_reader_delivered() -> None:
             assert got == []
         finally:
             await node.stop()
+
+
+async def test_no_old_epoch_event_reaches_a_subscriber_of_the_new_epoch() -> None:
+    """The soak's silent gap, end to end on real processes. This instance's reader holds
+    old-epoch events it cannot deliver yet (MIN_REPLICAS=1, the replicas stopped); in
+    the meantime another instance's resync rotated the epoch (a failover had lost those
+    offsets) keeping the counter, so the new epoch reuses the offsets. A client that
+    subscribes now must not be positioned under the new epoch and then be handed the
+    old epoch's events: the client (events carry no epoch) would take them as the new
+    epoch's and drop the new epoch's events at the same offsets as duplicates, and the
+    reset would spare it (it had "subscribed under the new epoch already")."""
+    with (
+        SentinelSet() as sentinels,
+        instances(["x"], sentinels.url(), REALTIME_REDIS_MIN_REPLICAS="1") as (x,),
+    ):
+        old = Follower("matches")
+        await old.connect(x.ws_url)
+        for i in range(5):
+            r = await asyncio.to_thread(x.broadcast, score(1, home=i))
+            assert r.status_code == 200, r.text
+        await old.wait_offset("matches", 5)
+        epoch = old.positions["matches"]["epoch"]
+
+        await asyncio.to_thread(sentinels.stop_replicas)
+        resumed = False
+        try:
+            for i in range(5, 8):  # written on the master (offsets 6-8), not acknowledged
+                r = await asyncio.to_thread(x.broadcast, score(1, home=i))
+                assert r.status_code == 503, r.text
+            # Another instance's resync rotates the epoch, keeping the counter at 5.
+            meta, log_key, _ = _keys(M)
+            client = redis.Redis(host="127.0.0.1", port=sentinels.master_port())
+            client.hset(meta, mapping={"epoch": "rotated", "offset": 5})
+            client.delete(log_key)
+            new = Follower("matches")
+            joining = asyncio.create_task(new.connect(x.ws_url))
+            await asyncio.sleep(0.5)
+            await asyncio.to_thread(sentinels.resume_replicas)
+            resumed = True
+            try:
+                result = await joining
+            except ConnectionError:  # reset while subscribing (4002): reconnect
+                new = Follower("matches")
+                result = await new.connect(x.ws_url)
+        finally:
+            if not resumed:
+                await asyncio.to_thread(sentinels.resume_replicas)
+        assert result["streams"]["matches"]["epoch"] == "rotated"
+        for i in range(100, 103):  # the new epoch's offsets 6-8
+            r = await asyncio.to_thread(x.broadcast, score(1, home=i))
+            assert r.status_code == 200, r.text
+            assert (r.json()["epoch"], r.json()["offset"]) == ("rotated", i - 94)
+        deadline = time.monotonic() + TIMEOUT
+        while sum(e["data"]["home_score"] >= 100 for e in new.events) < 3:
+            assert time.monotonic() < deadline, new.events
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.2)  # nothing more may arrive
+        # Only the new epoch's events, each offset once.
+        assert [(e["offset"], e["data"]["home_score"]) for e in new.events] == [
+            (6, 100),
+            (7, 101),
+            (8, 102),
+        ]
+        # The old epoch's subscriber was told to reconnect (recovered: false follows).
+        assert await old.wait_closed() == 4002 and epoch != "rotated"
+        await new.close()
