@@ -80,7 +80,11 @@ def closed_under_command(exc: BaseException) -> bool:
     task's, or another node's part of the same pipeline, which runs them concurrently).
     Such a command then writes to or reads from the connection's stream, now None, and
     fails with ``AttributeError: 'NoneType' object has no attribute 'writelines'``
-    (redis-py 8.1) rather than a ``ConnectionError``. Nothing was sent, or its reply is
+    (redis-py 8.1) or, when it still holds the closed stream, uvloop's ``RuntimeError:
+    unable to perform operation on <TCPTransport closed=True ...>; the handler is
+    closed``, rather than a ``ConnectionError``. Nothing was sent, or its reply is
     lost: exactly a connection error. Anything else stays a bug and is raised as is.
     """
-    return isinstance(exc, AttributeError) and exc.obj is None and exc.name in _STREAM_CALLS
+    if isinstance(exc, AttributeError):
+        return exc.obj is None and exc.name in _STREAM_CALLS
+    return isinstance(exc, RuntimeError) and str(exc).endswith("the handler is closed")
