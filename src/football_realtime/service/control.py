@@ -38,9 +38,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
-from redis.exceptions import RedisClusterException, RedisError
+from redis.exceptions import RedisError
 
-from ..brokers.redis_cluster import closed_under_command
 from ..core.close_codes import CloseCode
 from ..core.encoding import server_message
 from ..core.events import EventType
@@ -54,16 +53,6 @@ if TYPE_CHECKING:
     from redis.asyncio.cluster import RedisCluster
 
 log = logging.getLogger("football_realtime.control")
-
-
-def _unavailable(exc: BaseException) -> bool:
-    """Whether a Redis command failed because Redis is out of reach (a cluster client
-    also raises RedisClusterException, or an AttributeError when its reset closed the
-    connection under the command: brokers/redis_cluster.py)."""
-    return isinstance(exc, (RedisError, OSError, RedisClusterException)) or closed_under_command(
-        exc
-    )
-
 
 CONTROL = "{frt:control}"
 LOG = f"{CONTROL}:log"
@@ -180,9 +169,7 @@ class RedisControlStore:
             newest = await self.redis.xrevrange(LOG, count=1)
             self._last_id = _s(newest[0][0]) if newest else "0-0"
             bans = await self._bans()
-        except Exception as exc:
-            if not _unavailable(exc):
-                raise
+        except (RedisError, OSError) as exc:
             # Start from the newest command once Redis answers (never replay old ones:
             # they would close connections opened since); the bans are loaded then.
             log.warning("control channel unavailable at start: %s", exc)
@@ -256,9 +243,7 @@ class RedisControlStore:
                 self.available = True
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:
-                if not _unavailable(exc):
-                    raise
+            except (RedisError, OSError) as exc:
                 if cancelling():
                     raise asyncio.CancelledError from exc
                 if self.available:
@@ -296,9 +281,7 @@ class RedisControlStore:
                 keys=[user_conns_key(user_id)],
                 args=[now, now + self.ttl, conn_id, limit, self.ttl],
             )
-        except Exception as exc:
-            if not _unavailable(exc):
-                raise
+        except (RedisError, OSError) as exc:
             # Counted by this instance's admission alone until Redis answers again (the
             # heartbeat then registers every connection held here).
             log.warning("cluster-wide connection count unavailable: %s", exc)
@@ -322,9 +305,7 @@ class RedisControlStore:
                 await self._flush(released, beat)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:
-                if not _unavailable(exc):
-                    raise
+            except (RedisError, OSError) as exc:
                 if cancelling():
                     raise asyncio.CancelledError from exc
                 log.debug("control refresh failed: %s", exc)
