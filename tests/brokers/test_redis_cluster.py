@@ -221,3 +221,34 @@ async def test_shard_failover_with_publishing_in_flight_loses_no_acknowledged_ev
             print(f"every reader back {time.monotonic() - killed_at:.2f} s after the kill")
             assert health["broker"] == "redis-cluster"
             assert "Traceback" not in x.log(), x.log()[-3000:]
+
+
+async def test_a_cluster_client_reset_under_concurrent_commands_is_a_connection_error(
+    cluster: RedisClusterSet,
+) -> None:
+    """redis-py's cluster client resets itself (closes every node's connections, busy
+    ones included) on CLUSTERDOWN, a slot no master serves, or every few MOVED; the
+    commands other tasks have in flight on it then fail on a None stream writer with an
+    AttributeError. The broker must report that as BrokerUnavailable (the caller
+    retries), never let the AttributeError escape (HTTP 500, a crashed publisher, a
+    traceback in the log). The reset is called directly here, as redis-py does on a
+    shard failover, while commands of every shard are in flight."""
+    broker = RedisBroker(cluster.url(), history_size=100, history_ttl=60, reader=False)
+    streams = list(SubscriptionType)
+    unexpected: list[BaseException] = []
+    unavailable = 0
+    try:
+        await broker.publish(score(1, home=0), SubscriptionType.MATCHES, None)
+        for _ in range(40):  # bounded: each round races the reset with 4 commands a stream
+            calls = [asyncio.create_task(broker.position(st)) for st in streams for _ in range(4)]
+            await asyncio.sleep(0)  # the commands are on their connections
+            await broker.redis.aclose()  # what redis-py does on CLUSTERDOWN
+            for res in await asyncio.gather(*calls, return_exceptions=True):
+                if isinstance(res, BrokerUnavailable):
+                    unavailable += 1
+                elif isinstance(res, BaseException):
+                    unexpected.append(res)
+        assert unexpected == [], [repr(e) for e in unexpected[:3]]
+        print(f"{unavailable} commands reported BrokerUnavailable")
+    finally:
+        await broker.stop()

@@ -298,3 +298,136 @@ async def test_lossy_failover_with_min_replicas_0_tells_every_subscriber() -> No
             after = [s for s in seen[7:] if s != "lost"]
             assert after == sorted(after) and after[-1] == 9, seen
             await got.stop()
+
+
+async def test_position_names_the_epoch_this_instance_delivers_under() -> None:
+    """The soak's silent gap: after a failover another instance rotated the epoch while
+    this instance's reader still delivered the old one. A client subscribing here was
+    positioned under the new epoch (Redis's), got the old epoch's last events (events
+    carry no epoch), was spared by the reset (it had "subscribed under the new epoch
+    already"), and dropped the new epoch's events at the same offsets as duplicates,
+    without ``recovered: false``. position() must name the epoch the reader delivers
+    under: when Redis has moved on, it waits for the reader to adopt the new epoch
+    (which resets the old epoch's subscribers) before answering."""
+    with RedisServer() as srv:
+        node = RedisBroker(srv.url, history_size=100, history_ttl=60)
+        got: list[PublishedEvent] = []
+        resets: list[tuple[SubscriptionType, str | None]] = []
+        await node.start(got.append, lambda st, epoch: resets.append((st, epoch)))
+        try:
+            for i in range(5):
+                await node.publish(score(1, home=i), M, None)
+            async with asyncio.timeout(TIMEOUT):
+                while len(got) < 5:  # noqa: ASYNC110 - filled by the reader task
+                    await asyncio.sleep(0.01)
+            # Another instance's resync rotated the epoch (as _ENSURE does when a
+            # failover lost delivered offsets), keeping the counter; our reader is
+            # blocked in its XREAD and has not noticed yet.
+            meta, log_key, _ = _keys(M)
+            client = redis.Redis(host="127.0.0.1", port=srv.port)
+            client.hset(meta, mapping={"epoch": "rotated-elsewhere", "offset": 3})
+            client.delete(log_key)
+            epoch, offset = await node.position(M)
+            assert (epoch, offset) == ("rotated-elsewhere", 3)
+            # Whoever subscribed under the old epoch has been told (reset) before a
+            # client can be positioned under the new one.
+            assert resets == [(M, "rotated-elsewhere")]
+            # From here on the reader delivers the new epoch from its first offset.
+            res = await node.publish(score(1, home=9), M, None)
+            assert (res.epoch, res.offset) == ("rotated-elsewhere", 4)
+            async with asyncio.timeout(TIMEOUT):
+                while len(got) < 6:  # noqa: ASYNC110
+                    await asyncio.sleep(0.01)
+            assert got[-1].offset == 4 and got[-1].data["home_score"] == 9
+        finally:
+            await node.stop()
+
+
+async def test_position_never_names_an_offset_no_reader_delivered() -> None:
+    """A publish whose WAIT failed still took an offset on the master; no reader
+    delivers it (min_replicas), so no resync would notice if a failover lost it, and
+    the next publish would reuse the offset. A subscriber positioned at that offset
+    would drop that acknowledged event as already covered. position() therefore names
+    only an offset this instance delivered: here it refuses (the client retries)."""
+    with RedisServer() as srv:  # no replica: no WAIT succeeds
+        node = RedisBroker(srv.url, history_size=100, history_ttl=60, min_replicas=1)
+        got: list[PublishedEvent] = []
+        await node.start(got.append)
+        try:
+            assert (await node.position(M))[1] == 0
+            with pytest.raises(BrokerUnavailable, match="replicas acknowledged"):
+                await node.publish(score(1, home=1), M, None)
+            meta, _, _ = _keys(M)
+            client = redis.Redis(host="127.0.0.1", port=srv.port)
+            assert client.hget(meta, "offset") == b"1"  # taken on the master
+            with pytest.raises(BrokerUnavailable, match="not delivered"):
+                await node.position(M)
+            assert got == []
+        finally:
+            await node.stop()
+
+
+async def test_no_old_epoch_event_reaches_a_subscriber_of_the_new_epoch() -> None:
+    """The soak's silent gap, end to end on real processes. This instance's reader holds
+    old-epoch events it cannot deliver yet (MIN_REPLICAS=1, the replicas stopped); in
+    the meantime another instance's resync rotated the epoch (a failover had lost those
+    offsets) keeping the counter, so the new epoch reuses the offsets. A client that
+    subscribes now must not be positioned under the new epoch and then be handed the
+    old epoch's events: the client (events carry no epoch) would take them as the new
+    epoch's and drop the new epoch's events at the same offsets as duplicates, and the
+    reset would spare it (it had "subscribed under the new epoch already")."""
+    with (
+        SentinelSet() as sentinels,
+        instances(["x"], sentinels.url(), REALTIME_REDIS_MIN_REPLICAS="1") as (x,),
+    ):
+        old = Follower("matches")
+        await old.connect(x.ws_url)
+        for i in range(5):
+            r = await asyncio.to_thread(x.broadcast, score(1, home=i))
+            assert r.status_code == 200, r.text
+        await old.wait_offset("matches", 5)
+        epoch = old.positions["matches"]["epoch"]
+
+        await asyncio.to_thread(sentinels.stop_replicas)
+        resumed = False
+        try:
+            for i in range(5, 8):  # written on the master (offsets 6-8), not acknowledged
+                r = await asyncio.to_thread(x.broadcast, score(1, home=i))
+                assert r.status_code == 503, r.text
+            # Another instance's resync rotates the epoch, keeping the counter at 5.
+            meta, log_key, _ = _keys(M)
+            client = redis.Redis(host="127.0.0.1", port=sentinels.master_port())
+            client.hset(meta, mapping={"epoch": "rotated", "offset": 5})
+            client.delete(log_key)
+            new = Follower("matches")
+            joining = asyncio.create_task(new.connect(x.ws_url))
+            await asyncio.sleep(0.5)
+            await asyncio.to_thread(sentinels.resume_replicas)
+            resumed = True
+            try:
+                result = await joining
+            except ConnectionError:  # reset while subscribing (4002): reconnect
+                new = Follower("matches")
+                result = await new.connect(x.ws_url)
+        finally:
+            if not resumed:
+                await asyncio.to_thread(sentinels.resume_replicas)
+        assert result["streams"]["matches"]["epoch"] == "rotated"
+        for i in range(100, 103):  # the new epoch's offsets 6-8
+            r = await asyncio.to_thread(x.broadcast, score(1, home=i))
+            assert r.status_code == 200, r.text
+            assert (r.json()["epoch"], r.json()["offset"]) == ("rotated", i - 94)
+        deadline = time.monotonic() + TIMEOUT
+        while sum(e["data"]["home_score"] >= 100 for e in new.events) < 3:
+            assert time.monotonic() < deadline, new.events
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.2)  # nothing more may arrive
+        # Only the new epoch's events, each offset once.
+        assert [(e["offset"], e["data"]["home_score"]) for e in new.events] == [
+            (6, 100),
+            (7, 101),
+            (8, 102),
+        ]
+        # The old epoch's subscriber was told to reconnect (recovered: false follows).
+        assert await old.wait_closed() == 4002 and epoch != "rotated"
+        await new.close()

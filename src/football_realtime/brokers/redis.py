@@ -81,7 +81,12 @@ from ..core.encoding import dumps
 from ..core.events import EventType, SubscriptionType
 from ..tasks import cancelling, stop_task
 from .base import BrokerUnavailable, Deliver, PublishedEvent, PublishResult, Reset
-from .redis_cluster import cluster_client, is_cluster_url, parse_cluster_url
+from .redis_cluster import (
+    closed_under_command,
+    cluster_client,
+    is_cluster_url,
+    parse_cluster_url,
+)
 from .sentinel import is_sentinel_url, master_client, parse_sentinel_url, sentinel_manager
 
 log = logging.getLogger("football_realtime.brokers.redis")
@@ -516,12 +521,24 @@ class RedisBroker:
             return await aw
         except _ERRORS as exc:
             raise BrokerUnavailable(f"redis: {type(exc).__name__}: {exc}") from exc
+        except AttributeError as exc:
+            if not closed_under_command(exc):
+                raise
+            raise BrokerUnavailable("redis: the connection was closed during the command") from exc
 
     # -- positions and history -----------------------------------------------------
 
     async def position(self, stream: SubscriptionType) -> tuple[str, int]:
         """The stream's epoch and newest offset in Redis (this instance's reader may be
-        a few milliseconds behind: :meth:`history` waits for it)."""
+        a few milliseconds behind: :meth:`history` waits for it).
+
+        With a live reader the epoch is also the one it delivers under: when Redis has
+        another (an instance rotated it after a failover), this waits for our reader to
+        adopt it first. Otherwise a subscriber positioned under the new epoch would
+        still get the old epoch's events our reader delivers meanwhile (events carry
+        no epoch), would be spared by the reset (it "subscribed under the new epoch
+        already"), and would then drop the new epoch's events at the same offsets as
+        duplicates: a silent gap."""
         meta, log_key, snap = _keys(stream)
         res = await self._call(
             self._ensure(keys=[meta, log_key, snap], args=[secrets.token_hex(6), "", 0, ""])
@@ -529,8 +546,47 @@ class RedisBroker:
         epoch = _s(res[0])
         lane = self._lane_of[stream]
         if lane.live and self._epoch.get(stream) != epoch:
-            lane.resync.set()  # Redis has a new epoch our reader has not seen yet
-        return epoch, int(res[1])
+            # Redis has a new epoch our reader has not seen yet.
+            await self._await_resync(stream)
+            if self._epoch.get(stream) != epoch:
+                raise BrokerUnavailable("redis: the stream's epoch is changing; retry")
+        offset = int(res[1])
+        if lane.live and self._last.get(stream, 0) < offset:
+            # Only entries can be delivered: after a rotation the counter is ahead of
+            # an empty log (its offsets were never written under this epoch).
+            newest = await self._call(self.redis.xrevrange(log_key, "+", "-", count=1))
+            top = int(_s(newest[0][0]).split("-", 1)[0]) if newest else 0
+            await self._delivered(stream, epoch, min(offset, top))
+        return epoch, offset
+
+    async def _delivered(self, stream: SubscriptionType, epoch: str, offset: int) -> None:
+        """Wait until our reader has delivered ``offset`` of ``epoch`` (milliseconds
+        behind Redis's counter; longer while ``min_replicas`` replicas do not hold it).
+
+        A subscriber is positioned (its floor) at the offset position() names, so that
+        offset must be one a reader delivered: only such offsets are checked when a
+        failover loses writes (_ENSURE: the counter went back, or the entry there is
+        another write) and rotate the epoch. An undelivered one (a publish whose WAIT
+        failed) may vanish in a failover unnoticed, and the next publish would reuse
+        it: the subscriber would drop that acknowledged event as already covered."""
+        lane = self._lane_of[stream]
+        try:
+            async with asyncio.timeout(CATCH_UP_TIMEOUT), self._progress:
+                await self._progress.wait_for(
+                    lambda: (
+                        not lane.live
+                        or self._epoch.get(stream) != epoch
+                        or self._last.get(stream, 0) >= offset
+                    )
+                )
+        except TimeoutError:
+            raise BrokerUnavailable(
+                "redis: this instance has not delivered the stream's newest event yet "
+                "(replicas lagging?)"
+            ) from None
+        self._require_live(stream)
+        if self._epoch.get(stream) != epoch:
+            raise BrokerUnavailable("redis: the stream's epoch is changing; retry")
 
     def _require_live(self, stream: SubscriptionType) -> None:
         if not self._lane_of[stream].live:
@@ -740,7 +796,16 @@ class RedisBroker:
                 need_sync = True
                 await asyncio.sleep(random.uniform(0, backoff))
                 backoff = min(BACKOFF_MAX, backoff * 2)
-            except Exception:
+            except Exception as exc:
+                if closed_under_command(exc):
+                    # The cluster client reset itself (another lane's CLUSTERDOWN) under
+                    # this lane's command: a connection error; resync when it answers.
+                    log.warning("redis connection closed under %s; resyncing", lane.streams)
+                    await self._set_live(lane, False)
+                    need_sync = True
+                    await asyncio.sleep(random.uniform(0, backoff))
+                    backoff = min(BACKOFF_MAX, backoff * 2)
+                    continue
                 log.exception("redis reader failed; restarting it")
                 await self._set_live(lane, False)
                 need_sync = True

@@ -25,6 +25,11 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 
 from .urls import split_hosts_url
 
+#: What a connection's closed (None) stream reader or writer is asked for mid-command.
+_STREAM_CALLS = frozenset(
+    {"writelines", "write", "drain", "read", "readline", "readexactly", "readuntil"}
+)
+
 SCHEME = "redis+cluster"
 DEFAULT_PORT = 6379
 
@@ -63,3 +68,23 @@ def cluster_client(target: ClusterURL, **kwargs: Any) -> RedisCluster:
         password=target.password,
         **kwargs,
     )
+
+
+def closed_under_command(exc: BaseException) -> bool:
+    """Whether ``exc`` is redis-py's cluster client failing a command whose connection
+    another task closed under it: a transient connection error, to be retried like one.
+
+    On ``CLUSTERDOWN``, a slot no master serves, or every few ``MOVED``, redis-py's
+    ``RedisCluster`` resets itself (``aclose()``): it disconnects every connection of
+    every node, including those other commands of the same client are using (another
+    task's, or another node's part of the same pipeline, which runs them concurrently).
+    Such a command then writes to or reads from the connection's stream, now None, and
+    fails with ``AttributeError: 'NoneType' object has no attribute 'writelines'``
+    (redis-py 8.1) or, when it still holds the closed stream, uvloop's ``RuntimeError:
+    unable to perform operation on <TCPTransport closed=True ...>; the handler is
+    closed``, rather than a ``ConnectionError``. Nothing was sent, or its reply is
+    lost: exactly a connection error. Anything else stays a bug and is raised as is.
+    """
+    if isinstance(exc, AttributeError):
+        return exc.obj is None and exc.name in _STREAM_CALLS
+    return isinstance(exc, RuntimeError) and str(exc).endswith("the handler is closed")

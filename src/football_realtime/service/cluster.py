@@ -28,6 +28,7 @@ import orjson
 from redis.exceptions import RedisClusterException, RedisError
 
 from ..brokers.base import Broker
+from ..brokers.redis_cluster import closed_under_command
 from ..tasks import cancelling, stop_task
 from .connection import Connection
 
@@ -154,18 +155,21 @@ class ClusterRegistry:
                 self.available = True
             except asyncio.CancelledError:
                 raise
-            except _ERRORS as exc:
-                if cancelling():
-                    raise asyncio.CancelledError from exc
-                if self.available:
-                    log.warning("cluster registry unavailable: %s", exc)
-                self.available = False
-                self._full = True
-                await asyncio.sleep(min(self.interval, 1.0))
-                continue
-            except Exception:
-                log.exception("cluster registry flush failed")
-                self._full = True
+            except Exception as exc:
+                # (A command whose connection the cluster client closed under it, when
+                # another command reset it, is a connection error too.)
+                if not isinstance(exc, _ERRORS) and not closed_under_command(exc):
+                    log.exception("cluster registry flush failed")
+                    self._full = True
+                else:
+                    if cancelling():
+                        raise asyncio.CancelledError from exc
+                    if self.available:
+                        log.warning("cluster registry unavailable: %s", exc)
+                    self.available = False
+                    self._full = True
+                    await asyncio.sleep(min(self.interval, 1.0))
+                    continue
             if beat:
                 next_beat = time.monotonic() + self.interval
 
