@@ -57,6 +57,14 @@ class Settings(BaseSettings):
         "acknowledged by the master alone (faster; a failover may lose the newest "
         "events, and their subscribers get `recovered: false`).",
     )
+    redis_max_connections: Annotated[int, Field(ge=1, le=10_000)] = Field(
+        32,
+        description="Redis broker: connections each Redis client of a process may open "
+        "(the shared one for publishes, subscribes, per-user counts and the registry; the "
+        "reader's; on a cluster per node). A command finding them all busy waits up to 2 s "
+        "for one, then fails as unavailable (subscribe `unavailable`, HTTP 503). Per "
+        "process: `serve --workers N` opens up to N times this (twice: shared and reader).",
+    )
     history_size: Annotated[int, Field(ge=0, le=10_000_000)] = Field(
         10_000, description="Events kept per stream for recovery."
     )
