@@ -63,7 +63,10 @@ class Settings(BaseSettings):
         "(the shared one for publishes, subscribes, per-user counts and the registry; the "
         "reader's; on a cluster per node). A command finding them all busy waits up to 2 s "
         "for one, then fails as unavailable (subscribe `unavailable`, HTTP 503). Per "
-        "process: `serve --workers N` opens up to N times this (twice: shared and reader).",
+        "process: `serve --workers N` opens up to N times this (twice: shared and reader). "
+        "32: a handshake holds a connection for one round trip at a time, so a burst of "
+        "hundreds queues for milliseconds instead of failing, and a fleet stays far below "
+        "Redis's `maxclients` (docs/scaling.md, Connections to Redis).",
     )
     history_size: Annotated[int, Field(ge=0, le=10_000_000)] = Field(
         10_000, description="Events kept per stream for recovery."

@@ -28,8 +28,8 @@ def create_broker(
     max_connections: int | None = None,
 ) -> Broker:
     """Build the broker named by ``REALTIME_BROKER_URL``; ``min_replicas`` is
-    ``REALTIME_REDIS_MIN_REPLICAS`` and ``max_connections``
-    ``REALTIME_REDIS_MAX_CONNECTIONS`` (Redis only; None: its default); ``reader=False``: a Redis broker that
+    ``REALTIME_REDIS_MIN_REPLICAS``, ``max_connections`` ``REALTIME_REDIS_MAX_CONNECTIONS``
+    (Redis only; None: the broker's default); ``reader=False``: a Redis broker that
     publishes and reads history but delivers nothing (the standalone publisher)."""
     if url.startswith("memory://") or url == "memory":
         if min_replicas:

@@ -98,7 +98,7 @@ CONNECT_TIMEOUT = 1.0
 #: How long a command waits for a free pooled connection when all
 #: ``REALTIME_REDIS_MAX_CONNECTIONS`` are busy, before it fails as unavailable (seconds).
 POOL_TIMEOUT = COMMAND_TIMEOUT
-#: ``REALTIME_REDIS_MAX_CONNECTIONS``'s default (docs/configuration.md says why).
+#: ``REALTIME_REDIS_MAX_CONNECTIONS``'s default (docs/scaling.md, Connections to Redis).
 DEFAULT_MAX_CONNECTIONS = 32
 READ_BLOCK_MS = 1000
 READ_COUNT = 1000
