@@ -65,8 +65,8 @@ class Settings(BaseSettings):
         "for one, then fails as unavailable (subscribe `unavailable`, HTTP 503). Per "
         "process: `serve --workers N` opens up to N times this (twice: shared and reader). "
         "32: a handshake holds a connection for one round trip at a time, so a burst of "
-        "hundreds queues for milliseconds instead of failing, and a fleet stays far below "
-        "Redis's `maxclients` (docs/scaling.md, Connections to Redis).",
+        "hundreds queues for milliseconds instead of failing, and dozens of processes stay "
+        "below Redis's `maxclients` (docs/scaling.md, Connections to Redis).",
     )
     history_size: Annotated[int, Field(ge=0, le=10_000_000)] = Field(
         10_000, description="Events kept per stream for recovery."
