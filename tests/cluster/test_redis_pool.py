@@ -11,6 +11,9 @@ from typing import Any
 import orjson
 import pytest
 import websockets
+from redis.asyncio import BlockingConnectionPool, Redis
+
+from football_realtime.service.control import RedisControlStore, user_conns_key
 
 from ..cluster_support import instances
 from ..redis_server import RedisServer
@@ -56,3 +59,35 @@ async def test_many_concurrent_subscribers_share_a_small_pool() -> None:
         assert "Too many connections" not in log, log[-3000:]
         clients = int(redis.command("CLIENT", "LIST").count(b"\n"))
         assert clients <= 2 * POOL + 4, clients  # the main pool and the reader's
+
+
+async def test_a_burst_of_reservations_shares_one_connection() -> None:
+    """The per-user count of 300 concurrent handshakes of one user (limit 10), on a client
+    of two pooled connections (the control channel's reader holds one in its XREAD BLOCK):
+    batched into pipelines on the other, exactly 10 are admitted, each handshake gets its
+    own answer, and a released one frees a place."""
+    with RedisServer() as redis:
+        client = Redis.from_pool(
+            BlockingConnectionPool.from_url(redis.url, max_connections=2, timeout=TIMEOUT)
+        )
+        store = RedisControlStore(client, {}, heartbeat_interval=1.0)
+        await store.start(lambda _c: None)
+        try:
+            oks = await asyncio.wait_for(
+                asyncio.gather(*(store.reserve("fan", f"c{i}", 10) for i in range(300))),
+                TIMEOUT,
+            )
+            assert sum(oks) == 10, oks
+            admitted = [f"c{i}" for i, ok in enumerate(oks) if ok]
+            held = await client.zrange(user_conns_key("fan"), 0, -1)
+            assert sorted(m.decode() for m in held) == sorted(admitted)
+            assert await store.reserve("fan", admitted[0], 10)  # already counted: kept
+            assert not await store.reserve("fan", "late", 10)
+            store.release("fan", admitted[0])
+            deadline = asyncio.get_running_loop().time() + TIMEOUT
+            while not await store.reserve("fan", "late", 10):
+                assert asyncio.get_running_loop().time() < deadline, "release not applied"
+                await asyncio.sleep(0.02)
+        finally:
+            await store.stop()
+            await client.aclose()
