@@ -228,11 +228,9 @@ def main() -> int:
         "--conc",
         type=int,
         default=50,
-        help="handshakes in flight (run.py: 100). At 100 on one instance the Redis "
-        "client's pool (redis-py's default, 100 connections) runs out: the per-user "
-        "count and the registry fail with 'Too many connections' and a subscribe can "
-        "fail; 50 keeps one worker clear of that, so 1 and 2 workers are compared on "
-        "the service, not on that limit",
+        help="handshakes in flight (run.py: 100). The runs in docs/performance.md used "
+        "50: before REALTIME_REDIS_MAX_CONNECTIONS (a pool that waits) 100 on one instance "
+        "ran out of redis-py's default pool of 100 connections",
     )
     ap.add_argument("--max-tp-s", type=float, default=8.0)
     ap.add_argument(

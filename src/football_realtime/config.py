@@ -57,6 +57,18 @@ class Settings(BaseSettings):
         "acknowledged by the master alone (faster; a failover may lose the newest "
         "events, and their subscribers get `recovered: false`).",
     )
+    redis_max_connections: Annotated[int, Field(ge=2, le=10_000)] = Field(
+        32,
+        description="Redis broker: connections each Redis client of a process may open "
+        "(the shared one for publishes, subscribes, per-user counts and the registry, one "
+        "of whose connections the control channel's reader holds; the reader's; on a "
+        "cluster per node). A command finding them all busy waits up to 2 s "
+        "for one, then fails as unavailable (subscribe `unavailable`, HTTP 503). Per "
+        "process: `serve --workers N` opens up to N times this (twice: shared and reader). "
+        "32: a handshake holds a connection for one round trip at a time, so a burst of "
+        "hundreds queues for milliseconds instead of failing, and dozens of processes stay "
+        "below Redis's `maxclients` (docs/scaling.md, Connections to Redis).",
+    )
     history_size: Annotated[int, Field(ge=0, le=10_000_000)] = Field(
         10_000, description="Events kept per stream for recovery."
     )

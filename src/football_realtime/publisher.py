@@ -69,6 +69,7 @@ class Publisher:
             history_ttl=history_ttl if history_ttl is not None else settings.history_ttl,
             min_replicas=min_replicas if min_replicas is not None else settings.redis_min_replicas,
             reader=False,
+            max_connections=settings.redis_max_connections,
         )
 
     async def publish(

@@ -25,9 +25,11 @@ def create_broker(
     history_ttl: float,
     min_replicas: int = 0,
     reader: bool = True,
+    max_connections: int | None = None,
 ) -> Broker:
     """Build the broker named by ``REALTIME_BROKER_URL``; ``min_replicas`` is
-    ``REALTIME_REDIS_MIN_REPLICAS`` (Redis only); ``reader=False``: a Redis broker that
+    ``REALTIME_REDIS_MIN_REPLICAS``, ``max_connections`` ``REALTIME_REDIS_MAX_CONNECTIONS``
+    (Redis only; None: the broker's default); ``reader=False``: a Redis broker that
     publishes and reads history but delivers nothing (the standalone publisher)."""
     if url.startswith("memory://") or url == "memory":
         if min_replicas:
@@ -45,6 +47,7 @@ def create_broker(
             history_ttl=history_ttl,
             reader=reader,
             min_replicas=min_replicas,
+            **({} if max_connections is None else {"max_connections": max_connections}),
         )
     raise ValueError(
         f"unsupported broker URL scheme in {url!r}; use memory://, redis://, "

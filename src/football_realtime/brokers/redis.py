@@ -69,7 +69,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import orjson
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
@@ -101,6 +101,11 @@ RETRY_WINDOW = 10
 SNAPSHOT_TTL = 24 * 3600
 COMMAND_TIMEOUT = 2.0
 CONNECT_TIMEOUT = 1.0
+#: How long a command waits for a free pooled connection when all
+#: ``REALTIME_REDIS_MAX_CONNECTIONS`` are busy, before it fails as unavailable (seconds).
+POOL_TIMEOUT = COMMAND_TIMEOUT
+#: ``REALTIME_REDIS_MAX_CONNECTIONS``'s default (docs/scaling.md, Connections to Redis).
+DEFAULT_MAX_CONNECTIONS = 32
 READ_BLOCK_MS = 1000
 READ_COUNT = 1000
 BACKOFF_MIN = 0.05
@@ -285,8 +290,10 @@ class RedisBroker:
         history_ttl: float,
         reader: bool = True,
         min_replicas: int = 0,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
     ) -> None:
         self.url = url
+        self.max_connections = max(1, max_connections)
         self.history_size = max(1, history_size)  # delivery itself runs through the stream
         self.history_ttl_ms = max(1, int(history_ttl * 1000))
         self.min_replicas = max(0, min_replicas)
@@ -298,25 +305,33 @@ class RedisBroker:
             manager = self._sentinel = sentinel_manager(target, timeout=CONNECT_TIMEOUT)
 
             def client(**kw: Any) -> Redis | RedisCluster:
-                return master_client(manager, target, **kw)
+                return master_client(manager, target, timeout=POOL_TIMEOUT, **kw)
         elif self._cluster:
             self.name = "redis-cluster"
             nodes = parse_cluster_url(url)
 
             def client(**kw: Any) -> Redis | RedisCluster:
-                return cluster_client(nodes, **kw)
+                return cluster_client(nodes, timeout=POOL_TIMEOUT, **kw)
         else:
 
             def client(**kw: Any) -> Redis | RedisCluster:
-                return Redis.from_url(url, **kw)
+                return Redis.from_pool(
+                    BlockingConnectionPool.from_url(url, timeout=POOL_TIMEOUT, **kw)
+                )
 
+        # Every client's pool holds at most ``max_connections`` connections (per node on
+        # a cluster); a command finding them all busy waits up to POOL_TIMEOUT for one,
+        # then fails as unavailable (docs/scaling.md, Connections to Redis).
         self.redis: Redis | RedisCluster = client(
+            max_connections=self.max_connections,
             socket_timeout=COMMAND_TIMEOUT,
             socket_connect_timeout=CONNECT_TIMEOUT,
             retry=Retry(NoBackoff(), 1),
         )
         self._reader_redis: Redis | RedisCluster | None = (
             client(
+                # Its lanes each hold one connection through their XREAD BLOCK.
+                max_connections=max(self.max_connections, len(SubscriptionType)),
                 socket_timeout=READ_BLOCK_MS / 1000 + COMMAND_TIMEOUT,
                 socket_connect_timeout=CONNECT_TIMEOUT,
                 retry=Retry(NoBackoff(), 0),

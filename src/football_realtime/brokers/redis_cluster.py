@@ -14,14 +14,27 @@ The client is redis-py's ``redis.asyncio.cluster.RedisCluster``: it routes each 
 to the master of its key's slot and re-learns the topology after a ``MOVED`` reply or a
 connection error (a master died, a replica was promoted, slots were moved). TLS
 (``rediss+cluster``) is not supported.
+
+Its per-node pools (``max_connections`` each) do not wait: a command that finds every
+connection to its node busy fails at once with ``MaxConnectionsError`` (redis-py has no
+waiting option for them). :class:`WaitingRedisCluster` adds the wait: at most
+``max_connections`` commands and pipelines of the client run at once (each holds at most
+one connection per node, so no node's pool runs out); the next waits up to ``timeout``
+seconds for one to finish, then fails with redis-py's ``ConnectionError``, as a
+``BlockingConnectionPool`` does.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
-from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from .urls import split_hosts_url
 
@@ -59,13 +72,70 @@ def parse_cluster_url(url: str) -> ClusterURL:
     return ClusterURL(nodes=nodes, username=username, password=password)
 
 
-def cluster_client(target: ClusterURL, **kwargs: Any) -> RedisCluster:
-    """A cluster client starting from ``target``'s nodes (``kwargs``: socket timeouts,
-    ``retry``: how often a command is retried after a topology refresh)."""
-    return RedisCluster(
+#: The client whose permit the current task holds: a pipeline that falls back to single
+#: commands (after a redirection) runs them under its own permit.
+_HOLDING: ContextVar[WaitingRedisCluster | None] = ContextVar("_HOLDING", default=None)
+
+
+class WaitingRedisCluster(RedisCluster):
+    """``RedisCluster`` whose commands and pipelines wait (up to ``timeout`` seconds) for
+    one of ``max_connections`` permits instead of failing when a node's pool is busy."""
+
+    def __init__(self, *, timeout: float, max_connections: int, **kwargs: Any) -> None:
+        super().__init__(max_connections=max_connections, **kwargs)
+        self.wait_timeout = timeout
+        self._permits = asyncio.Semaphore(max_connections)
+
+    @contextlib.asynccontextmanager
+    async def permit(self) -> AsyncIterator[None]:
+        """Hold one of the client's permits (re-entrant within a task)."""
+        if _HOLDING.get() is self:
+            yield
+            return
+        try:
+            async with asyncio.timeout(self.wait_timeout):
+                await self._permits.acquire()
+        except TimeoutError:
+            raise RedisConnectionError("No connection available.") from None
+        token = _HOLDING.set(self)
+        try:
+            yield
+        finally:
+            _HOLDING.reset(token)
+            self._permits.release()
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        async with self.permit():
+            return await super().execute_command(*args, **kwargs)
+
+    def pipeline(
+        self, transaction: Any | None = None, shard_hint: Any | None = None
+    ) -> ClusterPipeline:
+        if shard_hint:
+            return super().pipeline(transaction, shard_hint)  # refused by redis-py
+        return _WaitingPipeline(self, transaction)  # type: ignore[abstract]
+
+
+class _WaitingPipeline(ClusterPipeline):
+    cluster_client: WaitingRedisCluster
+
+    async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> Any:
+        async with self.cluster_client.permit():
+            return await super().execute(raise_on_error, allow_redirections)
+
+
+def cluster_client(
+    target: ClusterURL, *, timeout: float, max_connections: int, **kwargs: Any
+) -> RedisCluster:
+    """A cluster client starting from ``target``'s nodes: at most ``max_connections``
+    per node, a command waits up to ``timeout`` seconds for one (``kwargs``: socket
+    timeouts, ``retry``: how often a command is retried after a topology refresh)."""
+    return WaitingRedisCluster(
         startup_nodes=[ClusterNode(host, port) for host, port in target.nodes],
         username=target.username,
         password=target.password,
+        timeout=timeout,
+        max_connections=max_connections,
         **kwargs,
     )
 

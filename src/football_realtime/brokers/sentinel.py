@@ -15,6 +15,12 @@
 Every connection asks the sentinels for the current master when it is opened (redis-py's
 ``redis.asyncio.sentinel.Sentinel.master_for``), so after a failover the next connection
 goes to the promoted replica. TLS (``rediss+sentinel``) is not supported.
+
+The client's pool is :class:`BlockingSentinelConnectionPool`: redis-py's sentinel pool
+(``SentinelConnectionPool``, which finds the master) with the waiting of its
+``BlockingConnectionPool`` (at most ``max_connections``; a command finding them all busy
+waits up to ``timeout`` seconds), given to ``master_for`` as its public
+``connection_pool_class``.
 """
 
 from __future__ import annotations
@@ -23,9 +29,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 
 from .urls import split_hosts_url
@@ -91,11 +97,20 @@ def sentinel_manager(target: SentinelURL, *, timeout: float) -> Sentinel:
     )
 
 
+class BlockingSentinelConnectionPool(SentinelConnectionPool, BlockingConnectionPool):
+    """A sentinel pool that waits for a free connection (``BlockingConnectionPool``'s
+    ``get_connection`` and ``release``) instead of failing with ``Too many connections``.
+    ``max_connections`` and ``timeout`` as for ``BlockingConnectionPool``."""
+
+
 def master_client(manager: Sentinel, target: SentinelURL, **kwargs: Any) -> Redis:
-    """A client whose connections go to the master the sentinels currently name."""
+    """A client whose connections go to the master the sentinels currently name
+    (``kwargs``: ``max_connections``, ``timeout`` of its waiting pool, socket timeouts,
+    ``retry``)."""
     client: Redis = manager.master_for(
         target.master_name,
         redis_class=Redis,
+        connection_pool_class=BlockingSentinelConnectionPool,
         db=target.db,
         username=target.username,
         password=target.password,

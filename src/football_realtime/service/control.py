@@ -21,7 +21,8 @@ command reaches every instance is a :class:`ControlStore`:
     connections on every instance. A connection is added atomically with the limit
     check (one script on one key), its expiry refreshed every registry heartbeat by the
     instance that holds it, removed when it closes; a crashed instance's entries expire
-    after three heartbeats.
+    after three heartbeats. The handshakes that reserve at once share one pipeline of
+    those scripts (one connection, one round trip for a burst: :data:`RESERVE_BATCH`).
 
   Every command touches one key, or keys sharing the ``{frt:control}`` hash tag, so it
   also runs on Redis Cluster.
@@ -38,7 +39,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
 from ..core.close_codes import CloseCode
 from ..core.encoding import server_message
@@ -63,6 +64,10 @@ LOG_MAX = 1000
 READ_BLOCK_MS = 1000
 #: The longest ban (30 days).
 MAX_BAN_SECONDS = 30 * 24 * 3600
+#: At most this many per-user reservations (handshakes) share one pipeline.
+RESERVE_BATCH = 256
+#: What a store command may raise (a cluster client also raises RedisClusterException).
+_ERRORS = (RedisError, OSError, RedisClusterException)
 
 Command = dict[str, Any]
 
@@ -153,6 +158,8 @@ class RedisControlStore:
         self.interval = heartbeat_interval
         self.ttl = max(1, round(heartbeat_interval * 3))
         self._reserve = redis.register_script(_RESERVE)
+        self._reserving: list[tuple[str, str, int, asyncio.Future[bool]]] = []
+        self._reserve_wake = asyncio.Event()
         self._on_command: Callable[[Command], None] | None = None
         self._released: list[tuple[str, str]] = []
         self._wake = asyncio.Event()
@@ -178,6 +185,7 @@ class RedisControlStore:
         self._tasks = [
             asyncio.create_task(self._read_loop(), name="control-reader"),
             asyncio.create_task(self._refresh_loop(), name="control-refresh"),
+            asyncio.create_task(self._reserve_loop(), name="control-reserve"),
         ]
         return bans
 
@@ -185,6 +193,8 @@ class RedisControlStore:
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             await stop_task(task)
+        self._answer(self._reserving, None)  # counted here alone, as when Redis is down
+        self._reserving = []
         self._on_command = None
 
     async def _bans(self) -> list[Ban]:
@@ -275,18 +285,81 @@ class RedisControlStore:
     # -- per-user connections -------------------------------------------------------
 
     async def reserve(self, user_id: str, conn_id: str, limit: int) -> bool:
-        now = time.time()
-        try:
-            ok = await self._reserve(
-                keys=[user_conns_key(user_id)],
-                args=[now, now + self.ttl, conn_id, limit, self.ttl],
-            )
-        except (RedisError, OSError) as exc:
-            # Counted by this instance's admission alone until Redis answers again (the
-            # heartbeat then registers every connection held here).
-            log.warning("cluster-wide connection count unavailable: %s", exc)
+        if not self._tasks:  # not started (or stopped): this instance's count alone
             return True
-        return bool(ok)
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._reserving.append((user_id, conn_id, limit, done))
+        self._reserve_wake.set()
+        return await done
+
+    async def _reserve_loop(self) -> None:
+        """Run the pending reservations, up to RESERVE_BATCH per pipeline (one connection
+        and one round trip for all the handshakes of a burst)."""
+        while True:
+            await self._reserve_wake.wait()
+            self._reserve_wake.clear()
+            while self._reserving:
+                batch = self._reserving[:RESERVE_BATCH]
+                del self._reserving[:RESERVE_BATCH]
+                batch = [r for r in batch if not r[3].done()]  # its handshake gave up
+                if not batch:
+                    continue
+                try:
+                    self._answer(batch, await self._reserve_many(batch))
+                except asyncio.CancelledError:
+                    self._answer(batch, None)
+                    raise
+                except _ERRORS as exc:
+                    if cancelling():
+                        self._answer(batch, None)
+                        raise asyncio.CancelledError from exc
+                    # Counted by this instance's admission alone until Redis answers
+                    # again (the heartbeat then registers every connection held here).
+                    log.warning("cluster-wide connection count unavailable: %s", exc)
+                    self._answer(batch, None)
+
+    async def _reserve_many(
+        self, batch: list[tuple[str, str, int, asyncio.Future[bool]]]
+    ) -> list[bool]:
+        """One ``_RESERVE`` per entry, in one pipeline (the script is loaded again on a
+        server that lost it: a failover, a restart)."""
+        for attempt in (1, 2):
+            now = time.time()
+            async with self.redis.pipeline(transaction=False) as p:
+                for user_id, conn_id, limit, _ in batch:
+                    # (execute_command: redis-py's cluster pipeline refuses ``evalsha()``;
+                    # this script touches one key.)
+                    p.execute_command(
+                        "EVALSHA",
+                        self._reserve.sha,
+                        1,
+                        user_conns_key(user_id),
+                        now,
+                        now + self.ttl,
+                        conn_id,
+                        limit,
+                        self.ttl,
+                    )
+                replies = await p.execute(raise_on_error=False)
+            if attempt == 1 and any(isinstance(r, NoScriptError) for r in replies):
+                await self.redis.script_load(_RESERVE)
+                continue
+            failed = [r for r in replies if isinstance(r, Exception)]
+            if failed:
+                log.warning("cluster-wide connection count unavailable: %s", failed[0])
+            # A reservation Redis refused to run is counted by this instance alone.
+            return [True if isinstance(r, Exception) else bool(r) for r in replies]
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    @staticmethod
+    def _answer(
+        batch: list[tuple[str, str, int, asyncio.Future[bool]]], oks: list[bool] | None
+    ) -> None:
+        """Settle each reservation's future: its reply, or True (None: Redis did not
+        answer, so this instance's count decides)."""
+        for i, (_, _, _, done) in enumerate(batch):
+            if not done.done():
+                done.set_result(True if oks is None else oks[i])
 
     def release(self, user_id: str, conn_id: str) -> None:
         self._released.append((user_id, conn_id))

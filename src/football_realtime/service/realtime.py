@@ -66,6 +66,7 @@ class RealtimeService:
                 history_size=s.history_size,
                 history_ttl=s.history_ttl,
                 min_replicas=s.redis_min_replicas,
+                max_connections=s.redis_max_connections,
             )
         )
         policy = TierPolicy.from_config(s.tiers, s.default_tier)
