@@ -148,7 +148,8 @@ def test_an_open_connection_keeps_nothing_of_its_handshake() -> None:
         ]
 
     with (
-        running_server() as srv, connect(srv.premium_url, open_timeout=TIMEOUT) as a,
+        running_server() as srv,
+        connect(srv.premium_url, open_timeout=TIMEOUT) as a,
         connect(srv.premium_url, open_timeout=TIMEOUT) as b,
     ):
         a.recv(TIMEOUT)
