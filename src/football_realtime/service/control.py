@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import orjson
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
+from ..brokers.redis_cluster import closed_under_command
 from ..core.close_codes import CloseCode
 from ..core.encoding import server_message
 from ..core.events import EventType
@@ -68,6 +69,14 @@ MAX_BAN_SECONDS = 30 * 24 * 3600
 RESERVE_BATCH = 256
 #: What a store command may raise (a cluster client also raises RedisClusterException).
 _ERRORS = (RedisError, OSError, RedisClusterException)
+
+
+def _unavailable(exc: BaseException) -> bool:
+    """Whether a store command failed because Redis is out of reach: one of
+    :data:`_ERRORS`, or the cluster client closing the connection under the command when
+    another command reset it (brokers/redis_cluster.py ``closed_under_command``)."""
+    return isinstance(exc, _ERRORS) or closed_under_command(exc)
+
 
 Command = dict[str, Any]
 
@@ -176,7 +185,9 @@ class RedisControlStore:
             newest = await self.redis.xrevrange(LOG, count=1)
             self._last_id = _s(newest[0][0]) if newest else "0-0"
             bans = await self._bans()
-        except (RedisError, OSError) as exc:
+        except Exception as exc:
+            if not _unavailable(exc):
+                raise
             # Start from the newest command once Redis answers (never replay old ones:
             # they would close connections opened since); the bans are loaded then.
             log.warning("control channel unavailable at start: %s", exc)
@@ -253,10 +264,14 @@ class RedisControlStore:
                 self.available = True
             except asyncio.CancelledError:
                 raise
-            except (RedisError, OSError) as exc:
+            except Exception as exc:
                 if cancelling():
                     raise asyncio.CancelledError from exc
-                if self.available:
+                if not _unavailable(exc):
+                    # A bug, not an outage: logged, and the reader carries on (a dead
+                    # reader would silently stop every disconnect and ban reaching here).
+                    log.exception("control reader failed; retrying")
+                elif self.available:
                     log.warning("control channel unavailable: %s", exc)
                 self.available = False
                 reload = True
@@ -309,14 +324,18 @@ class RedisControlStore:
                 except asyncio.CancelledError:
                     self._answer(batch, None)
                     raise
-                except _ERRORS as exc:
+                except Exception as exc:
+                    self._answer(batch, None)
                     if cancelling():
-                        self._answer(batch, None)
                         raise asyncio.CancelledError from exc
                     # Counted by this instance's admission alone until Redis answers
                     # again (the heartbeat then registers every connection held here).
-                    log.warning("cluster-wide connection count unavailable: %s", exc)
-                    self._answer(batch, None)
+                    # Any other error is a bug, logged: the loop must not die with
+                    # handshakes waiting on it.
+                    if _unavailable(exc):
+                        log.warning("cluster-wide connection count unavailable: %s", exc)
+                    else:
+                        log.exception("cluster-wide connection count failed")
 
     async def _reserve_many(
         self, batch: list[tuple[str, str, int, asyncio.Future[bool]]]
@@ -378,7 +397,9 @@ class RedisControlStore:
                 await self._flush(released, beat)
             except asyncio.CancelledError:
                 raise
-            except (RedisError, OSError) as exc:
+            except Exception as exc:
+                if not _unavailable(exc):
+                    raise
                 if cancelling():
                     raise asyncio.CancelledError from exc
                 log.debug("control refresh failed: %s", exc)
