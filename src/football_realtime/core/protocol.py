@@ -221,46 +221,27 @@ def parse_filters(raw: Any, msg_id: Any = None, msg_type: str | None = None) -> 
 def _parse_since(raw: Any, msg_id: Any) -> dict[SubscriptionType, StreamPosition] | None:
     if raw is None:
         return None
-    if type(raw) is not dict or not raw:
-        raise ProtocolError(
-            "invalid_since", "data.since must be a non-empty object", msg_id, "subscribe"
-        )
-    out: dict[SubscriptionType, StreamPosition] = {}
-    for stream, pos in raw.items():
-        try:
-            st = SubscriptionType(stream)
-        except ValueError:
-            raise ProtocolError(
-                "invalid_since", f"since: unknown stream {stream[:40]!r}", msg_id, "subscribe"
-            ) from None
-        if (
-            type(pos) is not dict
-            or len(pos) != 2
-            or not _epoch(pos.get("epoch"))
-            or not _offset(pos.get("offset"))
-        ):
-            raise ProtocolError(
-                "invalid_since",
-                f"since.{st.value} must be {{'epoch': <string>, 'offset': <integer >= 0>}}",
-                msg_id,
-                "subscribe",
-            )
-        out[st] = StreamPosition(pos["epoch"], pos["offset"])
-    return out
+    return _stream_positions(raw, msg_id, "since", "invalid_since", "subscribe")
 
 
 def _parse_positions(raw: Any, msg_id: Any) -> dict[SubscriptionType, StreamPosition]:
+    return _stream_positions(raw, msg_id, "positions", "invalid_ack", "ack")
+
+
+def _stream_positions(
+    raw: Any, msg_id: Any, field: str, code: str, msg_type: str
+) -> dict[SubscriptionType, StreamPosition]:
+    """``{"<stream>": {"epoch": ..., "offset": ...}, ...}``: a subscribe's ``since`` and an
+    ack's ``positions`` share the shape; errors name the field and carry ``code``."""
     if type(raw) is not dict or not raw:
-        raise ProtocolError(
-            "invalid_ack", "data.positions must be a non-empty object", msg_id, "ack"
-        )
+        raise ProtocolError(code, f"data.{field} must be a non-empty object", msg_id, msg_type)
     out: dict[SubscriptionType, StreamPosition] = {}
     for stream, pos in raw.items():
         try:
             st = SubscriptionType(stream)
         except ValueError:
             raise ProtocolError(
-                "invalid_ack", f"positions: unknown stream {stream[:40]!r}", msg_id, "ack"
+                code, f"{field}: unknown stream {stream[:40]!r}", msg_id, msg_type
             ) from None
         if (
             type(pos) is not dict
@@ -269,10 +250,10 @@ def _parse_positions(raw: Any, msg_id: Any) -> dict[SubscriptionType, StreamPosi
             or not _offset(pos.get("offset"))
         ):
             raise ProtocolError(
-                "invalid_ack",
-                f"positions.{st.value} must be {{'epoch': <string>, 'offset': <integer >= 0>}}",
+                code,
+                f"{field}.{st.value} must be {{'epoch': <string>, 'offset': <integer >= 0>}}",
                 msg_id,
-                "ack",
+                msg_type,
             )
         out[st] = StreamPosition(pos["epoch"], pos["offset"])
     return out
