@@ -194,7 +194,10 @@ class Settings(BaseSettings):
     tiers: dict[str, dict[str, Any]] = Field(
         default_factory=lambda: {k: dict(v) for k, v in DEFAULT_TIERS.items()},
         description='Tier policy as JSON: {"<tier>": {"event_types": [...] | null, '
-        '"hidden_fields": {"<event type or stream>": ["field", ...]}}}.',
+        '"hidden_fields": {"<event type or stream>": ["field", ...]}, '
+        '"delay_seconds": {"<event type or stream>": s}, '
+        '"min_interval_seconds": {"<odds_updated | system_status | analytics_updated '
+        '| stream>": s}}}. See docs/security.md (Tiers, Timeliness).',
     )
     default_tier: str = Field(
         "free", description="Tier of anonymous connections and of tokens without `tier`."

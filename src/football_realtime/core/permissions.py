@@ -3,7 +3,8 @@
 The seed's rule (权限控制): the ``free`` tier receives only ``prediction_created`` and
 ``match_started``; paid tiers receive everything. Sensitive-data filtering (敏感数据过滤):
 fields listed for a tier (default: ``expected_value`` and ``strategy`` of predictions for
-``free``) are removed from the payloads that tier receives. The configuration shape and
+``free``) are removed from the payloads that tier receives. Timeliness (``delay_seconds``,
+``min_interval_seconds``, :mod:`.timeliness`): a tier may get event types late or thinned. The configuration shape and
 its default live in ``config.py`` (REALTIME_TIERS).
 
 The policy is enforced twice:
@@ -18,13 +19,14 @@ The policy is enforced twice:
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
 from .errors import LocalError
 from .events import EVENT_STREAM, STREAM_EVENT_TYPES, EventType, SubscriptionType
+from .timeliness import Timeliness
 
 
 class Forbidden(LocalError):
@@ -47,11 +49,14 @@ class Tier:
     event_types: frozenset[EventType] | None
     #: Top-level ``data`` fields removed, per event type.
     hidden_fields: Mapping[EventType, frozenset[str]]
+    #: Delays and thinning (:mod:`.timeliness`).
+    timeliness: Timeliness = field(default_factory=Timeliness)
 
     @property
     def unrestricted(self) -> bool:
-        """Receives every event exactly as published (its connections need no view)."""
-        return self.event_types is None and not self.hidden_fields
+        """Receives every event exactly as published, when published (its connections
+        need no view)."""
+        return self.event_types is None and not self.hidden_fields and not self.timeliness.timed
 
     def may_receive(self, event_type: EventType) -> bool:
         return self.event_types is None or event_type in self.event_types
@@ -75,7 +80,12 @@ class TierPolicy:
         for name, spec in config.items():
             if not isinstance(spec, Mapping):
                 raise ValueError(f"tier {name!r}: expected an object")
-            extra = set(spec) - {"event_types", "hidden_fields"}
+            extra = set(spec) - {
+                "event_types",
+                "hidden_fields",
+                "delay_seconds",
+                "min_interval_seconds",
+            }
             if extra:
                 raise ValueError(f"tier {name!r}: unknown key(s) {sorted(extra)}")
             raw_types = spec.get("event_types")
@@ -88,7 +98,10 @@ class TierPolicy:
                     raise ValueError(f"tier {name!r}: hidden_fields.{key} must be a list of names")
                 for et in _event_types_of(name, key):
                     hidden[et] = hidden.get(et, frozenset()) | frozenset(fields)
-            tiers[name] = Tier(name, types, {k: v for k, v in hidden.items() if v})
+            timeliness = Timeliness.from_config(
+                name, spec.get("delay_seconds"), spec.get("min_interval_seconds")
+            )
+            tiers[name] = Tier(name, types, {k: v for k, v in hidden.items() if v}, timeliness)
         return cls(tiers, default_tier)
 
     def get(self, name: str) -> Tier | None:
@@ -141,6 +154,7 @@ class TierPolicy:
             "hidden_fields": {
                 et.value: sorted(fields) for et, fields in sorted(tier.hidden_fields.items())
             },
+            **tier.timeliness.describe(),
         }
 
 

@@ -215,6 +215,34 @@ METRICS: tuple[MetricSpec, ...] = (
         "Over open sessions and their streams: newest offset delivered here minus the "
         "acknowledged offset (an upper bound on events sent and not yet acknowledged).",
     ),
+    MetricSpec(
+        "tier_delayed_events",
+        "gauge",
+        (),
+        "Events waiting in the delay lines of tiers with timeliness rules (one per event "
+        "and tier view, not per connection).",
+    ),
+    MetricSpec(
+        "tier_thinned_events",
+        "counter",
+        (),
+        "Events a thinned tier view dropped because a newer one of their key replaced "
+        "them within min_interval_seconds.",
+    ),
+    MetricSpec(
+        "compressed_messages",
+        "counter",
+        (),
+        "Messages compressed for permessage-deflate connections (once per message and "
+        "tier view, whatever the number of recipients).",
+    ),
+    MetricSpec(
+        "compression_saved_bytes",
+        "counter",
+        (),
+        "Bytes compression saved, per compressed message (multiply by its recipients "
+        "for the wire).",
+    ),
 )
 
 _SPECS = {m.name: m for m in METRICS}
@@ -350,6 +378,12 @@ class RealtimeCollector(Collector):
         for why, n in sorted(st.sessions_refused.items()):
             value("sessions_refused", n, (why,))
         value("session_unacked_offsets", rt.durable.unacked_offsets())
+        timing = hub.timing
+        value("tier_delayed_events", timing.held() if timing is not None else 0)
+        value("tier_thinned_events", timing.thinned() if timing is not None else 0)
+        deflate = rt.deflate
+        value("compressed_messages", deflate.compressed if deflate is not None else 0)
+        value("compression_saved_bytes", deflate.saved if deflate is not None else 0)
         yield from fams.values()
 
 

@@ -29,6 +29,7 @@ from ..core.subscriptions import (
 )
 from ..stats import ServiceStats
 from .connection import Connection, Encoded
+from .timed_views import TimedViews
 
 log = logging.getLogger("football_realtime.hub")
 
@@ -43,13 +44,16 @@ class Hub:
         render_view: Callable[[PublishedEvent, Hashable], Encoded | None] | None = None,
         on_membership: Callable[[Connection, bool], None] | None = None,
         connections: dict[str, Connection] | None = None,
+        timing: TimedViews | None = None,
     ) -> None:
         """``render_view`` renders a published event for one view (e.g. a tier): the
         bytes that view receives, or None when it may not receive the event at all;
         called at most once per (event, view); connections whose ``view`` is None get
         the event as published. ``on_membership`` is told of every connection added
         (True) or removed (False): the cluster registry. ``connections``: the table to
-        keep them in, when another component reads it too (the registry)."""
+        keep them in, when another component reads it too (the registry). ``timing``:
+        the views that get some streams late or thinned (tier timeliness); their events
+        go through its delay lines and come back to :meth:`release`."""
         self.stats = stats
         self.max_subscriptions = max_subscriptions
         self.max_rooms = max_rooms
@@ -61,6 +65,7 @@ class Hub:
         self._sub_ids = itertools.count(1)
         self.render_view = render_view
         self.on_membership = on_membership
+        self.timing = timing
         #: Per stream, the newest offset this instance fanned out (what an ``ack`` may
         #: reach, with a connection's replay: ``Connection.floors``).
         self.tops: dict[SubscriptionType, int] = {}
@@ -307,6 +312,18 @@ class Hub:
         key = conflation_key(ev.event_type, ev.data)
         enc = Encoded(ev.payload)
         views: dict[Hashable, Encoded | None] | None = None
+        timing = self.timing
+        if timing is not None:
+            timed = timing.by_stream.get(ev.stream)
+            if timed:
+                # Every event a timed view may see enters its line, subscribed or not;
+                # None here: the view's connections get it later, from release().
+                views = {}
+                for name in timed:
+                    venc = self._render(ev, name)
+                    views[name] = (
+                        None if venc is None or timing.hold(ev, name, venc, self.release) else venc
+                    )
         stamp = next(self._seq)
         n = 0
         for group in self.index.match_groups(attrs):
@@ -317,12 +334,11 @@ class Hub:
                 conn.stamp = stamp
                 if ev.offset <= conn.floors.get(ev.stream, 0):
                     continue  # from before this connection's subscription to the stream
-                if conn.held is not None:
-                    conn.held.append(ev)
-                    continue
                 view = conn.view
                 if view is None:
-                    if conn.send(enc, key):
+                    if conn.held is not None:
+                        conn.held.append(ev)
+                    elif conn.send(enc, key):
                         n += 1
                     continue
                 if views is None:
@@ -331,13 +347,41 @@ class Hub:
                     venc = views[view]
                 else:
                     venc = views[view] = self._render(ev, view)
-                if venc is not None and conn.send(venc, key):
+                if venc is None:
+                    continue  # not for this view, or not yet (timed)
+                if conn.held is not None:
+                    conn.held.append(ev)
+                elif conn.send(venc, key):
                     n += 1
+        self._count(ev, n)
+        return n
+
+    def release(self, ev: PublishedEvent, view: Hashable, enc: Encoded) -> int:
+        """A timed view's event, now due: to that view's matching connections."""
+        attrs = EventAttributes.of(ev.event_type, ev.data)
+        key = conflation_key(ev.event_type, ev.data)
+        stamp = next(self._seq)
+        n = 0
+        for group in self.index.match_groups(attrs):
+            for sub in group:
+                conn: Connection = sub.owner
+                if conn.view != view or conn.stamp == stamp:
+                    continue
+                conn.stamp = stamp
+                if ev.offset <= conn.floors.get(ev.stream, 0):
+                    continue
+                if conn.held is not None:
+                    conn.held.append(ev)
+                elif conn.send(enc, key):
+                    n += 1
+        self._count(ev, n)
+        return n
+
+    def _count(self, ev: PublishedEvent, n: int) -> None:
         st = self.stats
         st.messages_sent += n
         st.bytes_sent += n * len(ev.payload)
         st.delivered_by_type[ev.event_type] += n
-        return n
 
     def _render(self, ev: PublishedEvent, view: Hashable) -> Encoded | None:
         render = self.render_view
@@ -361,6 +405,8 @@ class Hub:
         through its view (a targeted send never bypasses the tier policy)."""
         views: dict[Hashable, Encoded | None] = {}
         plain = Encoded(ev.payload)
+        timing = self.timing
+        later: dict[Hashable, list[Connection]] = {}
         n = 0
         for cid in list(conn_ids):
             conn = self.connections.get(cid)
@@ -373,9 +419,27 @@ class Hub:
                 enc = views[view]
             else:
                 enc = views[view] = self._render(ev, view)
-            if enc is not None and self._send(conn, enc):
+            if enc is None:
+                continue
+            if timing is not None and timing.direct_delay(view, ev) > 0:
+                later.setdefault(view, []).append(conn)
+            elif self._send(conn, enc):
                 n += 1
+        if timing is not None:
+            for view, conns in later.items():
+                venc = views[view]
+                assert venc is not None
+                timing.later(timing.direct_delay(view, ev), self._sender(conns, venc))
+                n += len(conns)
         return n
+
+    def _sender(self, conns: list[Connection], enc: Encoded) -> Callable[[], None]:
+        def send() -> None:
+            for conn in conns:
+                if not conn.closing:
+                    self._send(conn, enc)
+
+        return send
 
 
 def new_connection_id() -> str:

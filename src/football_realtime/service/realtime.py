@@ -46,6 +46,7 @@ from .hub import Hub
 from .recovery import Recovery
 from .requests import RequestHandler
 from .sessions import Sessions
+from .timed_views import TimedViews
 from .views import TierViews
 
 log = logging.getLogger("football_realtime")
@@ -84,6 +85,11 @@ class RealtimeService:
         self.deflate: SharedDeflate | None = (
             SharedDeflate(s.compression_min_bytes) if s.compression == "shared" else None
         )
+        #: Tiers that get some streams late or thinned (None: no tier does; the
+        #: fan-out then has no timeliness step at all).
+        self.timing: TimedViews | None = (
+            TimedViews(policy) if any(t.timeliness.timed for t in policy.tiers.values()) else None
+        )
         self.hub = Hub(
             self.stats,
             max_subscriptions=s.max_subscriptions_per_connection,
@@ -91,6 +97,7 @@ class RealtimeService:
             render_view=self.views.render,
             on_membership=self.cluster.on_membership,
             connections=connections,
+            timing=self.timing,
         )
         store: ControlStore = (
             RedisControlStore(
@@ -140,6 +147,8 @@ class RealtimeService:
         await self.control.stop()
         await self.cluster.stop()
         await self.broker.stop()
+        if self.timing is not None:
+            self.timing.close()
 
     def close_for_shutdown(self, conn: Connection) -> None:
         """Graceful shutdown of one connection: ``connection_status`` closing, then 1012,
@@ -281,6 +290,11 @@ class RealtimeService:
             # Per message (once per event and view), not per delivery.
             "messages_compressed": deflate.compressed if deflate is not None else 0,
             "bytes_saved_per_copy": deflate.saved if deflate is not None else 0,
+        }
+        timing = self.timing
+        snap["tier_timeliness"] = {
+            "delayed_events": timing.held() if timing is not None else 0,
+            "thinned_events": timing.thinned() if timing is not None else 0,
         }
         snap["sessions_active"] = len(self.durable.open_connections)
         snap["session_unacked_offsets"] = self.durable.unacked_offsets()

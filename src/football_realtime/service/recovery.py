@@ -92,8 +92,11 @@ class Recovery:
         try:
             result = sub.describe()
             positions: dict[SubscriptionType, tuple[str, int]] = {}
+            #: The broker's newest offsets (``positions``: what the tier may see).
+            newest: dict[SubscriptionType, int] = {}
             for st in streams:
-                positions[st] = await broker.position(st)
+                epoch, newest[st] = await broker.position(st)
+                positions[st] = (epoch, self._visible(conn, st, newest[st]))
             result["streams"] = {
                 st.value: {"epoch": e, "offset": o} for st, (e, o) in positions.items()
             }
@@ -111,12 +114,12 @@ class Recovery:
                     # The old epoch's tail is lost; the new epoch's history may still
                     # reach back to its first offset: then it is replayed from there.
                     after = 0 if new_epoch else pos.offset
-                    if not new_epoch and pos.offset > top:
+                    if not new_epoch and pos.offset > newest[st]:
                         reasons.append(
-                            f"{st.value}: offset {pos.offset} is ahead of the stream ({top})"
+                            f"{st.value}: offset {pos.offset} is ahead of the stream ({newest[st]})"
                         )
                         continue
-                    events = await broker.history(st, after)
+                    events = self._visible_history(conn, st, top, await broker.history(st, after))
                     if new_epoch:
                         reasons.append(
                             f"{st.value}: epoch changed (history was lost): events of the "
@@ -153,7 +156,8 @@ class Recovery:
                 for st in streams:
                     if st not in replay_after:
                         snapshotted.add(st)
-                        backlog.extend(_matching(sub, await broker.snapshot(st)))
+                        snap = await self._visible_snapshot(conn, st, positions[st][1])
+                        backlog.extend(_matching(sub, snap))
             hub.send_payload(conn, proto.ack(msg.id, msg.type, result))
             hub.notify_user_subscriptions(conn, "subscribed", (sub,))
             # Where each stream's delivery starts: after its replay's start, or after
@@ -185,6 +189,54 @@ class Recovery:
             ) from None
         finally:
             conn.held = None
+
+    def _visible(self, conn: Connection, st: SubscriptionType, top: int) -> int:
+        """The newest offset of ``st`` the connection's tier may see now (tier
+        timeliness: a delayed tier sees the stream as it was)."""
+        timing = self.hub.timing
+        if timing is None:
+            return top
+        return timing.visible_top(conn.view, st, top, self.hub.tops)
+
+    def _visible_history(
+        self,
+        conn: Connection,
+        st: SubscriptionType,
+        top: int,
+        events: list[PublishedEvent] | None,
+    ) -> list[PublishedEvent] | None:
+        """Of a replay, what the connection's tier may see now: never an event its
+        delay still holds back (those come live, when due)."""
+        timing = self.hub.timing
+        if timing is None or not events:
+            return events
+        cut = timing.visible_top(conn.view, st, top, self.hub.tops, events)
+        return [ev for ev in events if ev.offset <= cut]
+
+    async def _visible_snapshot(
+        self, conn: Connection, st: SubscriptionType, top: int
+    ) -> list[PublishedEvent]:
+        """The stream's snapshot as the connection's tier may see it now: an entry its
+        delay still holds back is replaced by the newest earlier event of the same key
+        that the history still has, or left out."""
+        snap = await self.broker.snapshot(st)
+        timing = self.hub.timing
+        if timing is None or timing.rules(conn.view, st) is None:
+            return snap
+        history = await self.broker.history(st, 0) or []
+        cut = timing.visible_top(conn.view, st, top, self.hub.tops, history)
+        late = {_snapshot_key(ev) for ev in snap if ev.offset > cut}
+        if not late:
+            return snap
+        earlier: dict[tuple[str, int | None], PublishedEvent] = {}
+        for ev in history:
+            if ev.offset > cut:
+                break
+            k = _snapshot_key(ev)
+            if k in late:
+                earlier[k] = ev
+        kept = [ev for ev in snap if ev.offset <= cut] + list(earlier.values())
+        return sorted(kept, key=lambda ev: ev.offset)
 
     async def restore(
         self,
@@ -218,9 +270,11 @@ class Recovery:
             for sub in subs:
                 streams.extend(st for st in sub.streams if st not in streams)
             tops: dict[SubscriptionType, tuple[str, int]] = {}
+            newest: dict[SubscriptionType, int] = {}
             for st in streams:
-                tops[st] = await broker.position(st)
-                conn.epochs[st] = tops[st][0]
+                epoch, newest[st] = await broker.position(st)
+                tops[st] = (epoch, self._visible(conn, st, newest[st]))
+                conn.epochs[st] = epoch
             backlog: list[PublishedEvent] = []
             replay_after: dict[SubscriptionType, int] = {}
             reasons: dict[SubscriptionType, str] = {}
@@ -231,10 +285,12 @@ class Recovery:
                     continue  # nothing known: live from the newest offset
                 same = held[0] == epoch
                 after = held[1] if same else 0
-                if same and after > top:
-                    reasons[st] = f"{st.value}: offset {after} is ahead of the stream ({top})"
+                if same and after > newest[st]:
+                    reasons[st] = (
+                        f"{st.value}: offset {after} is ahead of the stream ({newest[st]})"
+                    )
                     continue
-                events = await broker.history(st, after)
+                events = self._visible_history(conn, st, top, await broker.history(st, after))
                 if not same:
                     reasons[st] = (
                         f"{st.value}: epoch changed (history was lost): events of the old "
@@ -294,6 +350,12 @@ class Recovery:
             ) from None
         finally:
             conn.held = None
+
+
+def _snapshot_key(ev: PublishedEvent) -> tuple[str, int | None]:
+    """A snapshot keeps the newest event per type and match (as the brokers do)."""
+    m = ev.data.get("match_id")
+    return (ev.event_type.value, m if type(m) is int else None)
 
 
 async def _send_merged(
