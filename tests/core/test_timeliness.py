@@ -48,9 +48,7 @@ def test_a_stream_named_for_thinning_thins_only_what_may_be_thinned() -> None:
         ({"connection_status": 1}, None, "not a published type"),
     ],
 )
-def test_bad_rules_are_refused_naming_the_entry(
-    delays: Any, intervals: Any, message: str
-) -> None:
+def test_bad_rules_are_refused_naming_the_entry(delays: Any, intervals: Any, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         Timeliness.from_config("free", delays, intervals)
 

@@ -3,12 +3,14 @@ and ``--publisher-only`` publishing into a separately running service."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -247,3 +249,66 @@ async def test_demo_on_the_redis_broker_reaches_another_instance() -> None:
             if other is not None:
                 other.stop()
             _stop(demo)
+
+
+def test_the_demo_s_free_viewer_gets_scores_late_over_rest_and_websocket() -> None:
+    """The demo's tiers (``demo_tiers``, as ``demo --free-delay`` sets them): the free
+    viewer's ``/demo/state`` is the world as it was a delay ago, and a goal reaches its
+    WebSocket that much later than the premium viewer's."""
+    delay = 1.5
+    args = build_parser().parse_args(["demo", "--free-delay", str(delay)])
+    settings = demo_settings(args, SECRET)
+    assert settings.tiers["free"]["delay_seconds"] == {"matches": delay}
+    assert settings.tiers["free"]["min_interval_seconds"] == {"odds_updated": 10.0}
+    options = DemoOptions(sim=SimConfig(speed=600, matches=4), seed=5, jwt_secret=SECRET)
+    srv = RunningServer(
+        make_settings(tiers=settings.tiers), app_factory=lambda s: create_demo_app(s, options)
+    )
+    srv.start()
+    try:
+        free_token = get(srv, "/demo/token", params={"tier": "free"}).json()["token"]
+        paid_token = get(srv, "/demo/token", params={"tier": "premium"}).json()["token"]
+        started = time.time()
+        while time.time() - started < 2 * delay:
+            time.sleep(0.1)  # the demo runs for twice the delay (a duration, not an order)
+        asked = time.time()
+        state = get(srv, "/demo/state", params={"token": free_token}).json()
+        assert state["timeliness"]["delay_seconds"]["match_score_changed"] == delay
+        taken = datetime.fromisoformat(state["server_time"].replace("Z", "+00:00")).timestamp()
+        # the newest sample at least the delay old (samples every 0.5 s)
+        assert delay <= asked - taken <= delay + 0.5 + TIMEOUT
+        paid = get(srv, "/demo/state", params={"token": paid_token}).json()
+        assert "timeliness" not in paid
+        assert (
+            datetime.fromisoformat(paid["server_time"].replace("Z", "+00:00")).timestamp() >= asked
+        )
+
+        async def goal() -> tuple[float, float]:
+            url = srv.url(token=free_token)
+            async with (
+                await WSClient.connect(url, tier=None) as free,
+                await WSClient.connect(srv.url(token=paid_token), tier=None) as paid_ws,
+            ):
+                for c in (free, paid_ws):
+                    await c.subscribe("matches", match_ids=[999_001])
+                t0 = time.time()
+                r = await asyncio.to_thread(
+                    httpx.post,
+                    srv.http_url + "/realtime/broadcast",
+                    json={
+                        "event_type": "match_score_changed",
+                        "data": {"match_id": 999_001, "home_score": 1, "away_score": 0},
+                    },
+                    headers={"Authorization": f"Bearer {ADMIN}"},
+                    timeout=TIMEOUT,
+                )
+                assert r.status_code == 200, r.text
+                await paid_ws.events(1)
+                t_paid = time.time() - t0
+                await free.events(1, timeout=TIMEOUT + delay)
+                return t_paid, time.time() - t0
+
+        t_paid, t_free = asyncio.run(goal())
+        assert t_free >= delay - 0.05 and t_paid < t_free
+    finally:
+        srv.stop()

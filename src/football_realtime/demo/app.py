@@ -28,7 +28,10 @@ from fastapi.staticfiles import StaticFiles
 from .._version import __version__
 from ..app import Realtime
 from ..config import Settings
+from ..core.events import EventType
+from ..core.permissions import TierPolicy
 from .clock import RealClock
+from .delayed_state import DelayedState
 from .publishers import InProcessPublisher
 from .runner import Runner
 from .simulation import SimConfig, Simulation
@@ -49,6 +52,29 @@ class DemoOptions:
     jwt_secret: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     token_ttl_seconds: int = 12 * 3600
     static_dir: Path = STATIC_DIR
+
+
+def demo_tiers(free_delay: float, free_odds_interval: float) -> dict[str, dict[str, Any]]:
+    """The demo's tier policy: a free viewer gets predictions without the model's value
+    and strategy, the match feed ``free_delay`` seconds late, and at most one odds
+    update per match and bookmaker every ``free_odds_interval`` seconds; a premium
+    viewer gets everything live (docs/demo.md)."""
+    return {
+        "free": {
+            "event_types": [
+                "prediction_created",
+                "match_started",
+                "match_score_changed",
+                "match_status_changed",
+                "match_ended",
+                "odds_updated",
+            ],
+            "hidden_fields": {"predictions": ["expected_value", "strategy"]},
+            "delay_seconds": {"matches": free_delay},
+            "min_interval_seconds": {"odds_updated": free_odds_interval},
+        },
+        "premium": {},
+    }
 
 
 def sign_viewer_token(secret: str, tier: Tier, ttl_seconds: int) -> dict[str, Any]:
@@ -93,10 +119,40 @@ class Demo:
         self.sim = Simulation(options.sim, random.Random(seed), self.clock.wall)
         self.runner = Runner(self.sim, InProcessPublisher(realtime), self.clock)
         self._task: asyncio.Task[None] | None = None
+        # The free viewer's REST state lags as its match feed does (whatever the tiers
+        # say: the demo's own, or the operator's REALTIME_TIERS).
+        s = realtime.settings
+        policy = TierPolicy.from_config(s.tiers, s.default_tier)
+        free = policy.get("free")
+        delay = free.timeliness.delay(EventType.MATCH_SCORE_CHANGED) if free else 0.0
+        self.free_timeliness: dict[str, Any] = (
+            free.timeliness.describe() if free else {"delay_seconds": {}}
+        )
+        self.free_state: DelayedState | None = DelayedState(delay) if delay > 0 else None
+        self._sampler: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self.runner.run(), name="demo-simulator")
         self._task.add_done_callback(self._on_done)
+        if self.free_state is not None:
+            self._sampler = asyncio.create_task(self._sample(self.free_state), name="demo-free")
+            self._sampler.add_done_callback(self._on_done)
+
+    async def _sample(self, delayed: DelayedState) -> None:
+        while True:
+            delayed.record(time.time(), lambda: self.sim.snapshot(premium=False))
+            await asyncio.sleep(delayed.every)
+
+    def state(self, premium: bool) -> dict[str, Any]:
+        """``/demo/state``: now for a premium viewer; for a free one, as its tier sees
+        the world (its match feed's delay ago)."""
+        snap = None
+        if not premium and self.free_state is not None:
+            snap = self.free_state.as_of(time.time())
+        snap = self.sim.snapshot(premium=premium) if snap is None else dict(snap)
+        if not premium:
+            snap["timeliness"] = self.free_timeliness
+        return snap
 
     @staticmethod
     def _on_done(task: asyncio.Task[None]) -> None:
@@ -104,6 +160,11 @@ class Demo:
             log.error("demo simulator stopped", exc_info=task.exception())
 
     async def stop(self) -> None:
+        sampler, self._sampler = self._sampler, None
+        if sampler is not None:
+            sampler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sampler
         task, self._task = self._task, None
         if task is not None:
             self.runner.stop()
@@ -128,9 +189,11 @@ def _demo_router(demo: Demo) -> APIRouter:
         token: Annotated[str | None, Query(max_length=4096)] = None,
     ) -> dict[str, Any]:
         """What a dashboard loads before following live events. Without a token, or
-        with a free viewer's, the free view."""
+        with a free viewer's, the free view: as the free tier sees it, its match feed's
+        delay ago (``timeliness`` says how late), so REST shows no score earlier than
+        the WebSocket does."""
         tier = _tier_of(secret, token)
-        snap = demo.sim.snapshot(premium=tier == "premium")
+        snap = demo.state(premium=tier == "premium")
         snap["seed"] = demo.seed
         snap["simulator"] = demo.runner.stats()
         return snap

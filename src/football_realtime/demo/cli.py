@@ -55,6 +55,20 @@ def add_demo_parser(sub: Any) -> None:
         "--admin-token",
         help="admin token of that service (default: $REALTIME_ADMIN_TOKEN, which is better: command lines show in ps)",
     )
+    p.add_argument(
+        "--free-delay",
+        type=float,
+        default=30.0,
+        help="seconds the free viewer's match feed (scores, status) lags (default 30; "
+        "0: live); ignored when REALTIME_TIERS or --tiers gives the tiers",
+    )
+    p.add_argument(
+        "--free-odds-interval",
+        type=float,
+        default=10.0,
+        help="the free viewer gets at most one odds update per match and bookmaker per "
+        "this many seconds (default 10; 0: every update)",
+    )
     # The same settings flags as `serve` (--host, --port, --broker-url, ...).
     add_settings_arguments(p)
 
@@ -83,6 +97,12 @@ def demo_settings(args: argparse.Namespace, jwt_secret: str | None = None) -> Se
 
     overrides = flag_overrides(args)
     overrides.setdefault("access_log", False)
+    if "tiers" not in overrides and "REALTIME_TIERS" not in os.environ:
+        from .app import demo_tiers
+
+        overrides["tiers"] = demo_tiers(
+            getattr(args, "free_delay", 30.0), getattr(args, "free_odds_interval", 10.0)
+        )
     if jwt_secret is not None:
         # The service verifies the viewers' tokens with the secret the demo signs them with.
         overrides["jwt_secret"] = jwt_secret

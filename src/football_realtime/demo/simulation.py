@@ -28,8 +28,9 @@ from .services import (
     SystemService,
 )
 
-#: Event types a free viewer's snapshot includes (the design document's free tier).
-FREE_EVENT_TYPES = frozenset({"prediction_created", "match_started"})
+#: Event types a free viewer's feed includes (the demo's free tier, demo/app.py
+#: ``demo_tiers``: the design document's, plus goals, late).
+FREE_EVENT_TYPES = frozenset({"prediction_created", "match_started", "match_score_changed"})
 #: Event types kept for the snapshot's feed of recent predictions and alerts.
 FEED_EVENT_TYPES = frozenset(
     {
@@ -296,7 +297,7 @@ class Simulation:
     def snapshot(self, premium: bool) -> dict[str, Any]:
         """The state a dashboard loads before following live events.
 
-        A free viewer gets fixtures and scores; a premium one also probabilities, odds,
+        A free viewer gets fixtures, scores and odds; a premium one also probabilities,
         their history, and the full feed."""
         matches = []
         for m in sorted(self.matches.values(), key=lambda x: (x.kickoff_at, x.match_id)):
@@ -336,13 +337,15 @@ class Simulation:
                     if settled:
                         row["prediction_correct"] = st.pre_match.favourite == m.result
                     row["probability_history"] = [list(h) for h in st.history]
-                if book is not None:
-                    row["odds"] = {
-                        "home": book.odds.home,
-                        "draw": book.odds.draw,
-                        "away": book.odds.away,
-                    }
-                    row["odds_history"] = [list(h) for h in book.history]
+            # Odds for every viewer: the free tier gets them thinned (docs/demo.md).
+            book = self.odds.books.get(m.match_id)
+            if book is not None:
+                row["odds"] = {
+                    "home": book.odds.home,
+                    "draw": book.odds.draw,
+                    "away": book.odds.away,
+                }
+                row["odds_history"] = [list(h) for h in book.history]
             matches.append(row)
         a = self.system.accuracy
         feed = [e for e in self.feed if premium or e["event_type"] in FREE_EVENT_TYPES]
