@@ -22,6 +22,8 @@ const ARTIFACTS = resolve(process.env.ARTIFACTS ?? join(HERE, "..", "..", "artif
 const UNIT = Number(process.env.E2E_UNIT ?? "1");
 const T = (ms) => ms * UNIT;
 const ADMIN = "e2e-admin-token";
+/** The free viewer's match feed lags this many seconds (demo --free-delay). */
+const FREE_DELAY = 4;
 const started = Date.now();
 
 function log(msg) {
@@ -54,7 +56,7 @@ async function waitHealthy(base, timeout) {
 function startDemo(port) {
   const proc = spawn(
     PYTHON,
-    ["-m", "football_realtime", "demo", "--host", "127.0.0.1", "--port", String(port), "--speed", "600", "--seed", "7", "--matches", "6"],
+    ["-m", "football_realtime", "demo", "--host", "127.0.0.1", "--port", String(port), "--speed", "600", "--seed", "7", "--matches", "6", "--free-delay", String(FREE_DELAY)],
     {
       env: {
         ...process.env,
@@ -214,6 +216,32 @@ try {
   await page.click('[data-testid="filters"] button[data-league=""]');
   await page.waitForFunction((n) => document.querySelectorAll('[data-testid="match-card"]').length > n, shown, { timeout: T(5000) });
 
+  // The free viewer's tier gets match events FREE_DELAY seconds late: the switch says so,
+  // and a goal published now shows on its card no earlier than that.
+  const freeScoreLags = async () => {
+    await page.waitForSelector(`[data-testid="tier-delay-note"][data-delay="${FREE_DELAY}"]`, { timeout: T(5000) });
+    const card = await page.$eval('[data-testid="match-card"]', (c) => ({ id: Number(c.dataset.matchId), league: c.dataset.league }));
+    const tag = `LATE${Date.now() % 1000000}`;
+    const t0 = Date.now();
+    const r = await fetch(`${base}/realtime/broadcast`, {
+      method: "POST",
+      headers: { Authorization: `Bearer ${ADMIN}`, "content-type": "application/json" },
+      body: JSON.stringify({
+        event_type: "match_score_changed",
+        data: { match_id: card.id, league: card.league, home_score: 9, away_score: 0, scoring_team: "home", scoring_player: tag, minute: 50 },
+      }),
+    });
+    check(r.ok, `broadcast a goal: HTTP ${r.status}`);
+    await page.waitForFunction(
+      (tg) => [...document.querySelectorAll('[data-testid="feed"] li[data-type="match_score_changed"]')].some((li) => li.textContent.includes(tg)),
+      tag,
+      { timeout: T(15000) + FREE_DELAY * 1000, polling: 50 },
+    );
+    const lag = Date.now() - t0;
+    check(lag >= FREE_DELAY * 1000 - 100, `the free viewer's score lags ${FREE_DELAY} s (shown after ${lag} ms)`);
+    log(`free viewer: the goal shown ${lag} ms after it was published (tier delay ${FREE_DELAY} s)`);
+  };
+
   // The viewer switch: a free viewer's own token and connection, then back to premium.
   const connOf = async () => {
     const id = await page.getAttribute('[data-testid="conn-status"]', "title");
@@ -233,6 +261,7 @@ try {
     const detail = await connOf();
     check(detail?.user_id?.startsWith(`viewer-${tier}-`), `connected as a ${tier} viewer: ${JSON.stringify(detail)}`);
     await page.waitForFunction(() => document.querySelectorAll('[data-testid="match-card"]').length >= 4, null, { timeout: T(10000) });
+    if (tier === "free") await freeScoreLags();
   }
   log("switched to a free viewer and back, each on its own connection");
 

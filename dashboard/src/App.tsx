@@ -107,6 +107,13 @@ function Dashboard({ lang, setLang, tier, setTier, filters, setFilters, viewer }
               </button>
             ))}
           </div>
+          {tier === "free" && (state.scoreDelay || state.oddsInterval) ? (
+            <span className="tier-note" data-testid="tier-delay-note" data-delay={state.scoreDelay ?? 0} title={t("tierNoteFree")}>
+              {[state.scoreDelay ? t("scoreDelay", { s: state.scoreDelay }) : "", state.oddsInterval ? t("oddsInterval", { s: state.oddsInterval }) : ""]
+                .filter(Boolean)
+                .join(" · ")}
+            </span>
+          ) : null}
           <button className="lang" onClick={() => setLang(lang === "zh" ? "en" : "zh")} data-testid="lang">
             {t("language")}
           </button>

@@ -85,6 +85,9 @@ export interface DashboardState {
   /** ms between an event's timestamp and its arrival, smoothed */
   eventLagMs?: number;
   seed?: number;
+  /** Seconds the viewer's tier gets scores late, and odds at most once per (0: live). */
+  scoreDelay?: number;
+  oddsInterval?: number;
 }
 
 export const FEED_MAX = 60;
@@ -144,6 +147,8 @@ export function applySnapshot(state: DashboardState, snap: Snapshot, now: number
     leagues: snap.leagues,
     secondsPerMinute: spm,
     seed: snap.seed,
+    scoreDelay: snap.timeliness?.delay_seconds?.match_score_changed ?? 0,
+    oddsInterval: snap.timeliness?.min_interval_seconds?.odds_updated ?? 0,
     feed: [],
     analytics: snap.analytics
       ? { total: snap.analytics.total_predictions, hitRate: snap.analytics.hit_rate, brier: snap.analytics.brier_score, at: now }

@@ -58,6 +58,13 @@ export interface Snapshot {
   feed: RealtimeEvent[];
   tier: Tier;
   seed: number;
+  /** A free viewer's: how late its tier gets each event type, and how thinned. */
+  timeliness?: Timeliness;
+}
+
+export interface Timeliness {
+  delay_seconds: Record<string, number>;
+  min_interval_seconds?: Record<string, number>;
 }
 
 export interface ViewerToken {
