@@ -240,3 +240,54 @@ def test_the_visible_top_stops_before_the_first_waiting_event() -> None:
     timers.advance(timers.now + 30)
     # nothing waits: what this instance received (the rest is on its way into the line)
     assert timing.visible_top("free", MATCHES, 12, hub.tops) == 9
+
+
+def test_a_tier_change_moves_the_connection_between_live_and_delayed() -> None:
+    hub, _, timers = setup()
+    conn, sink = connection("c", view=None)
+    hub.add(conn)
+    hub.subscribe(conn, MATCHES, ALL)
+    hub.deliver(goal(1, timers.now))
+    assert offsets(sink) == [1]
+    hub.set_view(conn, "free")  # e.g. a refreshed token with the free tier
+    assert len(hub.view_index["free"]) == 1
+    hub.deliver(goal(2, timers.now))
+    assert offsets(sink) == [1]
+    timers.advance(timers.now + 30)
+    assert offsets(sink) == [1, 2]
+    hub.set_view(conn, None)
+    assert len(hub.view_index["free"]) == 0
+    hub.deliver(goal(3, timers.now))
+    assert offsets(sink) == [1, 2, 3]
+
+
+def test_a_release_walks_only_its_view_s_subscriptions() -> None:
+    hub, _, timers = setup()
+    for i in range(20):
+        c, _ = connection(f"p{i}", view=None)
+        hub.add(c)
+        hub.subscribe(c, MATCHES, ALL)
+    free, sink = connection("f", view="free")
+    hub.add(free)
+    hub.subscribe(free, MATCHES, ALL)
+    assert len(hub.index) == 21 and len(hub.view_index["free"]) == 1
+    hub.deliver(goal(1, timers.now))
+    timers.advance(timers.now + 30)
+    assert offsets(sink) == [1]
+    hub.remove(free, 1000)
+    assert len(hub.view_index["free"]) == 0
+
+
+def test_an_upgrade_out_of_a_delayed_tier_gets_what_waited_at_once() -> None:
+    hub, _, timers = setup()
+    conn, sink = connection("c", view="free")
+    hub.add(conn)
+    hub.subscribe(conn, MATCHES, ALL)
+    hub.deliver(goal(1, timers.now))
+    hub.deliver(goal(2, timers.now, match_id=2))
+    assert offsets(sink) == []
+    hub.set_view(conn, None)  # a refreshed token with a paying tier
+    assert offsets(sink) == [1, 2]
+    hub.deliver(goal(3, timers.now))
+    timers.advance(timers.now + 30)
+    assert offsets(sink) == [1, 2, 3]

@@ -222,6 +222,10 @@ class DelayLine(Generic[E]):
                 self._left(head.key, now)
             yield head.item
 
+    def waiting(self) -> list[E]:
+        """The items in the line, in offset order."""
+        return [entry.item for entry in self._queue if entry.live]
+
     def next_due(self) -> float | None:
         """When the head is due (None: the line is empty)."""
         for entry in self._queue:

@@ -66,6 +66,11 @@ class Hub:
         self.render_view = render_view
         self.on_membership = on_membership
         self.timing = timing
+        #: The subscriptions of each timed view's connections, also in ``index``: a
+        #: released event walks only its view's (the other tiers pay nothing for it).
+        self.view_index: dict[Hashable, SubscriptionIndex] = (
+            {} if timing is None else {v: SubscriptionIndex() for v in timing.views}
+        )
         #: Per stream, the newest offset this instance fanned out (what an ``ack`` may
         #: reach, with a connection's replay: ``Connection.floors``).
         self.tops: dict[SubscriptionType, int] = {}
@@ -105,7 +110,7 @@ class Hub:
         conn.closing = True
         conn.notify_drained()
         for sub in conn.subscriptions.values():
-            self.index.remove(sub)
+            self._unindex(sub)
         conn.subscriptions.clear()
         if conn.rooms:
             for room in conn.rooms:
@@ -122,6 +127,47 @@ class Hub:
             self.on_membership(conn, False)
 
     # -- subscriptions -----------------------------------------------------------
+
+    def _index(self, sub: Subscription) -> None:
+        self.index.add(sub)
+        if self.view_index:
+            owned = self.view_index.get(sub.owner.view)
+            if owned is not None:
+                owned.add(sub)
+
+    def _unindex(self, sub: Subscription) -> None:
+        self.index.remove(sub)
+        if self.view_index:
+            owned = self.view_index.get(sub.owner.view)
+            if owned is not None:
+                owned.remove(sub)
+
+    def set_view(self, conn: Connection, view: Hashable | None) -> None:
+        """The connection's tier view (None: unrestricted), e.g. after a tier change."""
+        if conn.view == view:
+            return
+        subs = list(conn.subscriptions.values())
+        for sub in subs:
+            self._unindex(sub)
+        old, conn.view = conn.view, view
+        for sub in subs:
+            self._index(sub)
+        timing = self.timing
+        if timing is None:
+            return
+        streams = {st for sub in subs for st in sub.streams}
+        for st in sorted(streams):
+            if timing.rules(view, st) is not None:
+                # Into a delayed view: what it releases later, this connection has had.
+                conn.floors[st] = max(conn.floors.get(st, 0), self.tops.get(st, 0))
+            elif timing.rules(old, st) is not None:
+                # Out of one: what still waits in the old view's line is due now.
+                for ev in timing.waiting(old, st):
+                    if ev.offset <= conn.floors.get(st, 0):
+                        continue
+                    attrs = EventAttributes.of(ev.event_type, ev.data)
+                    if any(sub.matches(attrs) for sub in subs if st in sub.streams):
+                        self.send_event(conn, ev)
 
     def subscribe(
         self,
@@ -147,7 +193,7 @@ class Hub:
                 raise ProtocolError("invalid_filter", str(exc), msg_id, "subscribe") from None
         sub = Subscription(f"sub_{next(self._sub_ids)}", conn, subscription_type, event_types, flt)
         conn.subscriptions[sub.id] = sub
-        self.index.add(sub)
+        self._index(sub)
         return sub
 
     def unsubscribe(
@@ -183,7 +229,7 @@ class Hub:
                 )
         for sub in removed:
             del conn.subscriptions[sub.id]
-            self.index.remove(sub)
+            self._unindex(sub)
         return removed
 
     def narrow_subscriptions(
@@ -197,10 +243,10 @@ class Hub:
             keep = sub.event_types & allowed
             if keep == sub.event_types:
                 continue
-            self.index.remove(sub)
+            self._unindex(sub)
             if keep:
                 sub.event_types = keep
-                self.index.add(sub)
+                self._index(sub)
                 narrowed.append(sub)
             else:
                 del conn.subscriptions[sub.id]
@@ -362,10 +408,13 @@ class Hub:
         key = conflation_key(ev.event_type, ev.data)
         stamp = next(self._seq)
         n = 0
-        for group in self.index.match_groups(attrs):
+        owned = self.view_index.get(view)
+        if owned is None:
+            return 0
+        for group in owned.match_groups(attrs):
             for sub in group:
                 conn: Connection = sub.owner
-                if conn.view != view or conn.stamp == stamp:
+                if conn.stamp == stamp:
                     continue
                 conn.stamp = stamp
                 if ev.offset <= conn.floors.get(ev.stream, 0):

@@ -132,7 +132,7 @@ class Sessions:
             on_authenticated,
         )
         conn.session = session
-        conn.view = None if tier.unrestricted else tier.name
+        self.hub.set_view(conn, None if tier.unrestricted else tier.name)
         self.admission.opened(ip)
         if pending:
             session.auth_timer = loop.call_later(s.auth_timeout, self._auth_timeout, conn)
@@ -249,7 +249,7 @@ class Sessions:
         removed: list[Any] = []
         if tier is not session.tier:
             session.tier = tier
-            conn.view = None if tier.unrestricted else tier.name
+            self.hub.set_view(conn, None if tier.unrestricted else tier.name)
             if tier.event_types is not None:
                 removed, _ = self.hub.narrow_subscriptions(conn, tier.event_types)
         self._schedule_expiry(conn, session)

@@ -78,6 +78,10 @@ class TimedViews:
         for name, tier in policy.tiers.items():
             for st in tier.timeliness.streams():
                 self.by_stream[st] = (*self.by_stream.get(st, ()), name)
+        #: The tier views with a rule.
+        self.views: frozenset[str] = frozenset(
+            name for name, tier in policy.tiers.items() if tier.timeliness.timed
+        )
         self._lines: dict[tuple[Hashable, SubscriptionType], _Line] = {}
         #: Direct sends (no stream) waiting for their delay.
         self._direct: set[Cancellable] = set()
@@ -159,6 +163,11 @@ class TimedViews:
             if until is not None:
                 cut = min(cut, until)
         return cut
+
+    def waiting(self, view: Hashable | None, stream: SubscriptionType) -> list[PublishedEvent]:
+        """The events waiting in ``view``'s line for ``stream``, in offset order."""
+        entry = self._lines.get((view, stream))
+        return [] if entry is None else [ev for ev, _ in entry.line.waiting()]
 
     def direct_delay(self, view: Hashable | None, ev: PublishedEvent) -> float:
         """Seconds a direct send (not part of a stream) waits for ``view``."""
