@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from ..redis_server import RedisServer
 from ..support import RunningServer, WSClient, barrier, running_server, token
 from .test_websocket import publish, score
 
@@ -22,9 +23,15 @@ TIERS: dict[str, Any] = {
 }
 
 
-@pytest.fixture(scope="module")
-def srv() -> Iterator[RunningServer]:
-    with running_server(tiers=TIERS) as s:
+@pytest.fixture(scope="module", params=["memory", "redis"])
+def srv(request: pytest.FixtureRequest) -> Iterator[RunningServer]:
+    """On the in-process broker, and on a real redis-server of its own (delays count
+    from Redis's publish time; history and snapshots come from Redis)."""
+    if request.param == "memory":
+        with running_server(tiers=TIERS) as s:
+            yield s
+        return
+    with RedisServer() as redis, running_server(tiers=TIERS, broker_url=redis.url) as s:
         yield s
 
 
