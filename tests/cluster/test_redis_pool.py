@@ -13,7 +13,7 @@ import pytest
 import websockets
 from redis.asyncio import BlockingConnectionPool, Redis
 
-from football_realtime.service.control import RedisControlStore, user_conns_key
+from football_realtime.service.control_store import RedisControlStore, user_conns_key
 
 from ..cluster_support import instances
 from ..redis_server import RedisServer

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from football_realtime.service.control import Command, RedisControlStore
+from football_realtime.service.control_store import Command, RedisControlStore
 
 from ..redis_server import RedisServer
 from ..support import TIMEOUT

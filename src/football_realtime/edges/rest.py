@@ -45,7 +45,7 @@ from ..core.events import (
     IsoTimestamp,
 )
 from ..logs import current_correlation_id
-from ..service.control import MAX_BAN_SECONDS
+from ..service.control_store import MAX_BAN_SECONDS
 
 if TYPE_CHECKING:
     from ..service.realtime import RealtimeService

@@ -40,7 +40,8 @@ from ..stats import ServiceStats
 from .admission import Admission
 from .cluster import ClusterRegistry
 from .connection import Connection, SharedDeflate
-from .control import ClusterControl, ControlStore, MemoryControlStore, RedisControlStore
+from .control import ClusterControl
+from .control_store import ControlStore, MemoryControlStore, RedisControlStore
 from .durable_sessions import DurableSessions
 from .hub import Hub
 from .recovery import Recovery
