@@ -27,8 +27,9 @@ from ._version import __version__
 from .brokers import Broker
 from .config import Settings
 from .core.events import SubscriptionType
+from .edges.body_limit import BodySizeLimit
 from .edges.metrics import build_registry, metrics_router
-from .edges.rest import BodySizeLimit, build_api_router
+from .edges.rest import build_api_router
 from .edges.websocket import WebSocketEndpoint
 from .logs import CorrelationIdMiddleware, bind_correlation_id, correlation_id_of
 from .service.realtime import RealtimeService

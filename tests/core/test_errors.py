@@ -11,7 +11,7 @@ from football_realtime.core.errors import LocalError, RealtimeError, RemoteError
 from football_realtime.core.events import EventType, EventValidationError
 from football_realtime.core.permissions import Forbidden
 from football_realtime.core.protocol import ProtocolError
-from football_realtime.edges.rest import _TooLarge
+from football_realtime.edges.body_limit import _TooLarge
 from football_realtime.edges.websocket import QueryError
 from football_realtime.service.admission import Refused
 

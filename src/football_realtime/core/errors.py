@@ -10,7 +10,7 @@
     │   ├── AuthError               auth.py: a token is refused
     │   ├── Refused                 security.py: a connection may not open or go on (close code)
     │   ├── QueryError              transport.py: a bad query parameter on the WebSocket URL
-    │   └── _TooLarge               api.py: an HTTP body over the limit (413)
+    │   └── _TooLarge               edges/body_limit.py: an HTTP body over the limit (413)
     └── RemoteError             something the server depends on failed; the same request may
         │                       succeed later (503 / ``unavailable``, with Retry-After)
         └── BrokerUnavailable       brokers/base.py: the broker (Redis) is unreachable
