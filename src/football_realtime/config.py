@@ -295,7 +295,7 @@ class Settings(BaseSettings):
     )
 
     session_critical_types: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda: list(DEFAULT_CRITICAL_TYPES),
+        list(DEFAULT_CRITICAL_TYPES),
         description="Event types a durable session must not miss (comma-separated or a JSON "
         "list; empty: none). The broker keeps each stream's events of these types "
         "`REALTIME_SESSION_TTL` seconds (at most `REALTIME_SESSION_CRITICAL_SIZE` per "

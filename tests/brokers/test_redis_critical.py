@@ -46,3 +46,26 @@ async def test_an_epoch_rotation_drops_the_critical_events(redis_server: RedisSe
         assert [(e.offset, e.data["home_score"]) for e in got] == [(2, 9)]
     finally:
         await broker.stop()
+
+
+async def test_leftover_critical_entries_never_fail_a_publish(redis_server: RedisServer) -> None:
+    """Critical entries above the counter without the rotation dropping them (say, an
+    operator's manual repair): the publish drops them and succeeds."""
+    redis_server.flushall()
+    broker = RedisBroker(redis_server.url, history_size=100, history_ttl=600.0, critical=GOALS)
+    node = await Node(broker).start()
+    try:
+        for i in range(3):
+            await broker.publish(score(1, i), M, None)
+        await node.wait_delivered(M, 3)
+        meta, log_key, _ = _keys(M)
+        redis_server.command("HSET", meta, "epoch", "rotated-elsewhere", "offset", "1")
+        redis_server.command("DEL", log_key)
+        assert (await broker.position(M))[0] == "rotated-elsewhere"
+        res = await broker.publish(score(1, 9), M, None)
+        assert (res.epoch, res.offset) == ("rotated-elsewhere", 2)
+        await until(lambda: node.got[-1].data["home_score"] == 9)
+        got = await broker.critical_history(M, 0)
+        assert [(e.offset, e.data["home_score"]) for e in got] == [(2, 9)]
+    finally:
+        await broker.stop()

@@ -188,8 +188,15 @@ redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[4], offset .. '-0', 'p', payload, 't'
 trim_age(KEYS[2], now - tonumber(ARGV[5]))
 redis.call('PEXPIRE', KEYS[2], ARGV[5])
 if ARGV[9] ~= '' then
-  redis.call('XADD', KEYS[5], 'MAXLEN', ARGV[10], offset .. '-0', 'p', payload, 't', now,
-    'e', epoch)
+  local added = redis.pcall('XADD', KEYS[5], 'MAXLEN', ARGV[10], offset .. '-0', 'p', payload,
+    't', now, 'e', epoch)
+  if type(added) == 'table' and added.err then
+    -- Entries at or above this offset: a lost epoch's, whose offsets are handed out
+    -- again (the epoch was rotated without them). Drop them, never fail the publish.
+    redis.call('DEL', KEYS[5])
+    redis.call('XADD', KEYS[5], 'MAXLEN', ARGV[10], offset .. '-0', 'p', payload, 't', now,
+      'e', epoch)
+  end
   trim_age(KEYS[5], now - tonumber(ARGV[11]))
   redis.call('PEXPIRE', KEYS[5], ARGV[11])
 end
