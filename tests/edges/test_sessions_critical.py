@@ -15,6 +15,7 @@ import pytest
 from ..redis_cluster import RedisClusterSet
 from ..redis_server import RedisServer
 from ..support import RunningServer, WSClient, barrier, running_server, token
+from ..test_schema import assert_valid
 from .test_sessions_ws import send_ack, welcome
 from .test_websocket import publish, score
 
@@ -82,6 +83,7 @@ async def resume(srv: RunningServer, sid: str, tok: str) -> tuple[WSClient, dict
     c = await WSClient.connect(srv.url(session_id=sid, resume="1", token=tok))
     assert (await welcome(c))["session"]["resumed"] is True
     changed = await c.wait_for(lambda m: m["event_type"] == "user_subscription_changed")
+    assert_valid("ServerMessage", changed)  # history_from is in the JSON Schema
     data: dict[str, Any] = changed["data"]
     assert data["restored"] is True
     return c, data
