@@ -20,8 +20,9 @@ stream's keys in one slot, so the publish script also runs on Redis Cluster:
 Publishing is one Lua script (atomic on the server): create the epoch if the
 stream has none, answer an idempotent retry from its record, else ``HINCRBY`` the
 offset, ``XADD`` the entry with that offset as its id, trim, (a critical event) add it
-to the critical stream, update the snapshot and record the idempotency key. Offsets are therefore gapless and totally ordered
-per stream whichever instance or process publishes.
+to the critical stream, update the snapshot and record the idempotency key. Offsets
+are therefore gapless and totally ordered per stream whichever instance or process
+publishes.
 
 Delivery: every instance runs one reader task that ``XREAD BLOCK``s all streams
 from the last id it delivered, so each instance hands the hub every event of a
