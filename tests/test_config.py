@@ -148,3 +148,38 @@ def test_serve_refuses_invalid_values_before_starting(
     assert main(["serve", "--port", "8"]) == 2
     err = capsys.readouterr().err
     assert "REALTIME_SHUTDOWN_TIMEOUT = '-1'" in err
+
+
+def test_session_critical_types_default_list_and_validation(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert Settings().session_critical_types == [
+        "match_score_changed",
+        "match_status_changed",
+        "match_ended",
+        "prediction_created",
+        "prediction_updated",
+        "prediction_completed",
+    ]
+    monkeypatch.setenv("REALTIME_SESSION_CRITICAL_TYPES", " match_ended , odds_updated ")
+    assert Settings().session_critical_types == ["match_ended", "odds_updated"]
+    monkeypatch.setenv("REALTIME_SESSION_CRITICAL_TYPES", '["match_ended", "match_ended"]')
+    assert Settings().session_critical_types == ["match_ended"]
+    monkeypatch.setenv("REALTIME_SESSION_CRITICAL_TYPES", "")
+    assert Settings().session_critical_types == []
+    for bad, words in (
+        ("goal,match_ended", "unknown event type(s) 'goal'"),
+        ("connection_status", "unknown event type(s) 'connection_status'"),
+        ('["match_ended"', "not a JSON list"),
+    ):
+        monkeypatch.setenv("REALTIME_SESSION_CRITICAL_TYPES", bad)
+        with pytest.raises(ValueError, match=re.escape(words)):
+            Settings()
+
+
+def test_serve_refuses_an_unknown_critical_type(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--port", "8", "--session-critical-types", "goal"]) == 2
+    err = capsys.readouterr().err
+    assert "REALTIME_SESSION_CRITICAL_TYPES" in err
+    assert "unknown event type(s) 'goal'; publishable event types are: " in err
+    assert "match_score_changed" in err

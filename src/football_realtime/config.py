@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from .core.events import EVENT_STREAM
 
 #: The seed's tier policy (权限控制 and 敏感数据过滤): ``free`` receives only new
 #: predictions and kick-offs, without the model's expected value and strategy; paid
@@ -25,6 +28,27 @@ def _split_commas(value: Any) -> Any:
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
     return value
+
+
+#: REALTIME_SESSION_CRITICAL_TYPES's default: what a client must not miss.
+DEFAULT_CRITICAL_TYPES: tuple[str, ...] = (
+    "match_score_changed",
+    "match_status_changed",
+    "match_ended",
+    "prediction_created",
+    "prediction_updated",
+    "prediction_completed",
+)
+
+
+def _json_or_commas(value: Any) -> Any:
+    """A JSON list (``["a", "b"]``) or comma-separated names (``a,b``)."""
+    if isinstance(value, str) and value.strip().startswith("["):
+        try:
+            return json.loads(value)
+        except ValueError as exc:
+            raise ValueError(f"not a JSON list: {exc}") from None
+    return _split_commas(value)
 
 
 class Settings(BaseSettings):
@@ -273,6 +297,21 @@ class Settings(BaseSettings):
         "filters, positions), bytes; a subscribe that would exceed it gets `limit_exceeded`.",
     )
 
+    session_critical_types: Annotated[list[str], NoDecode] = Field(
+        list(DEFAULT_CRITICAL_TYPES),
+        description="Event types a durable session must not miss (comma-separated or a JSON "
+        "list; empty: none). The broker keeps each stream's events of these types "
+        "`REALTIME_SESSION_TTL` seconds (at most `REALTIME_SESSION_CRITICAL_SIZE` per "
+        "stream), beyond the history: a session resumed after its stream's history no "
+        "longer reaches back to its acknowledged offset still gets them (docs/protocol.md, "
+        "Sessions). Only these events pay the extra write.",
+    )
+    session_critical_size: Annotated[int, Field(ge=1, le=10_000_000)] = Field(
+        10_000,
+        description="Critical events (`REALTIME_SESSION_CRITICAL_TYPES`) kept per stream "
+        "for durable sessions, at most; the oldest go first.",
+    )
+
     @model_validator(mode="after")
     def _workers_share_a_broker(self) -> Settings:
         if self.workers > 1 and self.broker_url.partition("://")[0] in ("memory", ""):
@@ -288,6 +327,23 @@ class Settings(BaseSettings):
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
         return _split_commas(value)
+
+    @field_validator("session_critical_types", mode="before")
+    @classmethod
+    def _critical_list(cls, value: Any) -> Any:
+        return _json_or_commas(value)
+
+    @field_validator("session_critical_types")
+    @classmethod
+    def _known_event_types(cls, value: list[str]) -> list[str]:
+        known = [t.value for t in EVENT_STREAM]
+        unknown = [t for t in value if t not in known]
+        if unknown:
+            raise ValueError(
+                f"unknown event type(s) {', '.join(repr(t) for t in unknown)}; "
+                f"publishable event types are: {', '.join(known)}"
+            )
+        return list(dict.fromkeys(value))
 
     @field_validator("jwt_secret")
     @classmethod

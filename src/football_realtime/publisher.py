@@ -32,7 +32,7 @@ from __future__ import annotations
 from types import TracebackType
 from typing import Any
 
-from .brokers import REDIS_SCHEMES, create_broker
+from .brokers import REDIS_SCHEMES, create_broker, critical_retention
 from .brokers.base import BrokerUnavailable, PublishResult
 from .config import Settings
 from .core.events import (
@@ -70,6 +70,9 @@ class Publisher:
             min_replicas=min_replicas if min_replicas is not None else settings.redis_min_replicas,
             reader=False,
             max_connections=settings.redis_max_connections,
+            # The service's critical types (REALTIME_SESSION_CRITICAL_TYPES) are kept for
+            # durable sessions whoever publishes them.
+            critical=critical_retention(settings),
         )
 
     async def publish(

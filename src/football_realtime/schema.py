@@ -68,10 +68,13 @@ class SubscriptionInfo(BaseModel):
 class AckStreamPosition(StreamPosition):
     """A stream's newest position at subscribe time; for a stream named in ``since``,
     whether it was ``recovered`` and, when a replay follows, the offset it starts after
-    (``replay_after``: 0 when a new epoch is replayed from its start)."""
+    (``replay_after``: 0 when a new epoch is replayed from its start). ``history_from``
+    (a resumed durable session beyond the history): the replay has only the critical
+    event types up to this offset, and every event from it on."""
 
     recovered: bool | None = None
     replay_after: Annotated[int, Field(ge=0, lt=2**63)] | None = None
+    history_from: Annotated[int, Field(ge=1, lt=2**63)] | None = None
 
 
 class SubscribeResult(SubscriptionInfo):

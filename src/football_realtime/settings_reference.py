@@ -70,6 +70,8 @@ class SettingSpec:
             return "unset"
         if isinstance(d, bool):
             return f"`{str(d).lower()}`"
+        if isinstance(d, list):
+            return f"`{','.join(map(str, d))}`" if d else "empty"
         return f"`{d}`"
 
 

@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 
 from football_realtime.brokers import Broker, MemoryBroker, PublishedEvent
-from football_realtime.brokers.base import StoresSessions
+from football_realtime.brokers.base import CriticalRetention, KeepsCritical, StoresSessions
 from football_realtime.brokers.redis import RedisBroker
-from football_realtime.core.events import SubscriptionType
+from football_realtime.core.events import EventType, SubscriptionType
 
 from ..redis_cluster import RedisClusterSet
 from ..redis_sentinel import SentinelSet
@@ -82,7 +82,12 @@ class Node:
 class Backend:
     name: str
 
-    def broker(self, history_size: int = 1000, history_ttl: float = 600.0) -> Broker:
+    def broker(
+        self,
+        history_size: int = 1000,
+        history_ttl: float = 600.0,
+        critical: CriticalRetention | None = None,
+    ) -> Broker:
         raise NotImplementedError
 
     async def lose_history(self, node: Node) -> Node:
@@ -93,8 +98,13 @@ class Backend:
 class MemoryBackend(Backend):
     name = "memory"
 
-    def broker(self, history_size: int = 1000, history_ttl: float = 600.0) -> Broker:
-        return MemoryBroker(history_size=history_size, history_ttl=history_ttl)
+    def broker(
+        self,
+        history_size: int = 1000,
+        history_ttl: float = 600.0,
+        critical: CriticalRetention | None = None,
+    ) -> Broker:
+        return MemoryBroker(history_size=history_size, history_ttl=history_ttl, critical=critical)
 
     async def lose_history(self, node: Node) -> Node:
         # A process-local broker loses its history when the process restarts.
@@ -108,8 +118,18 @@ class RedisBackend(Backend):
     def __init__(self, server: RedisServer) -> None:
         self.server = server
 
-    def broker(self, history_size: int = 1000, history_ttl: float = 600.0) -> Broker:
-        return RedisBroker(self.server.url, history_size=history_size, history_ttl=history_ttl)
+    def broker(
+        self,
+        history_size: int = 1000,
+        history_ttl: float = 600.0,
+        critical: CriticalRetention | None = None,
+    ) -> Broker:
+        return RedisBroker(
+            self.server.url,
+            history_size=history_size,
+            history_ttl=history_ttl,
+            critical=critical,
+        )
 
     async def lose_history(self, node: Node) -> Node:
         self.server.flushall()
@@ -124,12 +144,18 @@ class SentinelBackend(Backend):
     def __init__(self, sentinels: SentinelSet) -> None:
         self.sentinels = sentinels
 
-    def broker(self, history_size: int = 1000, history_ttl: float = 600.0) -> Broker:
+    def broker(
+        self,
+        history_size: int = 1000,
+        history_ttl: float = 600.0,
+        critical: CriticalRetention | None = None,
+    ) -> Broker:
         return RedisBroker(
             self.sentinels.url(),
             history_size=history_size,
             history_ttl=history_ttl,
             min_replicas=1,
+            critical=critical,
         )
 
     async def lose_history(self, node: Node) -> Node:
@@ -146,12 +172,18 @@ class ClusterBackend(Backend):
     def __init__(self, cluster: RedisClusterSet) -> None:
         self.cluster = cluster
 
-    def broker(self, history_size: int = 1000, history_ttl: float = 600.0) -> Broker:
+    def broker(
+        self,
+        history_size: int = 1000,
+        history_ttl: float = 600.0,
+        critical: CriticalRetention | None = None,
+    ) -> Broker:
         return RedisBroker(
             self.cluster.url(),
             history_size=history_size,
             history_ttl=history_ttl,
             min_replicas=1,
+            critical=critical,
         )
 
     async def lose_history(self, node: Node) -> Node:
@@ -266,6 +298,76 @@ async def test_history_is_bounded_by_age(backend: Backend, nodes: list[Node]) ->
     assert await node.broker.history(M, 1) is None
     h = await node.broker.history(M, 2)
     assert h is not None and [e.offset for e in h] == [3]
+
+
+def started(match_id: int) -> dict[str, Any]:
+    return {
+        "event_type": "match_started",
+        "data": {"match_id": match_id},
+        "timestamp": "2025-10-29T20:25:00Z",
+    }
+
+
+GOALS = CriticalRetention(types=frozenset({EventType.MATCH_SCORE_CHANGED}), ttl=600.0, size=100)
+
+
+def crit(broker: Broker) -> KeepsCritical:
+    assert isinstance(broker, KeepsCritical)
+    return broker
+
+
+async def test_critical_events_outlive_the_history(backend: Backend, nodes: list[Node]) -> None:
+    node = await start(nodes, backend.broker(history_size=3, critical=GOALS))
+    b = crit(node.broker)
+    # 1 start, 2 goal, 3 start, 4 goal, 5..7 start: the history (3) holds 5..7. (Each
+    # delivered before the next: the history is also what the reader reads.)
+    evs = [started(1), score(1, 1), started(2), score(2, 1), started(3), started(4), started(5)]
+    for n, ev in enumerate(evs, 1):
+        await node.broker.publish(ev, M, None)
+        await node.wait_delivered(M, n)
+    await node.broker.publish(prediction(1, 0.9), P, None)
+    await node.wait_delivered(P, 1)
+    assert await node.broker.history(M, 1) is None
+    got = await b.critical_history(M, 1)
+    assert [e.offset for e in got] == [2, 4]
+    assert [e.payload for e in got] == [node.got[1].payload, node.got[3].payload]
+    assert [e.event_type for e in got] == ["match_score_changed"] * 2
+    assert [e.offset for e in await b.critical_history(M, 2)] == [4]
+    assert await b.critical_history(M, 4) == []
+    assert [e.offset for e in await b.history_tail(M, 1)] == [5, 6, 7]
+    assert [e.offset for e in await b.history_tail(M, 5)] == [6, 7]
+    assert await b.history_tail(M, 7) == []
+    assert await b.critical_history(P, 0) == []  # not a critical type
+    assert [e.offset for e in await b.history_tail(P, 0)] == [1]
+
+
+async def test_critical_events_are_bounded_by_count_and_age(
+    backend: Backend, nodes: list[Node]
+) -> None:
+    ttl = 0.4 * UNIT
+    retention = CriticalRetention(GOALS.types, ttl=ttl, size=2)
+    node = await start(nodes, backend.broker(critical=retention))
+    b = crit(node.broker)
+    for i in range(3):
+        await node.broker.publish(score(1, i), M, None)
+    await node.wait_delivered(M, 3)
+    assert [e.offset for e in await b.critical_history(M, 0)] == [2, 3]
+    await asyncio.sleep(ttl + 0.1 * UNIT)  # (the age bound itself: time must pass)
+    assert await b.critical_history(M, 0) == []
+    await node.broker.publish(score(1, 3), M, None)
+    await node.wait_delivered(M, 4)
+    assert [e.offset for e in await b.critical_history(M, 0)] == [4]
+
+
+async def test_no_critical_types_keeps_nothing_more(backend: Backend, nodes: list[Node]) -> None:
+    node = await start(nodes, backend.broker(history_size=1))
+    b = crit(node.broker)
+    assert b.critical.types == frozenset()
+    for i in range(3):
+        await node.broker.publish(score(1, i), M, None)
+        await node.wait_delivered(M, i + 1)
+    assert await b.critical_history(M, 0) == []
+    assert [e.offset for e in await b.history_tail(M, 0)] == [3]
 
 
 async def test_epoch_changes_when_history_is_lost(backend: Backend, nodes: list[Node]) -> None:

@@ -743,8 +743,14 @@ export class WebSocketService {
     if (sub.subscriptionType) data.subscription_type = sub.subscriptionType;
     if (sub.snapshot) data.snapshot = true;
     let since: Partial<Record<SubscriptionType, StreamPosition>> | undefined;
-    if (withSince && sub.confirmed) {
+    // A confirmed subscription recovers from where it was. A new one recovers from the
+    // positions a previous page took (durable session storage) when the server did not
+    // restore it (the session expired, or it was not one of the session's): what the
+    // history still holds after them is replayed, as for a reconnect.
+    const stored = this.durable?.fromStore === true ? this.durable.taken : undefined;
+    if (withSince) {
       for (const stream of sub.streams) {
+        if (!sub.confirmed && !stored?.has(stream)) continue;
         const pos = this.tracker.since(stream);
         if (pos) (since ??= {})[stream] = pos;
       }

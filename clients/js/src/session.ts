@@ -22,6 +22,9 @@ export class SessionState {
   resumed = false;
   expiresIn: number | null = null;
   readonly taken = new Map<SubscriptionType, Position>();
+  /** Whether positions came from storage (a previous page): a subscription of their
+   *  streams that the server does not restore is sent with `since` from them. */
+  readonly fromStore: boolean;
   private readonly pending = new Map<SubscriptionType, Position>();
   private unacked = 0;
   private timer: Timer | undefined;
@@ -50,6 +53,7 @@ export class SessionState {
         // unreadable: start afresh
       }
     }
+    this.fromStore = this.taken.size > 0;
   }
 
   /** The handshake's query parameters. */

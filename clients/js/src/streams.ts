@@ -103,7 +103,11 @@ export class StreamTracker {
         const after = (pos as { replay_after?: unknown }).replay_after;
         let floor = typeof after === 'number' && after >= 0 ? Math.min(pos.offset, after) : pos.offset;
         for (const h of this.held.get(stream) ?? []) floor = Math.min(floor, h.offset - 1);
-        this.states.set(stream, { epoch: pos.epoch, offset: pos.offset, floor, seen: new Set() });
+        // Same epoch (a resumed session replaying its critical events beyond the history,
+        // from its acknowledged offset): what was delivered here stays delivered.
+        const known = st && st.epoch === pos.epoch ? st.offset : undefined;
+        if (known !== undefined) floor = Math.max(floor, known);
+        this.states.set(stream, { epoch: pos.epoch, offset: Math.max(pos.offset, known ?? 0), floor, seen: new Set() });
       } else if (!opts.recovering?.has(stream) && pos.offset > st.offset) {
         // A new subscription starts now: what came before it is not ours to recover.
         st.offset = pos.offset;

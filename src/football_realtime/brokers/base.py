@@ -9,6 +9,8 @@ against each):
 * History: the most recent events of each stream (bounded by size and age) can be
   read back by offset; a stream's ``epoch`` changes when its history is lost.
 * Snapshot: the newest event per (event type, match id) of each stream.
+* Critical retention (optional, :class:`KeepsCritical`): events of the configured
+  critical types are also kept, per stream, as long as durable sessions live.
 * ``publish`` returns only after the event is durable in the broker's history and
   raises :class:`BrokerUnavailable` when it cannot; it never drops silently.
 """
@@ -53,6 +55,18 @@ class PublishResult:
     offset: int
     epoch: str
     duplicate: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CriticalRetention:
+    """Which events a broker keeps beyond its history, for durable sessions
+    (``REALTIME_SESSION_CRITICAL_TYPES``, ``REALTIME_SESSION_TTL``,
+    ``REALTIME_SESSION_CRITICAL_SIZE``): per stream, the events of ``types`` of the last
+    ``ttl`` seconds, at most ``size`` of them."""
+
+    types: frozenset[EventType] = frozenset()
+    ttl: float = 900.0
+    size: int = 10_000
 
 
 Deliver = Callable[[PublishedEvent], object]
@@ -130,4 +144,29 @@ class StoresSessions(Protocol):
 
     async def count_sessions(self, owner: str) -> int:
         """How many unexpired sessions ``owner`` holds."""
+        ...
+
+
+@runtime_checkable
+class KeepsCritical(Protocol):
+    """Optional ability: keeps each stream's events of the critical types
+    (:class:`CriticalRetention`) beyond the history, and reads what the history still
+    holds when it no longer reaches back (docs/protocol.md, Sessions: a resumed session
+    whose history is gone still gets its critical events).
+
+    Like :meth:`Broker.history`, both read only what this instance has delivered (later
+    events reach the caller live) under the stream's current epoch."""
+
+    @property
+    def critical(self) -> CriticalRetention: ...
+
+    async def critical_history(self, stream: SubscriptionType, after: int) -> list[PublishedEvent]:
+        """The retained critical events of ``stream`` with offset > ``after``, oldest
+        first (younger than ``critical.ttl``, the newest ``critical.size``)."""
+        ...
+
+    async def history_tail(self, stream: SubscriptionType, after: int) -> list[PublishedEvent]:
+        """What the history still holds of ``stream`` after ``after``, oldest first: the
+        same as :meth:`Broker.history` when it reaches back, else a later start (never
+        None; empty when nothing is left)."""
         ...

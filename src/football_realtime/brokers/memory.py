@@ -18,7 +18,7 @@ import orjson
 
 from ..core.events import EventType, SubscriptionType
 from ..sole_process import ListenerClaim, SharedListener, claim_listeners
-from .base import Deliver, PublishedEvent, PublishResult, Reset
+from .base import CriticalRetention, Deliver, PublishedEvent, PublishResult, Reset
 
 log = logging.getLogger("football_realtime.broker")
 IDEMPOTENCY_WINDOW = 300.0
@@ -34,9 +34,16 @@ class MemoryBroker:
         history_size: int,
         history_ttl: float,
         clock: Callable[[], float] = time.monotonic,
+        critical: CriticalRetention | None = None,
     ) -> None:
-        """``clock``: the time sessions expire by (a test may pass a fake one)."""
+        """``clock``: the time sessions expire by (a test may pass a fake one);
+        ``critical``: the events kept beyond the history (KeepsCritical)."""
         self.history_size = history_size
+        self.critical = critical if critical is not None else CriticalRetention()
+        #: Per stream, its critical events (a second, longer bounded deque).
+        self._critical: dict[SubscriptionType, deque[PublishedEvent]] = {
+            st: deque(maxlen=self.critical.size) for st in SubscriptionType
+        }
         self.clock = clock
         #: Durable sessions (StoresSessions): id -> (expires at, owner, state), and each
         #: owner's session ids (an expired one leaves when next looked at).
@@ -94,6 +101,8 @@ class MemoryBroker:
             published_at=now,
         )
         self._history[stream].append(ev)
+        if ev.event_type in self.critical.types:
+            self._critical[stream].append(ev)
         latest = self._latest[stream]
         m = ev.data.get("match_id")
         key = (ev.event_type.value, m if type(m) is int else None)
@@ -127,6 +136,19 @@ class MemoryBroker:
             return []
         if not kept or kept[0].offset > after + 1:
             return None
+        return [ev for ev in kept if ev.offset > after]
+
+    async def history_tail(self, stream: SubscriptionType, after: int) -> list[PublishedEvent]:
+        cutoff = time.time() - self.history_ttl
+        return [
+            ev for ev in self._history[stream] if ev.offset > after and ev.published_at >= cutoff
+        ]
+
+    async def critical_history(self, stream: SubscriptionType, after: int) -> list[PublishedEvent]:
+        cutoff = time.time() - self.critical.ttl
+        kept = self._critical[stream]
+        while kept and kept[0].published_at < cutoff:
+            kept.popleft()
         return [ev for ev in kept if ev.offset > after]
 
     async def snapshot(self, stream: SubscriptionType) -> list[PublishedEvent]:

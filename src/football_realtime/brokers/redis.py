@@ -11,12 +11,18 @@ stream's keys in one slot, so the publish script also runs on Redis Cluster:
 * ``{frt:S}:snap``   hash ``<event_type>:<match_id>`` -> ``<offset>|<payload>``: the
   latest event per (event type, match), for ``snapshot: true``.
 * ``{frt:S}:idem:K`` idempotency record ``<offset>|<epoch>`` with a TTL.
+* ``{frt:S}:crit``   Redis Stream of the stream's critical events (``critical.types``,
+  REALTIME_SESSION_CRITICAL_TYPES) for durable sessions: entry id ``<offset>-0``,
+  fields ``p``, ``t``, ``e`` as in the log; trimmed to ``critical.size`` entries and
+  ``critical.ttl`` seconds (REALTIME_SESSION_TTL), the key expiring that long after
+  the last critical event. Written by the same publish script, only for those events.
 
 Publishing is one Lua script (atomic on the server): create the epoch if the
 stream has none, answer an idempotent retry from its record, else ``HINCRBY`` the
-offset, ``XADD`` the entry with that offset as its id, trim, update the snapshot
-and record the idempotency key. Offsets are therefore gapless and totally ordered
-per stream whichever instance or process publishes.
+offset, ``XADD`` the entry with that offset as its id, trim, (a critical event) add it
+to the critical stream, update the snapshot and record the idempotency key. Offsets
+are therefore gapless and totally ordered per stream whichever instance or process
+publishes.
 
 Delivery: every instance runs one reader task that ``XREAD BLOCK``s all streams
 from the last id it delivered, so each instance hands the hub every event of a
@@ -80,7 +86,14 @@ from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 from ..core.encoding import dumps
 from ..core.events import EventType, SubscriptionType
 from ..tasks import cancelling, stop_task
-from .base import BrokerUnavailable, Deliver, PublishedEvent, PublishResult, Reset
+from .base import (
+    BrokerUnavailable,
+    CriticalRetention,
+    Deliver,
+    PublishedEvent,
+    PublishResult,
+    Reset,
+)
 from .redis_cluster import (
     closed_under_command,
     cluster_client,
@@ -127,17 +140,38 @@ _T = TypeVar("_T")
 _ERRORS = (RedisError, OSError, RedisClusterException)
 _STALE = object()  # history read under an epoch the reader has not adopted yet
 
-# KEYS: meta, log, snap, idem
+# KEYS: meta, log, snap, idem, crit
 # ARGV: epoch candidate (random per publish: also the entry's write id ``n``),
 #       envelope JSON without its closing brace, stream name, history size, history
-#       ttl ms, idem ttl s, snapshot field ('' = none), snapshot ttl s
+#       ttl ms, idem ttl s, snapshot field ('' = none), snapshot ttl s, critical ('1':
+#       also keep it in crit, '' = no), critical size, critical ttl ms
 # An idempotent retry rewrites its record (KEEPTTL): a write, so that a WAIT after it
 # covers the original publish too (replication is in order).
 _PUBLISH = """
+local function trim_age(key, cutoff)
+  -- Age trim, bounded per publish; readers also filter by age.
+  local first = redis.call('XRANGE', key, '-', '+', 'COUNT', 1)
+  if #first == 0 or tonumber(first[1][2][4]) >= cutoff then return end
+  for _ = 1, 8 do
+    local head = redis.call('XRANGE', key, '-', '+', 'COUNT', 32)
+    local keep = nil
+    for _, entry in ipairs(head) do
+      if tonumber(entry[2][4]) >= cutoff then keep = entry[1] break end
+    end
+    if keep == nil then
+      if #head == 0 then break end
+      local last = head[#head][1]
+      redis.call('XTRIM', key, 'MINID', (tonumber(string.match(last, '^(%d+)')) + 1) .. '-0')
+    else
+      redis.call('XTRIM', key, 'MINID', keep)
+      break
+    end
+  end
+end
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
   epoch = ARGV[1]
-  redis.call('DEL', KEYS[2], KEYS[3])
+  redis.call('DEL', KEYS[2], KEYS[3], KEYS[5])
   redis.call('HSET', KEYS[1], 'epoch', epoch, 'offset', 0)
 end
 local seen = redis.call('GET', KEYS[4])
@@ -152,27 +186,21 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local payload = ARGV[2] .. ',"stream":"' .. ARGV[3] .. '","offset":' .. offset .. '}'
 redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[4], offset .. '-0', 'p', payload, 't', now, 'e', epoch,
   'n', ARGV[1])
-local cutoff = now - tonumber(ARGV[5])
-local first = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)
-if #first > 0 and tonumber(first[1][2][4]) < cutoff then
-  -- Age trim, bounded per publish; history() also filters by age when reading.
-  for _ = 1, 8 do
-    local head = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 32)
-    local keep = nil
-    for _, entry in ipairs(head) do
-      if tonumber(entry[2][4]) >= cutoff then keep = entry[1] break end
-    end
-    if keep == nil then
-      if #head == 0 then break end
-      local last = head[#head][1]
-      redis.call('XTRIM', KEYS[2], 'MINID', (tonumber(string.match(last, '^(%d+)')) + 1) .. '-0')
-    else
-      redis.call('XTRIM', KEYS[2], 'MINID', keep)
-      break
-    end
-  end
-end
+trim_age(KEYS[2], now - tonumber(ARGV[5]))
 redis.call('PEXPIRE', KEYS[2], ARGV[5])
+if ARGV[9] ~= '' then
+  local added = redis.pcall('XADD', KEYS[5], 'MAXLEN', ARGV[10], offset .. '-0', 'p', payload,
+    't', now, 'e', epoch)
+  if type(added) == 'table' and added.err then
+    -- Entries at or above this offset: a lost epoch's, whose offsets are handed out
+    -- again (the epoch was rotated without them). Drop them, never fail the publish.
+    redis.call('DEL', KEYS[5])
+    redis.call('XADD', KEYS[5], 'MAXLEN', ARGV[10], offset .. '-0', 'p', payload, 't', now,
+      'e', epoch)
+  end
+  trim_age(KEYS[5], now - tonumber(ARGV[11]))
+  redis.call('PEXPIRE', KEYS[5], ARGV[11])
+end
 if ARGV[7] ~= '' then
   redis.call('HSET', KEYS[3], ARGV[7], offset .. '|' .. payload)
   redis.call('EXPIRE', KEYS[3], ARGV[8])
@@ -181,7 +209,7 @@ redis.call('SET', KEYS[4], offset .. '|' .. epoch, 'EX', ARGV[6])
 return {offset, epoch, 0}
 """
 
-# KEYS: meta, log, snap.  ARGV: epoch candidate, epoch this instance knows, the last
+# KEYS: meta, log, snap, crit.  ARGV: epoch candidate, epoch this instance knows, the last
 # offset it delivered, that entry's write id ('' = unknown). Creates the epoch if
 # missing; rotates it when the counter went backwards under the same epoch (Redis
 # restored from an older snapshot, or a failover to a replica that lacked the newest
@@ -206,7 +234,7 @@ if epoch and epoch == ARGV[2] and ARGV[4] ~= '' and last > 0 and offset >= last 
 end
 if (not epoch) or (epoch == ARGV[2] and (offset < last or diverged)) then
   epoch = ARGV[1]
-  redis.call('DEL', KEYS[2], KEYS[3])
+  redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
   redis.call('HSET', KEYS[1], 'epoch', epoch, 'offset', offset)
 end
 return {epoch, offset}
@@ -216,6 +244,11 @@ return {epoch, offset}
 def _keys(stream: SubscriptionType) -> tuple[str, str, str]:
     tag = f"{{{PREFIX}:{stream.value}}}"
     return f"{tag}:meta", f"{tag}:log", f"{tag}:snap"
+
+
+def _crit_key(stream: SubscriptionType) -> str:
+    """The stream's critical events, kept for durable sessions (module docstring)."""
+    return f"{{{PREFIX}:{stream.value}}}:crit"
 
 
 def _session_key(session_id: str) -> str:
@@ -278,6 +311,7 @@ class RedisBroker:
     ``redis+cluster://`` (brokers/redis_cluster.py).
     ``min_replicas``: acknowledge a publish only once that many replicas hold it (and
     deliver only such events); see the module docstring.
+    ``critical``: the events also kept in ``{frt:S}:crit`` for durable sessions.
     """
 
     name = "redis"
@@ -291,8 +325,11 @@ class RedisBroker:
         reader: bool = True,
         min_replicas: int = 0,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        critical: CriticalRetention | None = None,
     ) -> None:
         self.url = url
+        self.critical = critical if critical is not None else CriticalRetention()
+        self._critical_ttl_ms = max(1, int(self.critical.ttl * 1000))
         self.max_connections = max(1, max_connections)
         self.history_size = max(1, history_size)  # delivery itself runs through the stream
         self.history_ttl_ms = max(1, int(history_ttl * 1000))
@@ -428,7 +465,7 @@ class RedisBroker:
         else:
             idem, ttl = _idem_key(stream, "r:" + secrets.token_hex(8)), RETRY_WINDOW
         field = snapshot_field(str(envelope["event_type"]), envelope.get("data") or {})
-        keys = [meta, log_key, snap, idem]
+        keys = [meta, log_key, snap, idem, _crit_key(stream)]
         args: list[Any] = [
             secrets.token_hex(6),
             body[:-1],
@@ -438,6 +475,9 @@ class RedisBroker:
             ttl,
             field,
             max(SNAPSHOT_TTL, self.history_ttl_ms // 1000),
+            "1" if envelope["event_type"] in self.critical.types else "",
+            self.critical.size,
+            self._critical_ttl_ms,
         ]
         if self._sentinel is not None:
             self._check_master_soon()
@@ -556,7 +596,10 @@ class RedisBroker:
         duplicates: a silent gap."""
         meta, log_key, snap = _keys(stream)
         res = await self._call(
-            self._ensure(keys=[meta, log_key, snap], args=[secrets.token_hex(6), "", 0, ""])
+            self._ensure(
+                keys=[meta, log_key, snap, _crit_key(stream)],
+                args=[secrets.token_hex(6), "", 0, ""],
+            )
         )
         epoch = _s(res[0])
         lane = self._lane_of[stream]
@@ -663,6 +706,41 @@ class RedisBroker:
                     return _STALE
                 out.append(_event(stream, fields[b"p"], float(fields[b"t"])))
                 start += 1
+        return out
+
+    async def history_tail(self, stream: SubscriptionType, after: int) -> list[PublishedEvent]:
+        return await self._kept(stream, after, _keys(stream)[1], self.history_ttl_ms)
+
+    async def critical_history(self, stream: SubscriptionType, after: int) -> list[PublishedEvent]:
+        return await self._kept(stream, after, _crit_key(stream), self._critical_ttl_ms)
+
+    async def _kept(
+        self, stream: SubscriptionType, after: int, key: str, ttl_ms: int
+    ) -> list[PublishedEvent]:
+        """The entries of ``key`` (the log, or the critical events) after ``after`` up to
+        what this instance delivered, younger than ``ttl_ms``, of the epoch it delivers
+        under (KeepsCritical: later ones reach the caller live)."""
+        if self._reader_redis is None:
+            epoch, top = await self.position(stream)
+        else:
+            self._require_live(stream)
+            epoch, top = self._epoch[stream], self._last[stream]
+        out: list[PublishedEvent] = []
+        start = after + 1
+        shard = await self._call(self._shard(self.redis, key))  # its clock, as in `t`
+        while start <= top:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.execute_command("TIME", **shard)
+                pipe.xrange(key, f"{start}-0", f"{top}-0", count=READ_COUNT)
+                now, entries = await self._call(pipe.execute())
+            if not entries:
+                break
+            cutoff = (int(now[0]) * 1000 + int(now[1]) // 1000) - ttl_ms
+            for entry_id, fields in entries:
+                off = int(_s(entry_id).split("-", 1)[0])
+                if float(fields[b"t"]) >= cutoff and _s(fields[b"e"]) == epoch:
+                    out.append(_event(stream, fields[b"p"], float(fields[b"t"])))
+                start = off + 1
         return out
 
     async def _catch_up(
@@ -842,7 +920,7 @@ class RedisBroker:
         def ensure(st: SubscriptionType, client: Any) -> Awaitable[Any]:
             meta, log_key, snap = _keys(st)
             return self._ensure(
-                keys=[meta, log_key, snap],
+                keys=[meta, log_key, snap, _crit_key(st)],
                 args=[
                     secrets.token_hex(6),
                     self._epoch.get(st, ""),

@@ -20,7 +20,7 @@ import time
 from typing import Any
 
 from ..auth import TokenVerifier
-from ..brokers import Broker, PublishResult, create_broker
+from ..brokers import Broker, PublishResult, create_broker, critical_retention
 from ..brokers.base import BrokerUnavailable, PublishedEvent, SharesRedis, StoresSessions
 from ..config import Settings
 from ..core.close_codes import CloseCode
@@ -69,6 +69,7 @@ class RealtimeService:
                 history_ttl=s.history_ttl,
                 min_replicas=s.redis_min_replicas,
                 max_connections=s.redis_max_connections,
+                critical=critical_retention(s),
             )
         )
         policy = TierPolicy.from_config(s.tiers, s.default_tier)

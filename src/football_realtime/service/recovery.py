@@ -25,10 +25,10 @@ from __future__ import annotations
 import heapq
 from typing import TYPE_CHECKING
 
-from ..brokers.base import Broker, BrokerUnavailable, PublishedEvent
+from ..brokers.base import Broker, BrokerUnavailable, KeepsCritical, PublishedEvent
 from ..core import protocol as proto
 from ..core.close_codes import CloseCode
-from ..core.events import SubscriptionType
+from ..core.events import STREAM_EVENT_TYPES, SubscriptionType
 from ..core.protocol import ProtocolError
 from ..core.subscriptions import EventAttributes, Subscription, SubscriptionFilter
 from ..stats import ServiceStats
@@ -249,7 +249,10 @@ class Recovery:
         (``user_subscription_changed`` with ``restored``, ``streams``, ``recovered``),
         then send every event after ``positions`` (the session's acknowledged
         positions) that matches any of them, merged with live events: per stream in
-        offset order, each once, then live.
+        offset order, each once, then live. Where a stream's history no longer reaches
+        back (same epoch), its retained critical events after the acknowledged offset
+        and what the history still holds are sent instead (``recovered: false``, the
+        reason says so, the stream's entry has ``history_from``).
 
         Returns the subscriptions made, the refusals (a spec the tier no longer allows),
         and per stream where delivery now starts (``(epoch, offset)``: the acknowledged
@@ -278,6 +281,8 @@ class Recovery:
             backlog: list[PublishedEvent] = []
             replay_after: dict[SubscriptionType, int] = {}
             reasons: dict[SubscriptionType, str] = {}
+            # Streams replayed from their critical events: where their history starts.
+            history_from: dict[SubscriptionType, int] = {}
             for st in streams:
                 epoch, top = tops[st]
                 held = positions.get(st)
@@ -305,6 +310,13 @@ class Recovery:
                     reasons[st] = (
                         f"{st.value}: history no longer reaches back to offset {after + 1}"
                     )
+                    kept = await _critical_replay(broker, st, after, top)
+                    if kept is not None:
+                        events, history_from[st], note = kept
+                        reasons[st] += note
+                        events = self._visible_history(
+                            conn, st, top, sorted(events, key=lambda ev: ev.offset)
+                        )
                 if events is None:
                     continue
                 replay_after[st] = after
@@ -322,6 +334,8 @@ class Recovery:
                     }
                     if st in replay_after:
                         entry["replay_after"] = replay_after[st]
+                    if st in history_from:
+                        entry["history_from"] = history_from[st]
                     entries[st.value] = entry
                 why = [reasons[st] for st in sub.streams if st in reasons]
                 extra: dict[str, object] = {"streams": entries, "recovered": not why}
@@ -356,6 +370,30 @@ def _snapshot_key(ev: PublishedEvent) -> tuple[str, int | None]:
     """A snapshot keeps the newest event per type and match (as the brokers do)."""
     m = ev.data.get("match_id")
     return (ev.event_type.value, m if type(m) is int else None)
+
+
+async def _critical_replay(
+    broker: Broker, stream: SubscriptionType, after: int, top: int
+) -> tuple[list[PublishedEvent], int, str] | None:
+    """A resumed session whose stream's history no longer reaches back to ``after + 1``
+    (same epoch): the stream's retained critical events after ``after`` and what the
+    history still holds, for the caller to merge (``_send_merged``: by offset, each
+    once), the first offset from which the replay is complete (the history's first, or
+    the next to come after ``top``), and what to add to the reason. None: the broker
+    keeps no critical events of this stream (nothing is replayed, as before)."""
+    if not isinstance(broker, KeepsCritical):
+        return None
+    types = [t for t in STREAM_EVENT_TYPES[stream] if t in broker.critical.types]
+    if not types:
+        return None
+    critical = await broker.critical_history(stream, after)
+    tail = await broker.history_tail(stream, after)
+    start = tail[0].offset if tail else top + 1
+    note = (
+        f"; its critical events ({', '.join(types)}) after offset {after} were replayed, "
+        f"then every event from offset {start}"
+    )
+    return critical + tail, start, note
 
 
 async def _send_merged(

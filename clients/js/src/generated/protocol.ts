@@ -142,10 +142,13 @@ export interface AckMessage {
 /**
  * A stream's newest position at subscribe time; for a stream named in ``since``,
  * whether it was ``recovered`` and, when a replay follows, the offset it starts after
- * (``replay_after``: 0 when a new epoch is replayed from its start).
+ * (``replay_after``: 0 when a new epoch is replayed from its start). ``history_from``
+ * (a resumed durable session beyond the history): the replay has only the critical
+ * event types up to this offset, and every event from it on.
  */
 export interface AckStreamPosition {
   epoch: string;
+  history_from?: number | null;
   offset: number;
   recovered?: boolean | null;
   replay_after?: number | null;

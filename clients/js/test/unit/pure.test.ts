@@ -61,4 +61,28 @@ describe('StreamTracker', () => {
     expect(t.duplicates).toBe(101);
     expect(t.since('odds')).toEqual({ epoch: 'e', offset: 10_000 });
   });
+
+  it('a partial replay from an earlier offset of the same epoch drops what was delivered', () => {
+    // A resumed session beyond the history: critical events replayed after the server's
+    // acknowledged offset (1), though this client had delivered up to 3.
+    const t = new StreamTracker();
+    t.restore('matches', 'e', 3);
+    t.reset();
+    t.begin(['matches']);
+    const delivered: number[] = [];
+    for (const o of [2, 3, 6, 7]) t.receive('matches', o, () => delivered.push(o));
+    const lost = new Set(['matches'] as const);
+    t.settle(['matches'], { matches: { epoch: 'e', offset: 7, replay_after: 1 } as never }, { lost });
+    t.receive('matches', 8, () => delivered.push(8));
+    expect(delivered).toEqual([6, 7, 8]);
+    expect(t.duplicates).toBe(2);
+    // Under a new epoch the replay counts from its start.
+    const n = new StreamTracker();
+    n.restore('matches', 'old', 3);
+    n.begin(['matches']);
+    const fresh: number[] = [];
+    for (const o of [1, 2]) n.receive('matches', o, () => fresh.push(o));
+    n.settle(['matches'], { matches: { epoch: 'new', offset: 2, replay_after: 0 } as never }, { lost });
+    expect(fresh).toEqual([1, 2]);
+  });
 });
