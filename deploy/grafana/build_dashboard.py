@@ -325,6 +325,28 @@ ts(
     ],
     "ops",
 )
+newrow("Tier timeliness and compression")
+ts(
+    "Delayed tiers",
+    [
+        (f"sum(realtime_tier_delayed_events{SEL})", "events waiting (per event and tier)"),
+        (f"sum(rate(realtime_tier_thinned_events_total{SEL}[{R}]))", "thinned / s"),
+    ],
+    desc="Events held back for tiers with delay_seconds, and odds dropped by "
+    "min_interval_seconds (docs/security.md, Timeliness).",
+)
+ts(
+    "Shared compression",
+    [
+        (f"sum(rate(realtime_compressed_messages_total{SEL}[{R}]))", "messages compressed / s"),
+        (
+            f"sum(rate(realtime_compression_saved_bytes_total{SEL}[{R}]))",
+            "bytes saved per copy / s",
+        ),
+    ],
+    desc="One deflate per message and tier view, whatever the recipients "
+    "(REALTIME_COMPRESSION=shared).",
+)
 newrow("Process")
 ts("Resident memory", [(f"process_resident_memory_bytes{SEL}", "{{instance}}")], "bytes")
 ts("CPU", [(f"rate(process_cpu_seconds_total{SEL}[{R}])", "{{instance}}")], "percentunit")
