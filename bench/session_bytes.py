@@ -21,7 +21,8 @@ import time
 
 from redis import Redis
 
-from football_realtime.brokers.redis import RedisBroker, _owner_key, _session_key
+from football_realtime.brokers.redis import RedisBroker
+from football_realtime.brokers.redis_layout import owner_key, session_key
 from football_realtime.core.events import SubscriptionType
 from football_realtime.core.session_state import SessionState, SubscriptionSpec, new_session_id
 
@@ -73,9 +74,9 @@ async def main() -> None:
             print("|---|---|---|---|")
             for name, st in sessions().items():
                 await broker.save_session(st.id, st.encode(), 900.0, st.owner)
-                key_bytes = r.memory_usage(_session_key(st.id), samples=0)
-                idx = r.memory_usage(_owner_key(st.owner), samples=0) if st.owner else 0
-                print(f"| {name} | {r.strlen(_session_key(st.id))} | {key_bytes} | {idx} |")
+                key_bytes = r.memory_usage(session_key(st.id), samples=0)
+                idx = r.memory_usage(owner_key(st.owner), samples=0) if st.owner else 0
+                print(f"| {name} | {r.strlen(session_key(st.id))} | {key_bytes} | {idx} |")
             await broker.redis.aclose()
         finally:
             proc.terminate()

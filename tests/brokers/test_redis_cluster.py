@@ -17,8 +17,9 @@ import pytest
 import redis
 
 from football_realtime.brokers import BrokerUnavailable, PublishedEvent
-from football_realtime.brokers.redis import RedisBroker, _keys
+from football_realtime.brokers.redis import RedisBroker
 from football_realtime.brokers.redis_cluster import ClusterURL, parse_cluster_url
+from football_realtime.brokers.redis_layout import stream_keys
 from football_realtime.client import RealtimeClient
 from football_realtime.core.events import SubscriptionType
 from football_realtime.publisher import Publisher
@@ -68,7 +69,7 @@ async def test_streams_spread_over_shards_one_reader_per_stream(
 ) -> None:
     await asyncio.to_thread(cluster.flushall)
     streams = list(SubscriptionType)
-    shards = {st: cluster.master_of(_keys(st)[1]) for st in streams}
+    shards = {st: cluster.master_of(stream_keys(st)[1]) for st in streams}
     assert len(set(shards.values())) >= 2, shards  # the hash tags spread them
     node = RedisBroker(cluster.url(), history_size=1000, history_ttl=600)
     got: list[PublishedEvent] = []
@@ -157,7 +158,7 @@ async def test_shard_failover_with_publishing_in_flight_loses_no_acknowledged_ev
         RedisClusterSet(replicas=2) as cluster,
         instances(["x"], cluster.url(), REALTIME_REDIS_MIN_REPLICAS="1") as (x,),
     ):
-        log_key = _keys(SubscriptionType.MATCHES)[1]
+        log_key = stream_keys(SubscriptionType.MATCHES)[1]
         async with (
             Publisher(cluster.url(), min_replicas=1) as pub,
             RealtimeClient(x.ws_url, **FAST) as client,

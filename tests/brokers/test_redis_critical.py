@@ -10,7 +10,8 @@ from collections.abc import Iterator
 import pytest
 
 from football_realtime.brokers.base import CriticalRetention
-from football_realtime.brokers.redis import RedisBroker, _crit_key, _keys
+from football_realtime.brokers.redis import RedisBroker
+from football_realtime.brokers.redis_layout import crit_key, stream_keys
 from football_realtime.core.events import EventType, SubscriptionType
 
 from ..redis_server import RedisServer
@@ -34,10 +35,10 @@ async def test_an_epoch_rotation_drops_the_critical_events(redis_server: RedisSe
         first = [await broker.publish(score(1, i), M, None) for i in range(3)]
         await node.wait_delivered(M, 3)
         assert [e.offset for e in await broker.critical_history(M, 0)] == [1, 2, 3]
-        assert redis_server.command("EXISTS", _crit_key(M)) == b":1\r\n"
+        assert redis_server.command("EXISTS", crit_key(M)) == b":1\r\n"
         # The counter goes back (Redis restored from an older snapshot, or a failover to
         # a replica that lacked the newest writes): the reader rotates the epoch.
-        redis_server.command("HSET", _keys(M)[0], "offset", "1")
+        redis_server.command("HSET", stream_keys(M)[0], "offset", "1")
         await until(lambda: M in node.resets)
         again = await broker.publish(score(1, 9), M, None)
         assert again.epoch != first[0].epoch and again.offset == 2
@@ -58,7 +59,7 @@ async def test_leftover_critical_entries_never_fail_a_publish(redis_server: Redi
         for i in range(3):
             await broker.publish(score(1, i), M, None)
         await node.wait_delivered(M, 3)
-        meta, log_key, _ = _keys(M)
+        meta, log_key, _ = stream_keys(M)
         redis_server.command("HSET", meta, "epoch", "rotated-elsewhere", "offset", "1")
         redis_server.command("DEL", log_key)
         assert (await broker.position(M))[0] == "rotated-elsewhere"

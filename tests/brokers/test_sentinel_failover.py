@@ -16,7 +16,8 @@ import pytest
 import redis
 
 from football_realtime.brokers import BrokerUnavailable, PublishedEvent
-from football_realtime.brokers.redis import RedisBroker, _keys
+from football_realtime.brokers.redis import RedisBroker
+from football_realtime.brokers.redis_layout import stream_keys
 from football_realtime.client import Event, RealtimeClient, RecoveryFailed
 from football_realtime.core.events import SubscriptionType
 from football_realtime.publisher import Publisher
@@ -236,7 +237,7 @@ async def test_resync_rotates_the_epoch_when_a_failover_reused_delivered_offsets
             async with asyncio.timeout(TIMEOUT):
                 while len(got) < 5:  # noqa: ASYNC110 - filled by the reader task
                     await asyncio.sleep(0.01)
-            meta, log_key, _ = _keys(M)
+            meta, log_key, _ = stream_keys(M)
             client = redis.Redis(host="127.0.0.1", port=srv.port)
             assert client.eval(_REUSE_OFFSETS, 2, meta, log_key, 3) == 5
             assert client.hget(meta, "offset") == b"5"  # the counter did not go back
@@ -323,7 +324,7 @@ async def test_position_names_the_epoch_this_instance_delivers_under() -> None:
             # Another instance's resync rotated the epoch (as _ENSURE does when a
             # failover lost delivered offsets), keeping the counter; our reader is
             # blocked in its XREAD and has not noticed yet.
-            meta, log_key, _ = _keys(M)
+            meta, log_key, _ = stream_keys(M)
             client = redis.Redis(host="127.0.0.1", port=srv.port)
             client.hset(meta, mapping={"epoch": "rotated-elsewhere", "offset": 3})
             client.delete(log_key)
@@ -357,7 +358,7 @@ async def test_position_never_names_an_offset_no_reader_delivered() -> None:
             assert (await node.position(M))[1] == 0
             with pytest.raises(BrokerUnavailable, match="replicas acknowledged"):
                 await node.publish(score(1, home=1), M, None)
-            meta, _, _ = _keys(M)
+            meta, _, _ = stream_keys(M)
             client = redis.Redis(host="127.0.0.1", port=srv.port)
             assert client.hget(meta, "offset") == b"1"  # taken on the master
             with pytest.raises(BrokerUnavailable, match="not delivered"):
@@ -395,7 +396,7 @@ async def test_no_old_epoch_event_reaches_a_subscriber_of_the_new_epoch() -> Non
                 r = await asyncio.to_thread(x.broadcast, score(1, home=i))
                 assert r.status_code == 503, r.text
             # Another instance's resync rotates the epoch, keeping the counter at 5.
-            meta, log_key, _ = _keys(M)
+            meta, log_key, _ = stream_keys(M)
             client = redis.Redis(host="127.0.0.1", port=sentinels.master_port())
             client.hset(meta, mapping={"epoch": "rotated", "offset": 5})
             client.delete(log_key)

@@ -1,28 +1,6 @@
 """The Redis broker: many instances, one ordered history per stream.
 
-Layout, per stream (subscription type) ``S``; the ``{frt:S}`` hash tag keeps a
-stream's keys in one slot, so the publish script also runs on Redis Cluster:
-
-* ``{frt:S}:meta``   hash ``epoch`` (random string), ``offset`` (last assigned).
-* ``{frt:S}:log``    Redis Stream; entry id ``<offset>-0``, fields ``p`` (envelope
-  JSON with ``stream`` and ``offset``), ``t`` (Redis time, ms), ``e`` (epoch), ``n``
-  (a random id of this write, so a reader can tell two writes of one offset apart).
-  Trimmed to ``history_size`` entries and ``history_ttl`` seconds.
-* ``{frt:S}:snap``   hash ``<event_type>:<match_id>`` -> ``<offset>|<payload>``: the
-  latest event per (event type, match), for ``snapshot: true``.
-* ``{frt:S}:idem:K`` idempotency record ``<offset>|<epoch>`` with a TTL.
-* ``{frt:S}:crit``   Redis Stream of the stream's critical events (``critical.types``,
-  REALTIME_SESSION_CRITICAL_TYPES) for durable sessions: entry id ``<offset>-0``,
-  fields ``p``, ``t``, ``e`` as in the log; trimmed to ``critical.size`` entries and
-  ``critical.ttl`` seconds (REALTIME_SESSION_TTL), the key expiring that long after
-  the last critical event. Written by the same publish script, only for those events.
-
-Publishing is one Lua script (atomic on the server): create the epoch if the
-stream has none, answer an idempotent retry from its record, else ``HINCRBY`` the
-offset, ``XADD`` the entry with that offset as its id, trim, (a critical event) add it
-to the critical stream, update the snapshot and record the idempotency key. Offsets
-are therefore gapless and totally ordered per stream whichever instance or process
-publishes.
+Keys and scripts: :mod:`.redis_layout`.
 
 Delivery: every instance runs one reader task that ``XREAD BLOCK``s all streams
 from the last id it delivered, so each instance hands the hub every event of a
@@ -39,7 +17,7 @@ Failover (``redis+sentinel://``, brokers/sentinel.py): connections are opened to
 master the sentinels name, so after a failover the reader and the publishers reconnect
 to the promoted replica by themselves. Replication is asynchronous: the promoted replica
 may lack the newest writes, its offset counter is then behind what readers delivered,
-and new publishes reuse those offsets. The reader's resync (``_ENSURE``) therefore
+and new publishes reuse those offsets. The reader's resync (``ENSURE_SCRIPT``) therefore
 checks that the entry at the last offset it delivered is still the one it delivered
 (``n``); when the counter went back or that entry is another write, it rotates the
 epoch, so every subscriber that saw the lost events is told (``recovered: false``).
@@ -74,7 +52,6 @@ from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-import orjson
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
@@ -84,7 +61,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
 from ..core.encoding import dumps
-from ..core.events import EventType, SubscriptionType
+from ..core.events import SubscriptionType
 from ..tasks import cancelling, stop_task
 from .base import (
     BrokerUnavailable,
@@ -100,11 +77,23 @@ from .redis_cluster import (
     is_cluster_url,
     parse_cluster_url,
 )
+from .redis_layout import (
+    ENSURE_SCRIPT,
+    PREFIX,
+    PUBLISH_SCRIPT,
+    as_str,
+    crit_key,
+    idem_key,
+    owner_key,
+    session_key,
+    snapshot_field,
+    stored_event,
+    stream_keys,
+)
 from .sentinel import is_sentinel_url, master_client, parse_sentinel_url, sentinel_manager
 
 log = logging.getLogger("football_realtime.brokers.redis")
 
-PREFIX = "frt"
 #: How long a client-supplied ``Idempotency-Key`` is remembered (seconds).
 IDEMPOTENCY_WINDOW = 300
 #: Every publish also carries an internal id remembered this long, so that the one
@@ -139,151 +128,6 @@ _T = TypeVar("_T")
 #: e.g. a slot no master serves).
 _ERRORS = (RedisError, OSError, RedisClusterException)
 _STALE = object()  # history read under an epoch the reader has not adopted yet
-
-# KEYS: meta, log, snap, idem, crit
-# ARGV: epoch candidate (random per publish: also the entry's write id ``n``),
-#       envelope JSON without its closing brace, stream name, history size, history
-#       ttl ms, idem ttl s, snapshot field ('' = none), snapshot ttl s, critical ('1':
-#       also keep it in crit, '' = no), critical size, critical ttl ms
-# An idempotent retry rewrites its record (KEEPTTL): a write, so that a WAIT after it
-# covers the original publish too (replication is in order).
-_PUBLISH = """
-local function trim_age(key, cutoff)
-  -- Age trim, bounded per publish; readers also filter by age.
-  local first = redis.call('XRANGE', key, '-', '+', 'COUNT', 1)
-  if #first == 0 or tonumber(first[1][2][4]) >= cutoff then return end
-  for _ = 1, 8 do
-    local head = redis.call('XRANGE', key, '-', '+', 'COUNT', 32)
-    local keep = nil
-    for _, entry in ipairs(head) do
-      if tonumber(entry[2][4]) >= cutoff then keep = entry[1] break end
-    end
-    if keep == nil then
-      if #head == 0 then break end
-      local last = head[#head][1]
-      redis.call('XTRIM', key, 'MINID', (tonumber(string.match(last, '^(%d+)')) + 1) .. '-0')
-    else
-      redis.call('XTRIM', key, 'MINID', keep)
-      break
-    end
-  end
-end
-local epoch = redis.call('HGET', KEYS[1], 'epoch')
-if not epoch then
-  epoch = ARGV[1]
-  redis.call('DEL', KEYS[2], KEYS[3], KEYS[5])
-  redis.call('HSET', KEYS[1], 'epoch', epoch, 'offset', 0)
-end
-local seen = redis.call('GET', KEYS[4])
-if seen then
-  local sep = string.find(seen, '|', 1, true)
-  redis.call('SET', KEYS[4], seen, 'KEEPTTL')
-  return {tonumber(string.sub(seen, 1, sep - 1)), string.sub(seen, sep + 1), 1}
-end
-local offset = redis.call('HINCRBY', KEYS[1], 'offset', 1)
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local payload = ARGV[2] .. ',"stream":"' .. ARGV[3] .. '","offset":' .. offset .. '}'
-redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[4], offset .. '-0', 'p', payload, 't', now, 'e', epoch,
-  'n', ARGV[1])
-trim_age(KEYS[2], now - tonumber(ARGV[5]))
-redis.call('PEXPIRE', KEYS[2], ARGV[5])
-if ARGV[9] ~= '' then
-  local added = redis.pcall('XADD', KEYS[5], 'MAXLEN', ARGV[10], offset .. '-0', 'p', payload,
-    't', now, 'e', epoch)
-  if type(added) == 'table' and added.err then
-    -- Entries at or above this offset: a lost epoch's, whose offsets are handed out
-    -- again (the epoch was rotated without them). Drop them, never fail the publish.
-    redis.call('DEL', KEYS[5])
-    redis.call('XADD', KEYS[5], 'MAXLEN', ARGV[10], offset .. '-0', 'p', payload, 't', now,
-      'e', epoch)
-  end
-  trim_age(KEYS[5], now - tonumber(ARGV[11]))
-  redis.call('PEXPIRE', KEYS[5], ARGV[11])
-end
-if ARGV[7] ~= '' then
-  redis.call('HSET', KEYS[3], ARGV[7], offset .. '|' .. payload)
-  redis.call('EXPIRE', KEYS[3], ARGV[8])
-end
-redis.call('SET', KEYS[4], offset .. '|' .. epoch, 'EX', ARGV[6])
-return {offset, epoch, 0}
-"""
-
-# KEYS: meta, log, snap, crit.  ARGV: epoch candidate, epoch this instance knows, the last
-# offset it delivered, that entry's write id ('' = unknown). Creates the epoch if
-# missing; rotates it when the counter went backwards under the same epoch (Redis
-# restored from an older snapshot, or a failover to a replica that lacked the newest
-# writes: those offsets would be handed out twice), or when the entry at the last
-# delivered offset is another write than the one delivered (the same failover, after
-# new publishes reused the lost offsets). Returns {epoch, offset}.
-_ENSURE = """
-local epoch = redis.call('HGET', KEYS[1], 'epoch')
-local offset = tonumber(redis.call('HGET', KEYS[1], 'offset') or '0')
-local last = tonumber(ARGV[3])
-local diverged = false
-if epoch and epoch == ARGV[2] and ARGV[4] ~= '' and last > 0 and offset >= last then
-  local e = redis.call('XRANGE', KEYS[2], last .. '-0', last .. '-0')
-  if #e > 0 then
-    local f = e[1][2]
-    local n = ''
-    for i = 1, #f, 2 do
-      if f[i] == 'n' then n = f[i + 1] end
-    end
-    diverged = n ~= ARGV[4]
-  end
-end
-if (not epoch) or (epoch == ARGV[2] and (offset < last or diverged)) then
-  epoch = ARGV[1]
-  redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
-  redis.call('HSET', KEYS[1], 'epoch', epoch, 'offset', offset)
-end
-return {epoch, offset}
-"""
-
-
-def _keys(stream: SubscriptionType) -> tuple[str, str, str]:
-    tag = f"{{{PREFIX}:{stream.value}}}"
-    return f"{tag}:meta", f"{tag}:log", f"{tag}:snap"
-
-
-def _crit_key(stream: SubscriptionType) -> str:
-    """The stream's critical events, kept for durable sessions (module docstring)."""
-    return f"{{{PREFIX}:{stream.value}}}:crit"
-
-
-def _session_key(session_id: str) -> str:
-    return f"{PREFIX}:session:{session_id}"
-
-
-def _owner_key(owner: str) -> str:
-    """An owner's sessions: a sorted set of ids scored by expiry (ms, wall clock)."""
-    return f"{PREFIX}:user-sessions:{owner}"
-
-
-def _idem_key(stream: SubscriptionType, key: str) -> str:
-    return f"{{{PREFIX}:{stream.value}}}:idem:{key}"
-
-
-def snapshot_field(event_type: str, data: dict[str, Any]) -> str:
-    """The snapshot slot of an event: one per (event type, match)."""
-    match_id = data.get("match_id")
-    return f"{event_type}:{match_id if isinstance(match_id, int) else ''}"
-
-
-def _event(stream: SubscriptionType, payload: bytes, t_ms: float) -> PublishedEvent:
-    env = orjson.loads(payload)
-    return PublishedEvent(
-        stream=stream,
-        offset=int(env["offset"]),
-        event_type=EventType(env["event_type"]),
-        data=env["data"],
-        payload=payload,
-        published_at=t_ms / 1000.0,
-    )
-
-
-def _s(v: Any) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
 
 
 @dataclass(eq=False)
@@ -387,8 +231,8 @@ class RedisBroker:
         else:
             self._lanes = [_Lane(tuple(SubscriptionType), f"{PREFIX}:reader:{me}")]
         self._lane_of = {st: lane for lane in self._lanes for st in lane.streams}
-        self._publish = self.redis.register_script(_PUBLISH)
-        self._ensure = self.redis.register_script(_ENSURE)
+        self._publish = self.redis.register_script(PUBLISH_SCRIPT)
+        self._ensure = self.redis.register_script(ENSURE_SCRIPT)
         self._deliver: Deliver | None = None
         self.on_reset: Reset | None = None
         # Per stream: the epoch this instance delivers under and the last offset it
@@ -459,13 +303,13 @@ class RedisBroker:
         envelope.pop("stream", None)
         envelope.pop("offset", None)
         body = dumps(envelope)
-        meta, log_key, snap = _keys(stream)
+        meta, log_key, snap = stream_keys(stream)
         if idempotency_key is not None:
-            idem, ttl = _idem_key(stream, "k:" + idempotency_key), IDEMPOTENCY_WINDOW
+            idem, ttl = idem_key(stream, "k:" + idempotency_key), IDEMPOTENCY_WINDOW
         else:
-            idem, ttl = _idem_key(stream, "r:" + secrets.token_hex(8)), RETRY_WINDOW
+            idem, ttl = idem_key(stream, "r:" + secrets.token_hex(8)), RETRY_WINDOW
         field = snapshot_field(str(envelope["event_type"]), envelope.get("data") or {})
-        keys = [meta, log_key, snap, idem, _crit_key(stream)]
+        keys = [meta, log_key, snap, idem, crit_key(stream)]
         args: list[Any] = [
             secrets.token_hex(6),
             body[:-1],
@@ -490,7 +334,7 @@ class RedisBroker:
             if self._sentinel is not None:
                 await self._follow_master(self.redis)  # the next retry goes to the new one
             raise
-        offset, epoch, dup = int(res[0]), _s(res[1]), bool(int(res[2]))
+        offset, epoch, dup = int(res[0]), as_str(res[1]), bool(int(res[2]))
         if self._lane_of[stream].live and epoch != self._epoch.get(stream):
             self._lane_of[stream].resync.set()  # our reader has not noticed the new epoch
         return PublishResult(stream, offset, epoch, duplicate=dup)
@@ -515,7 +359,7 @@ class RedisBroker:
                 )
             if isinstance(res, NoScriptError) and attempt == 1:
                 # A new master (failover, restart) without the script: nothing ran.
-                await self._call(self.redis.script_load(_PUBLISH))
+                await self._call(self.redis.script_load(PUBLISH_SCRIPT))
                 continue
             for reply in (res, acked):
                 if isinstance(reply, Exception):
@@ -594,14 +438,14 @@ class RedisBroker:
         no epoch), would be spared by the reset (it "subscribed under the new epoch
         already"), and would then drop the new epoch's events at the same offsets as
         duplicates: a silent gap."""
-        meta, log_key, snap = _keys(stream)
+        meta, log_key, snap = stream_keys(stream)
         res = await self._call(
             self._ensure(
-                keys=[meta, log_key, snap, _crit_key(stream)],
+                keys=[meta, log_key, snap, crit_key(stream)],
                 args=[secrets.token_hex(6), "", 0, ""],
             )
         )
-        epoch = _s(res[0])
+        epoch = as_str(res[0])
         lane = self._lane_of[stream]
         if lane.live and self._epoch.get(stream) != epoch:
             # Redis has a new epoch our reader has not seen yet.
@@ -613,7 +457,7 @@ class RedisBroker:
             # Only entries can be delivered: after a rotation the counter is ahead of
             # an empty log (its offsets were never written under this epoch).
             newest = await self._call(self.redis.xrevrange(log_key, "+", "-", count=1))
-            top = int(_s(newest[0][0]).split("-", 1)[0]) if newest else 0
+            top = int(as_str(newest[0][0]).split("-", 1)[0]) if newest else 0
             await self._delivered(stream, epoch, min(offset, top))
         return epoch, offset
 
@@ -623,7 +467,7 @@ class RedisBroker:
 
         A subscriber is positioned (its floor) at the offset position() names, so that
         offset must be one a reader delivered: only such offsets are checked when a
-        failover loses writes (_ENSURE: the counter went back, or the entry there is
+        failover loses writes (ENSURE_SCRIPT: the counter went back, or the entry there is
         another write) and rotate the epoch. An undelivered one (a publish whose WAIT
         failed) may vanish in a failover unnoticed, and the next publish would reuse
         it: the subscriber would drop that acknowledged event as already covered."""
@@ -686,7 +530,7 @@ class RedisBroker:
                 return await self._catch_up(stream, epoch, after)
         if after >= top:
             return []
-        _, log_key, _ = _keys(stream)
+        _, log_key, _ = stream_keys(stream)
         out: list[PublishedEvent] = []
         start = after + 1
         shard = await self._call(self._shard(self.redis, log_key))  # its clock, as in `t`
@@ -699,20 +543,20 @@ class RedisBroker:
                 return None
             cutoff = (int(now[0]) * 1000 + int(now[1]) // 1000) - self.history_ttl_ms
             for entry_id, fields in entries:
-                off = int(_s(entry_id).split("-", 1)[0])
+                off = int(as_str(entry_id).split("-", 1)[0])
                 if off != start or float(fields[b"t"]) < cutoff:
                     return None  # trimmed by length or age: never a partial replay
-                if epoch is not None and _s(fields[b"e"]) != epoch:
+                if epoch is not None and as_str(fields[b"e"]) != epoch:
                     return _STALE
-                out.append(_event(stream, fields[b"p"], float(fields[b"t"])))
+                out.append(stored_event(stream, fields[b"p"], float(fields[b"t"])))
                 start += 1
         return out
 
     async def history_tail(self, stream: SubscriptionType, after: int) -> list[PublishedEvent]:
-        return await self._kept(stream, after, _keys(stream)[1], self.history_ttl_ms)
+        return await self._kept(stream, after, stream_keys(stream)[1], self.history_ttl_ms)
 
     async def critical_history(self, stream: SubscriptionType, after: int) -> list[PublishedEvent]:
-        return await self._kept(stream, after, _crit_key(stream), self._critical_ttl_ms)
+        return await self._kept(stream, after, crit_key(stream), self._critical_ttl_ms)
 
     async def _kept(
         self, stream: SubscriptionType, after: int, key: str, ttl_ms: int
@@ -737,9 +581,9 @@ class RedisBroker:
                 break
             cutoff = (int(now[0]) * 1000 + int(now[1]) // 1000) - ttl_ms
             for entry_id, fields in entries:
-                off = int(_s(entry_id).split("-", 1)[0])
-                if float(fields[b"t"]) >= cutoff and _s(fields[b"e"]) == epoch:
-                    out.append(_event(stream, fields[b"p"], float(fields[b"t"])))
+                off = int(as_str(entry_id).split("-", 1)[0])
+                if float(fields[b"t"]) >= cutoff and as_str(fields[b"e"]) == epoch:
+                    out.append(stored_event(stream, fields[b"p"], float(fields[b"t"])))
                 start = off + 1
         return out
 
@@ -748,7 +592,7 @@ class RedisBroker:
     ) -> list[PublishedEvent] | None:
         """The client has seen offsets this instance has not delivered yet: wait for the
         reader (milliseconds behind the instance the client came from)."""
-        meta, _, _ = _keys(stream)
+        meta, _, _ = stream_keys(stream)
         top = await self._call(self.redis.hget(meta, "offset"))
         if top is None or int(top) < after:
             return None  # an offset this stream never had: not a continuation
@@ -769,7 +613,7 @@ class RedisBroker:
     # -- durable sessions (StoresSessions) -------------------------------------------
 
     async def load_session(self, session_id: str) -> bytes | None:
-        raw = await self._call(self.redis.get(_session_key(session_id)))
+        raw = await self._call(self.redis.get(session_key(session_id)))
         if raw is None:
             return None
         return raw.encode() if isinstance(raw, str) else bytes(raw)
@@ -782,9 +626,9 @@ class RedisBroker:
 
         async def write() -> None:
             async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.set(_session_key(session_id), state, px=ttl_ms)
+                pipe.set(session_key(session_id), state, px=ttl_ms)
                 if owner is not None:
-                    key = _owner_key(owner)
+                    key = owner_key(owner)
                     pipe.zadd(key, {session_id: now_ms + ttl_ms})
                     pipe.zremrangebyscore(key, "-inf", now_ms)
                     pipe.pexpire(key, ttl_ms)  # every session of an owner has this ttl
@@ -801,16 +645,16 @@ class RedisBroker:
         async def write() -> None:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for session_id, owner in sessions:
-                    pipe.pexpire(_session_key(session_id), ttl_ms)
+                    pipe.pexpire(session_key(session_id), ttl_ms)
                     if owner is not None:
-                        pipe.zadd(_owner_key(owner), {session_id: now_ms + ttl_ms}, xx=True)
-                        pipe.pexpire(_owner_key(owner), ttl_ms)
+                        pipe.zadd(owner_key(owner), {session_id: now_ms + ttl_ms}, xx=True)
+                        pipe.pexpire(owner_key(owner), ttl_ms)
                 await pipe.execute()
 
         await self._call(write())
 
     async def count_sessions(self, owner: str) -> int:
-        key = _owner_key(owner)
+        key = owner_key(owner)
 
         async def count() -> int:
             async with self.redis.pipeline(transaction=False) as pipe:
@@ -824,7 +668,7 @@ class RedisBroker:
     async def snapshot(self, stream: SubscriptionType) -> list[PublishedEvent]:
         """The latest event per (event type, match) already delivered by this instance,
         oldest first."""
-        _, _, snap = _keys(stream)
+        _, _, snap = stream_keys(stream)
         if self._reader_redis is not None:
             self._require_live(stream)
             top = self._last[stream]
@@ -835,7 +679,7 @@ class RedisBroker:
         for value in raw.values():
             off, _, payload = value.partition(b"|")
             if int(off) <= top:
-                events.append(_event(stream, payload, 0.0))
+                events.append(stored_event(stream, payload, 0.0))
         events.sort(key=lambda ev: ev.offset)
         return events
 
@@ -918,9 +762,9 @@ class RedisBroker:
         first = lane.streams[0] not in self._epoch
 
         def ensure(st: SubscriptionType, client: Any) -> Awaitable[Any]:
-            meta, log_key, snap = _keys(st)
+            meta, log_key, snap = stream_keys(st)
             return self._ensure(
-                keys=[meta, log_key, snap, _crit_key(st)],
+                keys=[meta, log_key, snap, crit_key(st)],
                 args=[
                     secrets.token_hex(6),
                     self._epoch.get(st, ""),
@@ -939,7 +783,7 @@ class RedisBroker:
                 results = await pipe.execute()
         reset: list[SubscriptionType] = []
         for st, (epoch_b, offset) in zip(lane.streams, results, strict=True):
-            epoch = _s(epoch_b)
+            epoch = as_str(epoch_b)
             if first:
                 self._epoch[st], self._last[st] = epoch, int(offset)
                 self._last_id[st] = ""
@@ -963,18 +807,18 @@ class RedisBroker:
 
     async def _read_once(self, lane: _Lane) -> bool:
         assert self._reader_redis is not None
-        streams: dict[Any, Any] = {_keys(st)[1]: f"{self._last[st]}-0" for st in lane.streams}
+        streams: dict[Any, Any] = {stream_keys(st)[1]: f"{self._last[st]}-0" for st in lane.streams}
         resp: Any = await self._reader_redis.xread(streams, count=READ_COUNT, block=READ_BLOCK_MS)
         if not resp:
             return False
         if self.min_replicas:
             await self._replicated(lane)
-        by_key = {_keys(st)[1]: st for st in lane.streams}
+        by_key = {stream_keys(st)[1]: st for st in lane.streams}
         for key, entries in resp:
-            st = by_key[_s(key)]
+            st = by_key[as_str(key)]
             for entry_id, fields in entries:
-                off = int(_s(entry_id).split("-", 1)[0])
-                if _s(fields[b"e"]) != self._epoch[st]:
+                off = int(as_str(entry_id).split("-", 1)[0])
+                if as_str(fields[b"e"]) != self._epoch[st]:
                     lane.resync.set()  # a new epoch's entries: resync before going on
                     break
                 if off <= self._last[st]:
@@ -985,10 +829,10 @@ class RedisBroker:
                     self._reset(st, None)
                 self._fresh.discard(st)
                 self._last[st] = off
-                self._last_id[st] = _s(fields.get(b"n", b""))
+                self._last_id[st] = as_str(fields.get(b"n", b""))
                 if self._deliver is not None:
                     try:
-                        self._deliver(_event(st, fields[b"p"], float(fields[b"t"])))
+                        self._deliver(stored_event(st, fields[b"p"], float(fields[b"t"])))
                     except Exception:
                         log.exception("delivering %s offset %d failed", st, off)
         async with self._progress:
