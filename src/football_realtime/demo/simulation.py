@@ -17,16 +17,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from .clock import iso
+from .data_service import DataService
 from .fixtures import LEAGUES, Team, squad, teams_of
+from .live_match import Event, LiveMatch
 from .model import MATCH_MINUTES, expected_goals, expected_value
-from .services import (
-    DataService,
-    Event,
-    LiveMatch,
-    OddsService,
-    PredictionService,
-    SystemService,
-)
+from .odds_service import OddsService
+from .prediction_service import PredictionService
+from .system_service import SystemService
 
 #: Event types a free viewer's feed includes (the demo's free tier, demo/app.py
 #: ``demo_tiers``: the design document's, plus goals, late).
