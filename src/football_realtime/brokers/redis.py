@@ -631,7 +631,11 @@ class RedisBroker:
                     key = owner_key(owner)
                     pipe.zadd(key, {session_id: now_ms + ttl_ms})
                     pipe.zremrangebyscore(key, "-inf", now_ms)
-                    pipe.pexpire(key, ttl_ms)  # every session of an owner has this ttl
+                    # The index lives as long as its longest-lived session: set when it
+                    # has no expiry, else only ever pushed later (a shorter session
+                    # must not take the others' index with it).
+                    pipe.pexpire(key, ttl_ms, nx=True)
+                    pipe.pexpire(key, ttl_ms, gt=True)
                 await pipe.execute()
 
         await self._call(write())
@@ -648,7 +652,8 @@ class RedisBroker:
                     pipe.pexpire(session_key(session_id), ttl_ms)
                     if owner is not None:
                         pipe.zadd(owner_key(owner), {session_id: now_ms + ttl_ms}, xx=True)
-                        pipe.pexpire(owner_key(owner), ttl_ms)
+                        pipe.pexpire(owner_key(owner), ttl_ms, nx=True)
+                        pipe.pexpire(owner_key(owner), ttl_ms, gt=True)
                 await pipe.execute()
 
         await self._call(write())
