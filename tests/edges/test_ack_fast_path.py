@@ -9,12 +9,16 @@ and the order of messages."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import orjson
 import pytest
+import uvloop
+
+from football_realtime.logs import ContextFilter
 
 from ..support import RunningServer, WSClient, barrier, running_server, token
 from .test_metrics import scrape_async
@@ -173,3 +177,46 @@ async def wait_until(cond: Any, timeout: float = 5.0) -> None:
         if asyncio.get_running_loop().time() > deadline:
             raise TimeoutError("condition not met")
         await asyncio.sleep(0.005)
+
+
+async def test_lines_logged_on_the_fast_path_carry_the_connection() -> None:
+    """An ack handled in the read callback runs in the connection's logging context
+    (its task's), so what it logs is tagged like the receive loop's lines: here the
+    rate limit closing a flooding connection."""
+    records: list[logging.LogRecord] = []
+
+    class Catch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    handler = Catch()
+    handler.addFilter(ContextFilter())
+    # On uvloop (what `serve` runs), a read callback runs in the context the transport
+    # was made in, not the task's.
+    policy = asyncio.get_event_loop_policy()
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    logger = logging.getLogger("football_realtime")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        # The subscribe and one ack pass; the next two acks are refused, the second
+        # refusal in a row closes the connection.
+        with running_server(
+            rate_limit_per_second=0.001, rate_limit_burst=2, rate_limit_violations=1
+        ) as srv:
+            c, epoch = await subscribed(srv, events=1)
+            conn_id = next(iter(srv.realtime.hub.connections))
+            seen = spy_on_text(srv)
+            for i in range(3):
+                await c.ws.send(ack_text(epoch, 1))
+                await wait_until(lambda i=i: len(seen) > i)
+            assert seen == [("ack", True)] * 3
+            flood = [r for r in records if "closing flooding connection" in r.getMessage()]
+            assert [r.__dict__["connection_id"] for r in flood] == [conn_id]
+            assert flood[0].__dict__["user_id"] == "fiona"
+            await c.close()
+    finally:
+        asyncio.set_event_loop_policy(policy)
+        logger.removeHandler(handler)
+        logger.setLevel(level)

@@ -10,6 +10,7 @@ decided by the hub. This module only moves data between the socket and the servi
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import re
 import time
@@ -266,7 +267,6 @@ class WebSocketEndpoint:
             fast.on_writable = conn.writable_changed
             fast.on_lost = conn.lost
             fast.on_shutdown = lambda: self.on_shutdown(conn)
-            fast.on_text = lambda text: self._text_now(conn, text)
         elif isinstance(sink, AsgiSink):
             sink.start(conn)
 
@@ -284,6 +284,12 @@ class WebSocketEndpoint:
         )
         hub.add(conn)
         bind_connection(conn)
+        if fast is not None:
+            # Acks handled in the read callback run in this task's context, so what
+            # they log carries the connection like the receive loop's lines (the read
+            # callback's own context is the loop's, or whichever last resumed reading).
+            context = contextvars.copy_context()
+            fast.on_text = lambda text: context.run(self._text_now, conn, text)
         log.info(
             "connection opened",
             extra={"path": websocket.scope["path"], "client_addr": conn.client_addr},
