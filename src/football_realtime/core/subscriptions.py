@@ -134,6 +134,12 @@ class EventAttributes:
 _ids = itertools.count(1)
 
 
+@functools.cache
+def _streams_of(event_types: frozenset[EventType]) -> tuple[SubscriptionType, ...]:
+    """Shared by every subscription with the same event types (an ack checks them)."""
+    return tuple(sorted({EVENT_STREAM[et] for et in event_types}))
+
+
 class Subscription:
     """One live subscription of one connection. ``owner`` is opaque to the index."""
 
@@ -168,8 +174,9 @@ class Subscription:
         self.seq = next(_ids)
 
     @property
-    def streams(self) -> list[SubscriptionType]:
-        return sorted({EVENT_STREAM[et] for et in self.event_types})
+    def streams(self) -> tuple[SubscriptionType, ...]:
+        """The streams this subscription's event types belong to, sorted."""
+        return _streams_of(self.event_types)
 
     def matches(self, attrs: EventAttributes) -> bool:
         """Direct check, used outside the index (replay, snapshots)."""

@@ -10,6 +10,7 @@ decided by the hub. This module only moves data between the socket and the servi
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import re
 import time
@@ -283,6 +284,12 @@ class WebSocketEndpoint:
         )
         hub.add(conn)
         bind_connection(conn)
+        if fast is not None:
+            # Acks handled in the read callback run in this task's context, so what
+            # they log carries the connection like the receive loop's lines (the read
+            # callback's own context is the loop's, or whichever last resumed reading).
+            context = contextvars.copy_context()
+            fast.on_text = lambda text: context.run(self._text_now, conn, text)
         log.info(
             "connection opened",
             extra={"path": websocket.scope["path"], "client_addr": conn.client_addr},
@@ -394,7 +401,6 @@ class WebSocketEndpoint:
 
     async def _receive_loop(self, receive: Callable[[], Awaitable[Any]], conn: Connection) -> int:
         stats = self.stats
-        sessions = self.sessions
         handle = self.requests.handle
         while True:
             try:
@@ -408,10 +414,27 @@ class WebSocketEndpoint:
                 stats.errors_by_code["unsupported_data"] += 1
                 conn.close(CloseCode.UNSUPPORTED_DATA, "binary frames are not supported")
                 continue
-            conn.messages_received += 1
-            size = len(text.encode())  # bytes, not characters
-            conn.bytes_received += size
-            stats.record_received(size)
-            if conn.closing or not sessions.admit_message(conn):
-                continue
-            await handle(conn, text)
+            if self._admit(conn, text):
+                await handle(conn, text)
+
+    def _admit(self, conn: Connection, text: str) -> bool:
+        """Count a text message and apply the rate limit: False when it is dropped
+        (answered ``rate_limited``, or the connection is closing)."""
+        conn.messages_received += 1
+        size = len(text.encode())  # bytes, not characters
+        conn.bytes_received += size
+        self.stats.record_received(size)
+        return not conn.closing and self.sessions.admit_message(conn)
+
+    def _text_now(self, conn: Connection, text: str) -> bool:
+        """The fast path's ``on_text``: an ``ack`` is handled right in the server's
+        read callback, with no wake-up of the connection's task (acks are most of
+        what clients send, and need no await); it is counted, rate-limited and
+        answered exactly as through the receive loop. Anything else: False, it goes
+        through the receive loop."""
+        msg = self.requests.parse_ack(text)
+        if msg is None:
+            return False
+        if self._admit(conn, text):
+            self.requests.ack(conn, msg)
+        return True

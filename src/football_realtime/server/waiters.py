@@ -34,6 +34,10 @@ class Inbox:
     def empty(self) -> bool:
         return not self._items
 
+    def waiting(self) -> bool:
+        """True while the consumer waits in ``get`` for an item (none queued)."""
+        return self._waiter is not None and not self._items
+
     async def get(self) -> Any:
         while not self._items:
             w = self._waiter = asyncio.get_running_loop().create_future()

@@ -12,9 +12,11 @@ websockets before such a close.
 from __future__ import annotations
 
 import codecs
+import zlib
 from typing import Any
 
 from websockets.frames import Frame, Opcode
+from websockets.protocol import State
 from websockets.server import ServerProtocol
 
 from ..core.limits import TokenBucket
@@ -24,10 +26,73 @@ _Utf8Decoder = codecs.getincrementaldecoder("utf-8")
 
 #: An empty final continuation frame (masked, as from a client).
 _END_OF_MESSAGE = b"\x80\x80\x00\x00\x00\x00"
+#: What a compressed message's end lacks (RFC 7692 §7.2.2), put back before inflating.
+_DEFLATE_TAIL = b"\x00\x00\xff\xff"
 
 
 class FrameReader(Keepalive):
     __slots__ = ()
+
+    def single_text(self, conn: ServerProtocol, data: bytes) -> bool:
+        """The common read: exactly one complete, unfragmented text frame (masked, at
+        most 64 KiB and the message size limit; compressed when the connection
+        negotiated permessage-deflate with ``client_no_context_takeover``), read between
+        frames. Such a frame is unmasked, inflated and decoded here instead of going
+        through websockets' parser, which then never sees it: it reads at frame
+        boundaries, and none of its state depends on a frame like this one (with
+        ``client_no_context_takeover`` websockets too inflates each message with a
+        fresh inflater). The message is offered to the app's ``on_text`` while the app
+        waits in ``receive``, else queued. False: anything else (control frames,
+        fragments, several frames or part of one, other RSV bits, a connection not open
+        or closing, a message that inflates past the limit or does not inflate), left
+        to websockets, which applies every rule and limit."""
+        n = len(data)
+        if n < 6 or self.frag_skip or self.frag_tail or self.frag_open:
+            return False
+        b0 = data[0]
+        if b0 != 0x81 and (b0 != 0xC1 or not self.inflate_bits):
+            return False
+        length = data[1] ^ 0x80  # the mask bit must be set: client frames are masked
+        if length < 126:
+            head = 6
+        elif length == 126 and n >= 8:
+            length = (data[2] << 8) | data[3]
+            head = 8
+        else:
+            return False  # unmasked (websockets fails it with 1002), or over 64 KiB
+        max_size = self.layer.max_size
+        if (
+            head + length != n
+            or (max_size is not None and length > max_size)
+            or self.close_sent
+            or conn.state is not State.OPEN
+        ):
+            return False
+        if length:
+            mask = data[head - 4 : head] * ((length >> 2) + 1)
+            payload = (
+                int.from_bytes(data[head:], "little") ^ int.from_bytes(mask[:length], "little")
+            ).to_bytes(length, "little")
+        else:
+            payload = b""
+        if b0 == 0xC1:
+            inflater = zlib.decompressobj(-self.inflate_bits)
+            try:
+                payload = inflater.decompress(payload + _DEFLATE_TAIL, max_size or 0)
+            except zlib.error:
+                return False
+            if inflater.unconsumed_tail:
+                return False  # past the size limit: websockets closes with 1009
+        try:
+            text = str(payload, "utf-8")
+        except UnicodeDecodeError as exc:
+            self.fail(1007, f"invalid UTF-8 at position {exc.start}")
+            return True
+        on_text = self.on_text
+        if on_text is not None and self.inbox.waiting() and on_text(text):
+            return True
+        self.deliver({"type": "websocket.receive", "text": text})
+        return True
 
     def boundaries(self, data: bytes) -> bytes:
         """Follow frame boundaries in what the client sends, to find a close frame in

@@ -76,6 +76,28 @@ def shared_frames_allowed(extensions_header: str | None) -> bool:
     return not takeover
 
 
+def client_inflate_bits(extensions_header: str | None) -> int:
+    """The window bits the client compresses each message with on its own, when a
+    handshake response's ``Sec-WebSocket-Extensions`` value negotiated permessage-deflate
+    with ``client_no_context_takeover`` (``client_max_window_bits``, 15 if not given);
+    0 otherwise (no compression, or an inflater kept across messages)."""
+    if not extensions_header:
+        return 0
+    name, *params = (part.strip() for part in extensions_header.split(";"))
+    if name != "permessage-deflate":
+        return 0
+    bits = 15
+    fresh = False
+    for param in params:
+        key, _, value = param.partition("=")
+        key = key.strip()
+        if key == "client_no_context_takeover":
+            fresh = True
+        elif key == "client_max_window_bits" and value.strip().strip('"').isdigit():
+            bits = int(value.strip().strip('"'))
+    return bits if fresh and 8 <= bits <= 15 else 0
+
+
 class KeepaliveItem(Protocol):
     """What the keepalive wheel needs of a connection: its slot, and what to do when
     its deadline comes."""

@@ -66,7 +66,12 @@ from ..service.connection import FRAME_TRANSPORT
 from .transport_view import TransportView
 from .waiters import Flag, Inbox
 from .websocket_asgi import AsgiBridge, ClientDisconnected
-from .websocket_layer import NativeRoutes, WebSocketLayer, shared_frames_allowed
+from .websocket_layer import (
+    NativeRoutes,
+    WebSocketLayer,
+    client_inflate_bits,
+    shared_frames_allowed,
+)
 
 _BAD_REQUEST_TEXT = "Failed to open a WebSocket connection: invalid HTTP request.\n"
 
@@ -95,6 +100,7 @@ class WebSocketProtocol(AsgiBridge):
         self.task: asyncio.Task[None] | None = None
         self.response: Response | None = None
         self.deflate = False
+        self.inflate_bits = 0
         self.initial_response: tuple[int, list[tuple[str, str]], bytes] | None = None
         self.inbox = Inbox()
         # Created when writing first pauses.
@@ -109,6 +115,8 @@ class WebSocketProtocol(AsgiBridge):
         self.on_lost: Callable[[], None] | None = None
         # Graceful shutdown (SIGTERM): lets the app say goodbye before the 1012.
         self.on_shutdown: Callable[[], None] | None = None
+        # Text messages handled in the read callback while the app waits (fast path).
+        self.on_text: Callable[[str], bool] | None = None
         # Keepalive, on the layer's wheel.
         self.keepalive_slot = 0
         self.pending_ping: bytes | None = None
@@ -163,6 +171,8 @@ class WebSocketProtocol(AsgiBridge):
             if self.scope is None and not self.close_sent:
                 self.handshake(data)
             return
+        if self.single_text(conn, data):
+            return
         data = self.boundaries(data)
         if not data:
             return
@@ -193,6 +203,7 @@ class WebSocketProtocol(AsgiBridge):
     def connection_lost(self, exc: Exception | None) -> None:
         self.on_writable = None
         self.on_shutdown = None
+        self.on_text = None
         lost, self.on_lost = self.on_lost, None
         if lost is not None:
             lost()  # stop writing to a dead transport before the endpoint task notices
@@ -256,7 +267,9 @@ class WebSocketProtocol(AsgiBridge):
         self.conn = conn
         self.response = response  # sent when the app accepts
         if layer.extensions is not None:
-            self.deflate = shared_frames_allowed(response.headers.get("Sec-WebSocket-Extensions"))
+            negotiated = response.headers.get("Sec-WebSocket-Extensions")
+            self.deflate = shared_frames_allowed(negotiated)
+            self.inflate_bits = client_inflate_bits(negotiated)
         raw_headers = [
             (name.encode("ascii"), value.encode("iso-8859-1"))
             for name, value in request.headers.raw_items()

@@ -41,12 +41,14 @@ class ConnectionState(asyncio.Protocol):
         "frames",
         "handshake_complete",
         "inbox",
+        "inflate_bits",
         "initial_response",
         "keepalive_slot",
         "last_ping_rtt",
         "last_received",
         "on_lost",
         "on_shutdown",
+        "on_text",
         "on_writable",
         "partial_dropped",
         "pending_ping",
@@ -79,6 +81,9 @@ class ConnectionState(asyncio.Protocol):
     #: permessage-deflate negotiated so that shared compressed frames may be written
     #: (``service.connection.FrameTransport.deflate``).
     deflate: bool
+    #: The client's messages are compressed each on its own with this many window bits
+    #: (permessage-deflate, ``client_no_context_takeover``); 0: not compressed.
+    inflate_bits: int
     #: An HTTP response the app sends instead of accepting (status, headers, body).
     initial_response: tuple[int, list[tuple[str, str]], bytes] | None
     inbox: Inbox
@@ -93,6 +98,7 @@ class ConnectionState(asyncio.Protocol):
     on_writable: Callable[[bool], None] | None
     on_lost: Callable[[], None] | None
     on_shutdown: Callable[[], None] | None
+    on_text: Callable[[str], bool] | None
     # Keepalive.
     keepalive_slot: int
     pending_ping: bytes | None

@@ -102,6 +102,11 @@ class FrameTransport(Protocol):
     on_lost: Callable[[], None] | None
     #: Called on graceful server shutdown, before the server closes with 1012.
     on_shutdown: Callable[[], None] | None
+    #: Called with a text message, in the socket's read callback, when the app waits
+    #: in ``receive`` for the next message and nothing is queued before this one
+    #: (so handling it now keeps the order); True: the service took it (it will not
+    #: come through ``receive``), False: it comes through ``receive`` as usual.
+    on_text: Callable[[str], bool] | None
     #: True when the connection negotiated permessage-deflate with
     #: ``server_no_context_takeover`` and a 15-bit server window: frames written may be
     #: compressed ones (RSV1) built once for every such connection.

@@ -42,6 +42,35 @@ class RequestHandler:
         #: The server's figures for ``get_stats`` (what /realtime/stats shows).
         self.server_stats = server_stats
 
+    @staticmethod
+    def parse_ack(text: str) -> proto.Ack | None:
+        """``text`` parsed if it is a valid ``ack``, else None (``handle`` then answers
+        it, whatever it is). Pure: nothing is counted or answered."""
+        if '"ack"' not in text:  # most other messages: not parsed twice
+            return None
+        try:
+            msg = proto.parse_client_message(text)
+        except ProtocolError:
+            return None
+        return msg if isinstance(msg, proto.Ack) else None
+
+    def ack(self, conn: Connection, msg: proto.Ack) -> None:
+        """A parsed ``ack``, as ``handle`` acts on it: no reply when valid, else an
+        ``error`` (``invalid_ack``). Never awaits, so the server's read callback may
+        call it (``edges/websocket.py``, the fast path)."""
+        self.stats.received_by_type[msg.type] += 1
+        session = conn.session
+        if session is not None and session.pending:
+            self.sessions.refuse_unauthenticated(conn, f"got {msg.type!r} before auth")
+            return
+        try:
+            self.durable.ack(conn, msg)
+        except ProtocolError as exc:
+            self.stats.errors_by_code[exc.code] += 1
+            self.hub.send_payload(conn, proto.error_reply(exc))
+        except Exception:
+            self._internal_error(conn, msg)
+
     async def handle(self, conn: Connection, text: str) -> None:
         """Parse one client message, act on it, and send exactly one reply (none for a
         valid ``ack``)."""
@@ -50,15 +79,15 @@ class RequestHandler:
         session = conn.session
         try:
             msg = proto.parse_client_message(text)
+            if isinstance(msg, proto.Ack):
+                self.ack(conn, msg)
+                return
             self.stats.received_by_type[msg.type] += 1
             if isinstance(msg, proto.Auth):
                 await self.sessions.handle_auth(conn, msg)
                 return
             if session is not None and session.pending:
                 self.sessions.refuse_unauthenticated(conn, f"got {msg.type!r} before auth")
-                return
-            if isinstance(msg, proto.Ack):
-                self.durable.ack(conn, msg)
                 return
             if isinstance(msg, proto.Subscribe):
                 self.durable.check_subscribe(conn, msg)
@@ -103,19 +132,22 @@ class RequestHandler:
             self.stats.errors_by_code[exc.code] += 1
             hub.send_payload(conn, proto.error_reply(exc))
         except Exception:
-            log.exception("request failed on connection %s", conn.id)
-            self.stats.errors_by_code["internal_error"] += 1
-            hub.send_payload(
-                conn,
-                proto.error_reply(
-                    ProtocolError(
-                        "internal_error",
-                        "the server failed to handle this",
-                        msg.id if msg is not None else None,
-                        msg.type if msg is not None else None,
-                    )
-                ),
-            )
+            self._internal_error(conn, msg)
+
+    def _internal_error(self, conn: Connection, msg: proto.ClientMessage | None) -> None:
+        log.exception("request failed on connection %s", conn.id)
+        self.stats.errors_by_code["internal_error"] += 1
+        self.hub.send_payload(
+            conn,
+            proto.error_reply(
+                ProtocolError(
+                    "internal_error",
+                    "the server failed to handle this",
+                    msg.id if msg is not None else None,
+                    msg.type if msg is not None else None,
+                )
+            ),
+        )
 
 
 __all__ = ["RequestHandler"]
