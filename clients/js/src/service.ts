@@ -769,7 +769,10 @@ export class WebSocketService {
 
   private send(message: Record<string, unknown>): boolean {
     const ws = this.ws;
-    if (!ws || this._state !== 'open') return false;
+    // readyState too: between the server's close frame and onclose the socket is
+    // CLOSING while the service still says open, and a send then only makes the browser
+    // log "WebSocket is already in CLOSING or CLOSED state" (an ack timer firing then).
+    if (!ws || this._state !== 'open' || ws.readyState !== 1) return false;
     try {
       ws.send(JSON.stringify(message));
       return true;

@@ -668,6 +668,19 @@ describe('heartbeats', () => {
     expect(svc.state).toBe('open');
   });
 
+  it('sends nothing on a socket already closing (no browser console error)', async () => {
+    const svc = make({ heartbeatInterval: 1000, heartbeatTimeout: 500 });
+    svc.connect();
+    await tick();
+    const socket = server.last;
+    const send = vi.spyOn(socket, 'send');
+    // the server's close frame arrived; onclose has not fired yet
+    socket.readyState = 2;
+    await tick(1000);
+    expect(send).not.toHaveBeenCalled();
+    expect(svc.state).toBe('open');
+  });
+
   it('treats a silent server as dead and reconnects', async () => {
     const svc = make({ heartbeatInterval: 1000, heartbeatTimeout: 500, random: () => 0 });
     const states: StateChange[] = record(svc, 'state');
