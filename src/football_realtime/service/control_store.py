@@ -41,6 +41,7 @@ import orjson
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
 from ..brokers.redis_cluster import closed_under_command
+from ..brokers.redis_layout import as_str
 from ..tasks import cancelling, stop_task
 
 if TYPE_CHECKING:
@@ -176,7 +177,7 @@ class RedisControlStore:
         bans: list[Ban] = []
         try:
             newest = await self.redis.xrevrange(LOG, count=1)
-            self._last_id = _s(newest[0][0]) if newest else "0-0"
+            self._last_id = as_str(newest[0][0]) if newest else "0-0"
             bans = await self._bans()
         except Exception as exc:
             if not _unavailable(exc):
@@ -209,9 +210,9 @@ class RedisControlStore:
             entries, reasons = await p.execute()
         out = []
         for member, until in entries:
-            user = _s(member)
+            user = as_str(member)
             reason = reasons.get(member)
-            out.append(Ban(user, float(until), _s(reason) if reason is not None else ""))
+            out.append(Ban(user, float(until), as_str(reason) if reason is not None else ""))
         return out
 
     # -- commands ------------------------------------------------------------------
@@ -238,7 +239,7 @@ class RedisControlStore:
             try:
                 if not self._last_id:
                     newest = await self.redis.xrevrange(LOG, count=1)
-                    self._last_id = _s(newest[0][0]) if newest else "0-0"
+                    self._last_id = as_str(newest[0][0]) if newest else "0-0"
                     reload = True
                 if reload:
                     for ban in await self._bans():
@@ -272,7 +273,7 @@ class RedisControlStore:
                 continue
             for _stream, entries in resp or ():
                 for entry_id, fields in entries:
-                    self._last_id = _s(entry_id)
+                    self._last_id = as_str(entry_id)
                     raw = fields.get(b"c") if isinstance(fields, dict) else None
                     if raw is None:
                         continue
@@ -416,10 +417,6 @@ class RedisControlStore:
                         p.zadd(key, dict.fromkeys(ids, now + self.ttl))
                         p.expire(key, self.ttl)
             await p.execute()
-
-
-def _s(v: Any) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
 
 
 __all__ = [
