@@ -223,6 +223,13 @@ class Recovery:
         timing = self.hub.timing
         if timing is None or timing.rules(conn.view, st) is None:
             return snap
+        # Without the history first: every entry up to the tier's line (or, with
+        # nothing waiting, up to what this instance received) is visible already. The
+        # history is read only to replace an entry held back, or when this instance has
+        # received nothing of the stream yet (its publish times then decide).
+        cut = timing.visible_top(conn.view, st, top, self.hub.tops)
+        if st in self.hub.tops and all(ev.offset <= cut for ev in snap):
+            return snap
         history = await self.broker.history(st, 0) or []
         cut = timing.visible_top(conn.view, st, top, self.hub.tops, history)
         late = {_snapshot_key(ev) for ev in snap if ev.offset > cut}
