@@ -278,4 +278,9 @@ def configure_logging(settings: Settings, stream: IO[str] | None = None) -> logg
     # the connection lives (~360 bytes each, measured in docs/performance.md).
     # Setting _srcfile to None is the logging module's documented switch for that.
     logging._srcfile = None
+    # Nor the process: collecting it is a ``getpid`` system call per record (two
+    # log lines per connection), several microseconds each on a VM. The documented
+    # switch for that is logProcesses (and logMultiprocessing for processName).
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     return handler

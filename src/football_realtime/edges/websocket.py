@@ -421,7 +421,8 @@ class WebSocketEndpoint:
         """Count a text message and apply the rate limit: False when it is dropped
         (answered ``rate_limited``, or the connection is closing)."""
         conn.messages_received += 1
-        size = len(text.encode())  # bytes, not characters
+        # Bytes, not characters; ``isascii`` is a flag read, and JSON is mostly ASCII.
+        size = len(text) if text.isascii() else len(text.encode())
         conn.bytes_received += size
         self.stats.record_received(size)
         return not conn.closing and self.sessions.admit_message(conn)
@@ -432,7 +433,7 @@ class WebSocketEndpoint:
         what clients send, and need no await); it is counted, rate-limited and
         answered exactly as through the receive loop. Anything else: False, it goes
         through the receive loop."""
-        msg = self.requests.parse_ack(text)
+        msg = proto.parse_ack(text)
         if msg is None:
             return False
         if self._admit(conn, text):

@@ -14,9 +14,12 @@ class Inbox:
     """What the ASGI ``receive`` reads: asyncio.Queue's interface, without its three
     deques and futures per connection. Single consumer (the connection's task)."""
 
-    __slots__ = ("_items", "_waiter")
+    __slots__ = ("_items", "_loop", "_waiter")
 
-    def __init__(self) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        # The loop is given, not looked up: ``asyncio.get_running_loop()`` makes a
+        # ``getpid`` system call each time (CPython 3.11), once per message read.
+        self._loop = loop
         # A list, not a deque: reading pauses after each message, so it holds one or two.
         self._items: list[Any] | None = None
         self._waiter: asyncio.Future[None] | None = None
@@ -40,7 +43,7 @@ class Inbox:
 
     async def get(self) -> Any:
         while not self._items:
-            w = self._waiter = asyncio.get_running_loop().create_future()
+            w = self._waiter = self._loop.create_future()
             try:
                 await w
             finally:

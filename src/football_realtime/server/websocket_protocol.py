@@ -102,7 +102,7 @@ class WebSocketProtocol(AsgiBridge):
         self.deflate = False
         self.inflate_bits = 0
         self.initial_response: tuple[int, list[tuple[str, str]], bytes] | None = None
-        self.inbox = Inbox()
+        self.inbox = Inbox(self.layer.loop)
         # Created when writing first pauses.
         self.writable = None
         self.handshake_complete = False

@@ -37,7 +37,7 @@ from ..config import Settings
 from ..core import protocol as proto
 from ..core.close_codes import CloseCode
 from ..core.errors import LocalError
-from ..core.events import EventType, SubscriptionType
+from ..core.events import SubscriptionType
 from ..core.protocol import ProtocolError
 from ..core.session_state import (
     NEW_SESSION,
@@ -117,14 +117,17 @@ class AckClock:
     __slots__ = ("_rings",)
 
     def __init__(self) -> None:
-        self._rings: dict[SubscriptionType, list[tuple[int, float, EventType] | None]] = {
+        self._rings: dict[SubscriptionType, list[tuple[int, float, str] | None]] = {
             st: [None] * ACK_WINDOW for st in SubscriptionType
         }
 
     def record(self, ev: PublishedEvent) -> None:
-        self._rings[ev.stream][ev.offset % ACK_WINDOW] = (ev.offset, ev.published_at, ev.event_type)
+        # The type's name, not the enum: read back per ack, where ``.value`` costs.
+        ring = self._rings[ev.stream]
+        ring[ev.offset % ACK_WINDOW] = (ev.offset, ev.published_at, ev.event_type.value)
 
-    def lookup(self, stream: SubscriptionType, offset: int) -> tuple[float, EventType] | None:
+    def lookup(self, stream: SubscriptionType, offset: int) -> tuple[float, str] | None:
+        """Publish time and event type name of ``stream``'s event at ``offset``."""
         entry = self._rings[stream][offset % ACK_WINDOW]
         if entry is None or entry[0] != offset:
             return None
@@ -406,47 +409,58 @@ class DurableSessions:
 
     def ack(self, conn: Connection, msg: proto.Ack) -> None:
         """Validate an ``ack`` (all positions, before any is taken) and record it.
-        Raises ``invalid_ack``."""
-        covered: set[SubscriptionType] = set()
-        for sub in conn.subscriptions.values():
-            covered.update(sub.streams)
+        Raises ``invalid_ack``. Runs for most messages clients send, in the read
+        callback: each line here is paid per ack (docs/performance.md)."""
+        positions = msg.positions
+        subs = conn.subscriptions.values()
         tops = self.hub.tops
-        for st, pos in msg.positions.items():
-            if st not in covered:
+        for st, (epoch, offset) in positions.items():
+            for sub in subs:
+                if st in sub.streams:
+                    break
+            else:
                 raise ProtocolError(
                     "invalid_ack",
                     f"positions.{st.value}: no subscription of this connection covers this stream",
                     msg.id,
                     msg.type,
                 )
-            epoch = conn.epochs.get(st)
-            if pos.epoch != epoch:
+            current = conn.epochs.get(st)
+            if epoch != current:
                 raise ProtocolError(
                     "invalid_ack",
-                    f"positions.{st.value}: epoch {pos.epoch[:64]!r} is not the stream's "
-                    f"current epoch {epoch!r}",
+                    f"positions.{st.value}: epoch {epoch[:64]!r} is not the stream's "
+                    f"current epoch {current!r}",
                     msg.id,
                     msg.type,
                 )
-            sent = max(tops.get(st, 0), conn.floors.get(st, 0))
-            if pos.offset > sent:
+            if offset > tops.get(st, 0) and offset > conn.floors.get(st, 0):
+                sent = max(tops.get(st, 0), conn.floors.get(st, 0))
                 raise ProtocolError(
                     "invalid_ack",
-                    f"positions.{st.value}: offset {pos.offset} is ahead of what was sent "
+                    f"positions.{st.value}: offset {offset} is ahead of what was sent "
                     f"on this stream ({sent})",
                     msg.id,
                     msg.type,
                 )
         durable: DurableSession | None = conn.durable
-        now = self.clock()
-        for st, pos in msg.positions.items():
-            if durable is not None and not durable.state.acknowledge(st, pos.epoch, pos.offset):
-                continue  # not newer than what the session holds: nothing to time
-            if durable is not None:
+        if durable is not None:
+            state = durable.state
+            moved = False
+            for st, (epoch, offset) in positions.items():
+                if state.acknowledge(st, epoch, offset):
+                    moved = True
+                    self._time_ack(st, offset)
+            if moved:
                 durable.dirty = True
-            seen = self.acks.lookup(st, pos.offset)
-            if seen is not None and seen[0] > 0:
-                self.stats.record_ack_latency(seen[1].value, now - seen[0])
+        else:
+            for st, (_, offset) in positions.items():
+                self._time_ack(st, offset)
+
+    def _time_ack(self, stream: SubscriptionType, offset: int) -> None:
+        seen = self.acks.lookup(stream, offset)
+        if seen is not None and seen[0] > 0:
+            self.stats.record_ack_latency(seen[1], self.clock() - seen[0])
 
     # -- closing -----------------------------------------------------------------------
 

@@ -42,18 +42,6 @@ class RequestHandler:
         #: The server's figures for ``get_stats`` (what /realtime/stats shows).
         self.server_stats = server_stats
 
-    @staticmethod
-    def parse_ack(text: str) -> proto.Ack | None:
-        """``text`` parsed if it is a valid ``ack``, else None (``handle`` then answers
-        it, whatever it is). Pure: nothing is counted or answered."""
-        if '"ack"' not in text:  # most other messages: not parsed twice
-            return None
-        try:
-            msg = proto.parse_client_message(text)
-        except ProtocolError:
-            return None
-        return msg if isinstance(msg, proto.Ack) else None
-
     def ack(self, conn: Connection, msg: proto.Ack) -> None:
         """A parsed ``ack``, as ``handle`` acts on it: no reply when valid, else an
         ``error`` (``invalid_ack``). Never awaits, so the server's read callback may
