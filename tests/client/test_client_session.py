@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from football_realtime.client import Event, RealtimeClient
-from football_realtime.client.session import ACK_INTERVAL, SessionStore
+from football_realtime.client.session import ACK_INTERVAL, ACK_MAX_DELAY, SessionStore
 
 from ..client_support import FAST as _FAST
 from ..client_support import TcpProxy, apublish, score, take, until, valid_token
@@ -101,6 +101,39 @@ async def test_another_users_session_is_a_terminal_refusal(
     assert exc.value.code == 4503
 
 
+async def test_a_busy_stream_is_acked_about_once_a_second_a_quiet_one_when_it_pauses(
+    server: RunningServer,
+) -> None:
+    """Coalescing: while events keep coming (every 40 ms here, for 1.6 s) acks go at
+    most ACK_MAX_DELAY apart, not every ACK_INTERVAL (that would be 6 or more); once
+    the stream pauses the last taken event is acked ACK_INTERVAL later."""
+    assert ACK_INTERVAL < ACK_MAX_DELAY
+    rt = server.realtime
+
+    def acks() -> int:
+        return rt.stats.received_by_type["ack"]
+
+    def acked() -> int:
+        conns = list(rt.durable.open_connections.values())
+        return conns[0].durable.state.positions["matches"][1] if conns else -1
+
+    async with RealtimeClient(server.ws_url, token=valid_token("ivy"), session_id="new", **FAST) as c:
+        await c.subscribe("matches")
+        before = server.call(acks)
+        taking = asyncio.create_task(take(c, 40))
+        for i in range(40):
+            await apublish(server, score(1, i))
+            await asyncio.sleep(0.04)
+        got = await taking
+        assert offsets(got) == list(range(1, 41))
+        # Taken once the loop came back: the 40th is not, the 39th is.
+        await until(lambda: server.call(acked) == 39, TIMEOUT + ACK_INTERVAL)
+        sent = server.call(acks) - before
+        # One per second of the stream, the one after it paused, and one spare for a
+        # stall of the machine (a pause of 250 ms mid-stream).
+        assert 1 <= sent <= 4, sent
+
+
 async def test_a_label_session_id_is_not_a_durable_session(server: RunningServer) -> None:
     async with RealtimeClient(server.ws_url, session_id="my-label", **FAST) as c:
         assert c.session == {}
@@ -113,7 +146,9 @@ async def test_unacked_critical_events_are_sent_again_and_dropped_by_the_client(
 ) -> None:
     import football_realtime.client.session as client_session
 
-    monkeypatch.setattr(client_session, "ACK_INTERVAL", 60.0)  # nothing acked before the cut
+    # Nothing acked before the cut.
+    monkeypatch.setattr(client_session, "ACK_INTERVAL", 60.0)
+    monkeypatch.setattr(client_session, "ACK_MAX_DELAY", 60.0)
     async with (
         TcpProxy(server.port) as proxy,
         RealtimeClient(

@@ -4,9 +4,11 @@ import type { DurableSession, SessionStorageLike } from './types.js';
 type Timer = ReturnType<typeof setTimeout>;
 type Position = { epoch: string; offset: number };
 
-/** Acks wait at most this long (ms) after the first unacknowledged event... */
+/** An ack goes once the application has taken nothing more for this long (ms)... */
 export const ACK_INTERVAL = 250;
-/** ...or until this many events taken by the application are unacknowledged. */
+/** ...and at the latest this long (ms) after the first unacknowledged event... */
+export const ACK_MAX_DELAY = 1000;
+/** ...or at once when this many events taken by the application are unacknowledged. */
 export const ACK_BATCH = 100;
 
 const SESSION_ID = /^[A-Za-z0-9_-]{22,64}$/;
@@ -14,7 +16,9 @@ const SESSION_ID = /^[A-Za-z0-9_-]{22,64}$/;
 /**
  * The client's half of a durable session (docs/protocol.md, Sessions): the session id,
  * the newest position per stream the application took (its handlers returned), acks
- * to the server coalesced (every {@link ACK_INTERVAL} ms or {@link ACK_BATCH} events),
+ * to the server coalesced ({@link ACK_INTERVAL} ms after the last event taken, at the
+ * latest {@link ACK_MAX_DELAY} ms after the first unacknowledged one, or at once at
+ * {@link ACK_BATCH} events: a busy stream is acknowledged once a second),
  * and, with `'auto'`, the id and positions kept in storage so a page reload resumes.
  */
 export class SessionState {
@@ -28,6 +32,9 @@ export class SessionState {
   private readonly pending = new Map<SubscriptionType, Position>();
   private unacked = 0;
   private timer: Timer | undefined;
+  /** When the application last took an event, and took the first unacknowledged one. */
+  private lastTaken = 0;
+  private firstUnacked = 0;
 
   constructor(
     mode: string,
@@ -81,8 +88,21 @@ export class SessionState {
     this.pending.set(stream, { epoch, offset });
     this.unacked += 1;
     this.save();
+    this.lastTaken = Date.now();
     if (this.unacked >= ACK_BATCH) this.flush();
-    else if (this.timer === undefined) this.timer = setTimeout(() => this.flush(), ACK_INTERVAL);
+    else if (this.timer === undefined) {
+      this.firstUnacked = this.lastTaken;
+      this.timer = setTimeout(() => this.due(), ACK_INTERVAL);
+    }
+  }
+
+  /** The ack timer: send once nothing was taken for ACK_INTERVAL or ACK_MAX_DELAY
+   *  passed since the first unacknowledged event, else wait for the earlier of the two. */
+  private due(): void {
+    const at = Math.min(this.lastTaken + ACK_INTERVAL, this.firstUnacked + ACK_MAX_DELAY);
+    const wait = at - Date.now();
+    if (wait > 0) this.timer = setTimeout(() => this.due(), wait);
+    else this.flush();
   }
 
   /** Send what is unacknowledged now (kept for later when no connection is open). */

@@ -8,8 +8,12 @@ positions between connections and process runs (docs/protocol.md, Sessions).
 * **taken**: an event counts as processed once the application has *taken* it: every
   handler returned, and (when the client's ``async for`` feed is being read) the loop
   came back for the next item. Per stream, the newest offset taken is the position.
-* **acks**: taken positions are acknowledged to the server coalesced, at most every
-  250 ms, or at once when 100 taken events are unacknowledged (:meth:`run`).
+* **acks**: taken positions are acknowledged to the server coalesced: once the
+  application has taken nothing more for 250 ms, at the latest 1 s after the first
+  unacknowledged event, or at once when 100 taken events are unacknowledged
+  (:meth:`run`). So never more often than every 250 ms but at 100 events; a quiet
+  stream is acknowledged 250 ms after its last event, a busy one once a second (the
+  server writes acknowledged positions to the broker once a second anyway).
 * **store**: with ``session_store`` the session id and the taken positions are written
   to that file (atomically: a temporary file renamed over it) each time an event is
   taken, before the application gets the next one, so a process killed at any point
@@ -29,6 +33,7 @@ import contextlib
 import logging
 import os
 import tempfile
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -46,9 +51,11 @@ from .requests import Lost
 
 log = logging.getLogger("football_realtime.client")
 
-#: Acks wait at most this long (seconds) after the first unacknowledged taken event...
+#: An ack goes once the application has taken nothing more for this long (seconds)...
 ACK_INTERVAL = 0.25
-#: ...or until this many taken events are unacknowledged.
+#: ...and at the latest this long after the first unacknowledged taken event...
+ACK_MAX_DELAY = 1.0
+#: ...or at once when this many taken events are unacknowledged.
 ACK_BATCH = 100
 
 Positions = dict[str, tuple[str, int]]
@@ -134,6 +141,8 @@ class ClientSession:
         tracker.restore(taken)
         self._pending: Positions = {}
         self._unacked = 0
+        #: When the application last took an event (time.monotonic()).
+        self._last_taken = 0.0
         self._wake = asyncio.Event()
         #: The last ``connection_status.session`` of the server.
         self.info: dict[str, Any] = {}
@@ -219,6 +228,7 @@ class ClientSession:
         self.taken[stream] = (pos.epoch, offset)
         self._pending[stream] = (pos.epoch, offset)
         self._unacked += 1
+        self._last_taken = time.monotonic()
         self._persist()
         if self._unacked >= ACK_BATCH or self._unacked == 1:
             self._wake.set()
@@ -231,22 +241,27 @@ class ClientSession:
                 log.warning("could not write the session store %s: %s", self.store.path, exc)
 
     async def run(self, life: Lifecycle) -> None:
-        """Send acks: ACK_INTERVAL after the first unacknowledged event, or at once at
-        ACK_BATCH; on the connection that is open (else they wait for the next)."""
+        """Send acks: ACK_INTERVAL after the last taken event, ACK_MAX_DELAY after the
+        first unacknowledged one at the latest, or at once at ACK_BATCH; on the
+        connection that is open (else they wait for the next)."""
         while True:
             await self._wake.wait()
             self._wake.clear()
-            if self._unacked < ACK_BATCH:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._full(), ACK_INTERVAL)
+            await self._coalesce(time.monotonic() + ACK_MAX_DELAY)
             # No open connection to take them: try again on the ack timer (a
             # connection that is closing may still look established for a moment).
             while not await self.flush(life):  # noqa: ASYNC110
                 await asyncio.sleep(ACK_INTERVAL)
 
-    async def _full(self) -> None:
+    async def _coalesce(self, deadline: float) -> None:
+        """Wait until the application has taken nothing for ACK_INTERVAL, ``deadline``
+        passed or ACK_BATCH events are unacknowledged."""
         while self._unacked < ACK_BATCH:
-            await self._wake.wait()
+            wait = min(self._last_taken + ACK_INTERVAL, deadline) - time.monotonic()
+            if wait <= 0:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), wait)
             self._wake.clear()
 
     async def flush(self, life: Lifecycle) -> bool:
@@ -268,4 +283,11 @@ class ClientSession:
         return True
 
 
-__all__ = ["ACK_BATCH", "ACK_INTERVAL", "ClientSession", "SessionStore", "is_durable_id"]
+__all__ = [
+    "ACK_BATCH",
+    "ACK_INTERVAL",
+    "ACK_MAX_DELAY",
+    "ClientSession",
+    "SessionStore",
+    "is_durable_id",
+]
