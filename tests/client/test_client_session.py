@@ -117,7 +117,9 @@ async def test_a_busy_stream_is_acked_about_once_a_second_a_quiet_one_when_it_pa
         conns = list(rt.durable.open_connections.values())
         return conns[0].durable.state.positions["matches"][1] if conns else -1
 
-    async with RealtimeClient(server.ws_url, token=valid_token("ivy"), session_id="new", **FAST) as c:
+    async with RealtimeClient(
+        server.ws_url, token=valid_token("ivy"), session_id="new", **FAST
+    ) as c:
         await c.subscribe("matches")
         before = server.call(acks)
         taking = asyncio.create_task(take(c, 40))
