@@ -59,7 +59,7 @@ class Nginx:
         d = self.dir
         (d / "nginx.conf").write_text(
             f"""
-worker_processes 1;
+worker_processes 2;
 daemon off;
 pid {d}/nginx.pid;
 error_log {d}/error.log warn;
