@@ -100,7 +100,8 @@ export class SessionState {
    *  passed since the first unacknowledged event, else wait for the earlier of the two. */
   private due(): void {
     const at = Math.min(this.lastTaken + ACK_INTERVAL, this.firstUnacked + ACK_MAX_DELAY);
-    const wait = at - Date.now();
+    // Capped: Date.now() may jump back with the wall clock.
+    const wait = Math.min(at - Date.now(), ACK_MAX_DELAY);
     if (wait > 0) this.timer = setTimeout(() => this.due(), wait);
     else this.flush();
   }
