@@ -56,24 +56,32 @@ def deflate_extensions() -> list[ServerExtensionFactory]:
     ]
 
 
+def _deflate_params(extensions_header: str | None) -> dict[str, str] | None:
+    """The parameters of a handshake response's ``Sec-WebSocket-Extensions`` value
+    (name to unquoted value, ``""`` when it has none) when it negotiated
+    permessage-deflate; None otherwise."""
+    if not extensions_header:
+        return None
+    name, *params = (part.strip() for part in extensions_header.split(";"))
+    if name != "permessage-deflate":
+        return None
+    out: dict[str, str] = {}
+    for param in params:
+        key, _, value = param.partition("=")
+        out[key.strip()] = value.strip().strip('"')
+    return out
+
+
 def shared_frames_allowed(extensions_header: str | None) -> bool:
     """Whether a handshake response's ``Sec-WebSocket-Extensions`` value lets the server
     send the shared compressed frames: permessage-deflate with
     ``server_no_context_takeover`` and no ``server_max_window_bits`` below 15."""
-    if not extensions_header:
-        return False
-    name, *params = (part.strip() for part in extensions_header.split(";"))
-    if name != "permessage-deflate":
-        return False
-    takeover = True
-    for param in params:
-        key, _, value = param.partition("=")
-        key = key.strip()
-        if key == "server_no_context_takeover":
-            takeover = False
-        elif key == "server_max_window_bits" and value.strip().strip('"') != "15":
-            return False
-    return not takeover
+    params = _deflate_params(extensions_header)
+    return (
+        params is not None
+        and "server_no_context_takeover" in params
+        and params.get("server_max_window_bits", "15") == "15"
+    )
 
 
 def client_inflate_bits(extensions_header: str | None) -> int:
@@ -81,21 +89,12 @@ def client_inflate_bits(extensions_header: str | None) -> int:
     handshake response's ``Sec-WebSocket-Extensions`` value negotiated permessage-deflate
     with ``client_no_context_takeover`` (``client_max_window_bits``, 15 if not given);
     0 otherwise (no compression, or an inflater kept across messages)."""
-    if not extensions_header:
+    params = _deflate_params(extensions_header)
+    if params is None or "client_no_context_takeover" not in params:
         return 0
-    name, *params = (part.strip() for part in extensions_header.split(";"))
-    if name != "permessage-deflate":
-        return 0
-    bits = 15
-    fresh = False
-    for param in params:
-        key, _, value = param.partition("=")
-        key = key.strip()
-        if key == "client_no_context_takeover":
-            fresh = True
-        elif key == "client_max_window_bits" and value.strip().strip('"').isdigit():
-            bits = int(value.strip().strip('"'))
-    return bits if fresh and 8 <= bits <= 15 else 0
+    value = params.get("client_max_window_bits", "")
+    bits = int(value) if value.isdigit() else 15
+    return bits if 8 <= bits <= 15 else 0
 
 
 class KeepaliveItem(Protocol):
